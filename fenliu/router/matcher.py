@@ -1,0 +1,191 @@
+"""Find the negative list's words, patterns and near-homophones in a normalised transcript.
+
+Pure code: jieba (segmentation) and pypinyin (homophones) are libraries, not I/O.
+
+- Words of two or more characters match as substrings of the compact text.
+- Single-character words match only whole jieba tokens ("打车" is not "打"); the list's own
+  words are added to jieba's dictionary so it keeps them whole.
+- Words of two or more characters also match by (fuzzy) pinyin, so an ASR error like 工自 for
+  工资 still counts, flagged ``homophone``.
+- A pattern matches when one alternative of each term is found within its window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jieba
+from pypinyin import Style, lazy_pinyin
+
+from fenliu.router.rules import Pattern, RuleSet
+
+jieba.setLogLevel(logging.WARNING)
+
+# Owner kinds
+STRONG = "strong"
+WEAK = "weak"
+DANGER = "danger"
+KEEP = "keep"  # [segmentation] keep_whole words: they only shadow danger words inside them
+DANGER_HOMOPHONE_MIN = 3
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence in the normalised text [start, end)."""
+
+    word: str  # the list's word (or pattern text)
+    start: int
+    end: int
+    group: str  # category or danger group id
+    role: str  # STRONG, WEAK, DANGER
+    kind: str  # "word", "pattern", "homophone"
+    heard: str = ""  # what the text says, for homophones
+
+
+@lru_cache(maxsize=8192)
+def _syllable(ch: str) -> str:
+    """Toneless pinyin of one character, folded for common ASR/accent confusions
+    (zh/z ch/c sh/s, n/l, -ng/-n). Non-Chinese characters map to themselves."""
+    py = lazy_pinyin(ch, style=Style.NORMAL, errors=lambda s: list(s))
+    s = py[0] if py else ch
+    if s == ch:
+        return ch
+    if s[:2] in ("zh", "ch", "sh"):
+        s = s[0] + s[2:]
+    elif s.startswith("n"):
+        s = "l" + s[1:]
+    if s.endswith("ng") and s != "ng":
+        s = s[:-1]
+    return s
+
+
+def syllables(text: str) -> tuple[str, ...]:
+    return tuple(_syllable(ch) for ch in text)
+
+
+class Matcher:
+    """Built once per rule set; ``find(text)`` is pure and thread-safe."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        # word -> list of (group, role)
+        self.owners: dict[str, list[tuple[str, str]]] = {}
+        for c in rules.categories:
+            for w in c.strong:
+                self.owners.setdefault(w, []).append((c.id, STRONG))
+            for w in c.weak:
+                self.owners.setdefault(w, []).append((c.id, WEAK))
+        for g in rules.danger:
+            for w in g.words:
+                self.owners.setdefault(w, []).append((g.id, DANGER))
+        for w in rules.keep_whole:
+            self.owners.setdefault(w, []).append(("", KEEP))
+
+        self.single = {w for w in self.owners if len(w) == 1}
+        self.by_first: dict[str, list[str]] = {}
+        for w in sorted((w for w in self.owners if len(w) > 1), key=len, reverse=True):
+            self.by_first.setdefault(w[0], []).append(w)
+        self.by_sound: dict[tuple[str, ...], list[str]] = {}
+        for w, owners in self.owners.items():
+            if not all("\u4e00" <= ch <= "\u9fff" for ch in w):
+                continue
+            # two-character homophones are everywhere (显示/想死): danger words need three or more
+            min_len = DANGER_HOMOPHONE_MIN if any(r == DANGER for _, r in owners) else 2
+            if len(w) >= min_len and any(r != KEEP for _, r in owners):
+                self.by_sound.setdefault(syllables(w), []).append(w)
+        self.sound_lengths = sorted({len(k) for k in self.by_sound})
+
+        self.tokenizer = jieba.Tokenizer()
+        self.tokenizer.initialize()
+        for w in sorted(rules.all_words()):
+            if len(w) > 1:
+                self.tokenizer.add_word(w, freq=200000)
+
+        self.patterns: list[tuple[str, str, Pattern]] = []
+        for c in rules.categories:
+            self.patterns += [(c.id, STRONG, p) for p in c.patterns]
+        for g in rules.danger:
+            self.patterns += [(g.id, DANGER, p) for p in g.patterns]
+
+    def tokens(self, text: str) -> list[tuple[str, int, int]]:
+        return list(self.tokenizer.tokenize(text, HMM=False))
+
+    def find(self, text: str) -> list[Hit]:
+        hits: list[Hit] = []
+        exact_spans: set[tuple[int, int]] = set()
+        # multi-character words: substring
+        for i, ch in enumerate(text):
+            for w in self.by_first.get(ch, ()):
+                if text.startswith(w, i):
+                    exact_spans.add((i, i + len(w)))
+                    for group, role in self.owners[w]:
+                        hits.append(Hit(w, i, i + len(w), group, role, "word"))
+        # single characters: whole tokens only
+        if self.single:
+            for tok, s, e in self.tokens(text):
+                if tok in self.single:
+                    exact_spans.add((s, e))
+                    for group, role in self.owners[tok]:
+                        hits.append(Hit(tok, s, e, group, role, "word"))
+        # near-homophones of the list's words, where the exact word is not there
+        sy = syllables(text)
+        for n in self.sound_lengths:
+            for i in range(0, len(text) - n + 1):
+                words = self.by_sound.get(sy[i : i + n])
+                if not words:
+                    continue
+                heard = text[i : i + n]
+                if (i, i + n) in exact_spans or heard in self.owners:
+                    continue
+                for w in words:
+                    for group, role in self.owners[w]:
+                        if role != KEEP and (role != DANGER or n >= DANGER_HOMOPHONE_MIN):
+                            hits.append(Hit(w, i, i + n, group, role, "homophone", heard=heard))
+        # co-occurrence patterns
+        for group, role, p in self.patterns:
+            span = match_pattern(text, p)
+            if span is not None:
+                hits.append(Hit(p.text, span[0], span[1], group, role, "pattern"))
+        return _drop_shadowed_danger(hits)
+
+
+def _drop_shadowed_danger(hits: list[Hit]) -> list[Hit]:
+    """A danger word lying wholly inside a longer exact category or keep-whole word is that
+    word, not a danger signal (着火 in 打不着火 or 睡着了). Keep-whole hits are dropped here."""
+    longer = [h for h in hits if h.role != DANGER and h.kind == "word"]
+    return [h for h in hits if h.role != KEEP and not (
+        h.role == DANGER and h.kind != "pattern"
+        and any(c.start <= h.start and h.end <= c.end and c.end - c.start > h.end - h.start for c in longer))]
+
+
+def match_pattern(text: str, p: Pattern) -> tuple[int, int] | None:
+    """Smallest-start span where every term has an alternative inside ``p.window`` chars."""
+    occurrences: list[list[tuple[int, int]]] = []
+    for alts in p.terms:
+        occ = []
+        for a in alts:
+            start = text.find(a)
+            while start != -1:
+                occ.append((start, start + len(a)))
+                start = text.find(a, start + 1)
+        if not occ:
+            return None
+        occurrences.append(sorted(occ))
+    for s0, e0 in occurrences[0]:
+        lo, hi = s0, e0
+        ok = True
+        for occ in occurrences[1:]:
+            best = None
+            for s, e in occ:
+                nlo, nhi = min(lo, s), max(hi, e)
+                if nhi - nlo <= p.window and (best is None or nhi - nlo < best[1] - best[0]):
+                    best = (nlo, nhi)
+            if best is None:
+                ok = False
+                break
+            lo, hi = best
+        if ok:
+            return (lo, hi)
+    return None
