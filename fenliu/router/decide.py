@@ -168,7 +168,7 @@ class Router:
         confidence = 1 - 0.5 ** (best.score / 1.5)
         if rival is not None:
             confidence *= 1 - 0.5 * rival.score / best.score
-        words = "、".join(dict.fromkeys(m.word for m in matched))
+        words = "、".join(dict.fromkeys(_shown(m) for m in matched))
         return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
                         confidence=round(min(confidence, 0.99), 3), matched=matched, vetoed_by=(),
                         urgent=False, reason=f"命中“{cat.name}”：{words}；无危险信号", extra=extra, **base)
@@ -185,7 +185,7 @@ class Router:
         exact = any(h.kind != "homophone" for h in a.danger)
         vetoes = tuple(self._match(a.norm, h) for h in sorted(a.danger, key=lambda h: h.start))
         labels = "、".join(g.label for g in groups)
-        words = "、".join(dict.fromkeys(v.word if not v.heard else f"{v.heard}≈{v.word}" for v in vetoes))
+        words = "、".join(dict.fromkeys(_shown(v) for v in vetoes))
         reason = f"危险信号（{labels}）：{words}——警情，不分流"
         if not exact:
             reason = f"疑似危险信号（近音：{words}，{labels}）——宁可留110核实"
@@ -201,6 +201,16 @@ class Router:
     def _match(norm: Normalized, h: Hit) -> Match:
         s, e = norm.span(h.start, h.end)
         return Match(word=h.word, start=s, end=e, group=h.group, kind=h.kind, heard=h.heard)
+
+
+def _shown(m: Match) -> str:
+    """How a match reads in a reason: the word; what was heard for a homophone; the matched
+    stretch of text for a pattern."""
+    if m.kind == "homophone":
+        return f"{m.heard}≈{m.word}"
+    if m.kind == "pattern":
+        return f"「{m.heard}」"
+    return m.word
 
 
 def _score(hits: list[Hit]) -> float:

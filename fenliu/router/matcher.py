@@ -147,7 +147,7 @@ class Matcher:
         for group, role, p in self.patterns:
             span = match_pattern(text, p)
             if span is not None:
-                hits.append(Hit(p.text, span[0], span[1], group, role, "pattern"))
+                hits.append(Hit(p.text, span[0], span[1], group, role, "pattern", heard=text[span[0]:span[1]]))
         return _drop_shadowed_danger(hits)
 
 

@@ -1,0 +1,115 @@
+"""The ASR engine interface, and its Vosk implementation.
+
+An engine is loaded once (one shared model) and opens one ``RecognizerStream`` per audio
+stream. A stream takes 16-bit mono PCM at ``engine.sample_rate`` and returns partial and
+final hypotheses; ``end_utterance()`` closes the current utterance (VAD said stop) and
+``finish()`` the stream (hang-up). Another engine (a stronger Chinese model) implements the
+same two small protocols.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fenliu.errors import ModelError
+from fenliu.events import Word
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    final: bool
+    words: tuple[Word, ...] = ()  # times in seconds of audio fed to this stream
+
+
+class RecognizerStream(Protocol):
+    def accept(self, pcm: bytes) -> Hypothesis | None: ...
+
+    def end_utterance(self) -> Hypothesis: ...
+
+    @property
+    def fed_seconds(self) -> float: ...
+
+
+class AsrEngine(Protocol):
+    name: str
+    sample_rate: int
+
+    def open_stream(self) -> RecognizerStream: ...
+
+
+class VoskStream:
+    """One ``KaldiRecognizer``. Vosk's own endpointing may finalise mid-utterance
+    (``AcceptWaveform`` returns True); partials are de-duplicated here."""
+
+    def __init__(self, recognizer: object, sample_rate: int) -> None:
+        self._rec = recognizer
+        self._rate = sample_rate
+        self._fed = 0
+        self._last_partial = ""
+
+    @property
+    def fed_seconds(self) -> float:
+        return self._fed / 2 / self._rate
+
+    def accept(self, pcm: bytes) -> Hypothesis | None:
+        self._fed += len(pcm)
+        rec = self._rec
+        if rec.AcceptWaveform(pcm):  # type: ignore[attr-defined]
+            self._last_partial = ""
+            return _final(rec.Result())  # type: ignore[attr-defined]
+        partial = json.loads(rec.PartialResult()).get("partial", "").strip()  # type: ignore[attr-defined]
+        if partial and partial != self._last_partial:
+            self._last_partial = partial
+            return Hypothesis(text=partial, final=False)
+        return None
+
+    def end_utterance(self) -> Hypothesis:
+        self._last_partial = ""
+        return _final(self._rec.FinalResult())  # type: ignore[attr-defined]
+
+
+def _final(raw: str) -> Hypothesis:
+    data = json.loads(raw)
+    words = tuple(Word(word=w["word"], start=float(w["start"]), end=float(w["end"]), conf=float(w.get("conf", 1.0)))
+                  for w in data.get("result", []))
+    return Hypothesis(text=data.get("text", "").strip(), final=True, words=words)
+
+
+class VoskEngine:
+    """One shared ``vosk.Model``; load it once at start-up (never at import)."""
+
+    def __init__(self, model_path: str | Path, sample_rate: int = 16000) -> None:
+        import vosk
+
+        vosk.SetLogLevel(-1)
+        path = Path(model_path)
+        check_model_dir(path)
+        try:
+            self._model = vosk.Model(str(path))
+        except Exception as e:  # vosk raises a bare Exception on a bad model
+            raise ModelError(f"{path}: Vosk 无法加载该模型 / Vosk could not load this model ({e}); "
+                             f"re-download it (fenliu model fetch small-cn) or point asr.model at a "
+                             f"complete unpacked model") from e
+        self.name = path.name
+        self.path = path
+        self.sample_rate = sample_rate
+
+    def open_stream(self) -> VoskStream:
+        import vosk
+
+        rec = vosk.KaldiRecognizer(self._model, self.sample_rate)
+        rec.SetWords(True)
+        return VoskStream(rec, self.sample_rate)
+
+
+def check_model_dir(path: Path) -> None:
+    """A Vosk model directory has an acoustic model (am/final.mdl) and a config dir."""
+    if not path.is_dir():
+        raise ModelError(f"{path}: 模型目录不存在 / model directory not found")
+    if not ((path / "am" / "final.mdl").exists() or (path / "final.mdl").exists()):
+        raise ModelError(f"{path}: 不是完整的 Vosk 模型（缺少 am/final.mdl）/ not a complete Vosk model "
+                         f"(am/final.mdl missing); unpack the whole model zip here")

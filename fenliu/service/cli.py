@@ -1,0 +1,181 @@
+"""The `fenliu` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from fenliu.errors import FenliuError
+
+
+def _channel(v: str) -> int | str:
+    return v if v == "mix" else int(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fenliu", description="110 非警务警情分流 / divert non-police 110 calls")
+    p.add_argument("--config", default=os.environ.get("FENLIU_CONFIG"),
+                   help="settings TOML file (default: built-in defaults; env FENLIU_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="route a text, or JSON lines, and print decisions as JSON")
+    c.add_argument("text", nargs="?", help="caller text")
+    c.add_argument("--jsonl", metavar="FILE", help="read {id, text} JSON lines from FILE ('-' = stdin)")
+    c.add_argument("--rules", help="negative list TOML (default: router.rules_path or the built-in list)")
+
+    r = sub.add_parser("rules", help="negative list tools")
+    rs = r.add_subparsers(dest="rules_command", required=True)
+    rc = rs.add_parser("check", help="validate a negative list file")
+    rc.add_argument("file", nargs="?")
+
+    for name, help_ in (("replay", "run a recorded call through the live chain"),
+                        ("transcribe", "batch-process a folder of recordings into a report")):
+        x = sub.add_parser(name, help=help_)
+        x.add_argument("path", help="CALL.wav" if name == "replay" else "DIR of .wav files")
+        x.add_argument("--model", help="Vosk model path or name (overrides asr.model)")
+        x.add_argument("--channel", type=_channel, default=0, help="channel to use: 0, 1, … or mix (default 0)")
+        x.add_argument("--rules", help="negative list TOML")
+        x.add_argument("--no-vad", action="store_true", help="feed all audio to the recogniser (no VAD gating)")
+    rp = sub.choices["replay"]
+    rp.add_argument("--realtime", action="store_true", help="pace the audio as a live call would")
+    rp.add_argument("--json", action="store_true", help="write events as JSON lines")
+    rp.add_argument("--reference", help="with no model: route this reference transcript (labelled as such)")
+    tr = sub.choices["transcribe"]
+    tr.add_argument("--out", default="transcribe-report.jsonl", help="report file (.jsonl or .csv)")
+
+    m = sub.add_parser("model", help="ASR model tools")
+    ms = m.add_subparsers(dest="model_command", required=True)
+    mf = ms.add_parser("fetch", help="download a Vosk model (small-cn = vosk-model-small-cn-0.22)")
+    mf.add_argument("name")
+    mf.add_argument("--dir", help="destination folder (default asr.model_dir or ~/.cache/vosk)")
+    mf.add_argument("--list-url", help="model list URL (default: Vosk's own)")
+    mf.add_argument("--base-url", help="base URL of the model zips (default: Vosk's own)")
+    mp = ms.add_parser("path", help="print where the configured model is")
+    mp.add_argument("--model")
+
+    d = sub.add_parser("doctor", help="check dependencies and configuration")
+    d.add_argument("--no-load", action="store_true", help="do not load the ASR model")
+
+    dm = sub.add_parser("demo", help="the main job: replay the fixture calls through the whole chain")
+    dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
+    dm.add_argument("--model", help="Vosk model path or name")
+    dm.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except FenliuError as e:
+        print(f"错误 / error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fenliu.service.settings import load_settings
+
+    settings = load_settings(args.config)
+    cmd = args.command
+    if cmd == "rules":
+        from fenliu.router import load_rules
+
+        rules = load_rules(args.file)
+        words = len(rules.all_words())
+        print(f"✔ {rules.source}: version {rules.version}, {len(rules.categories)} categories, "
+              f"{len(rules.danger)} danger groups, {words} words")
+        return 0
+    if cmd == "doctor":
+        from fenliu.service.doctor import format_checks, run_checks
+
+        checks = run_checks(settings, load_model=not args.no_load)
+        print(format_checks(checks))
+        return 0 if all(c.ok or not c.required for c in checks) else 1
+    if cmd == "model":
+        from fenliu.asr.models import fetch_model, resolve_model
+
+        if args.model_command == "path":
+            print(resolve_model(args.model or settings.asr.model, settings.asr.model_dir or None))
+            return 0
+        path = fetch_model(args.name, args.dir or settings.asr.model_dir or None, list_url=args.list_url,
+                           zip_base=args.base_url, progress=sys.stderr.isatty())
+        print(f"✔ {path}\n  使用 / use it: set asr.model = \"{path}\" or pass --model {path}")
+        return 0
+
+    from fenliu.service.wiring import build_engine, build_router
+
+    router = build_router(settings, getattr(args, "rules", None))
+    if cmd == "classify":
+        return _classify(args, router)
+    if cmd == "demo":
+        from fenliu.service.demo import run_demo
+
+        return run_demo(settings, router, sys.stdout, args.fixtures, args.model, args.json)
+    if cmd == "replay":
+        from fenliu.errors import ModelError
+        from fenliu.service.offline import replay_events, write_events
+
+        engine = None
+        try:
+            engine = build_engine(settings, args.model)
+        except ModelError:
+            if not args.reference:
+                raise
+            print("注意 / note: no ASR model; routing the --reference text (not recognition)", file=sys.stderr)
+        events = replay_events(args.path, settings, engine, router, realtime=args.realtime, channel=args.channel,
+                               reference_text=args.reference if engine is None else None,
+                               vad_enabled=False if args.no_vad else None)
+        write_events(events, sys.stdout, args.json)
+        return 0
+    if cmd == "transcribe":
+        from fenliu.service.offline import transcribe_dir, write_report
+
+        engine = build_engine(settings, args.model)
+        if args.no_vad:
+            from dataclasses import replace
+
+            settings = replace(settings, vad=replace(settings.vad, enabled=False))
+        reports = transcribe_dir(args.path, settings, engine, router, channel=args.channel,
+                                 progress=sys.stderr.isatty())
+        write_report(reports, args.out)
+        bad = [r for r in reports if not r.ok]
+        for r in bad:
+            print(f"✘ {r.file}: {r.error}", file=sys.stderr)
+        print(f"{len(reports) - len(bad)}/{len(reports)} files processed → {args.out}")
+        return 1 if bad and len(bad) == len(reports) else 0
+    raise AssertionError(cmd)
+
+
+def _classify(args: argparse.Namespace, router) -> int:  # type: ignore[no-untyped-def]
+    from fenliu.service.classify import classify_lines
+
+    if args.jsonl:
+        if args.jsonl == "-":
+            src = sys.stdin
+        else:
+            try:
+                src = open(args.jsonl, encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                raise FenliuError(f"{args.jsonl}: 无法打开 / cannot open ({e.strerror})") from e
+        out = sys.stdout
+        with src:
+            for obj in classify_lines(router, src):
+                out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
+        return 0
+    if not args.text:
+        raise FenliuError("给出文本或 --jsonl FILE / give a text, or --jsonl FILE")
+    d = router.decide(args.text)
+    print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""`fenliu doctor`: check what the configured features need and say how to fix what is missing."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import socket
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fenliu.errors import FenliuError
+from fenliu.service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+PY_MODULES = [
+    ("vosk", "vosk", "ASR"),
+    ("webrtcvad", "webrtcvad-wheels", "VAD"),
+    ("jieba", "jieba", "router segmentation"),
+    ("pypinyin", "pypinyin", "homophone matching"),
+    ("opencc", "opencc", "traditional->simplified"),
+    ("soundfile", "soundfile", "WAV input"),
+    ("soxr", "soxr", "resampling"),
+    ("aiohttp", "aiohttp", "console/API"),
+    ("pjsua2", "pjsua2-python", "live SIP calls"),
+]
+TOOLS = [
+    ("espeak-ng", "espeak-ng", "regenerating audio fixtures", False),
+    ("sox", "sox", "audio conversion for fixtures and SIPp", False),
+    ("sipp", "sip-tester", "SIP test calls (SIPp)", False),
+]
+
+
+def run_checks(settings: Settings, load_model: bool = True) -> list[Check]:
+    checks: list[Check] = []
+    for mod, pkg, why in PY_MODULES:
+        checks.append(_guard(f"python: {mod}", lambda mod=mod: _import(mod), f"pip install '{pkg}' ({why})"))
+    for tool, pkg, why, required in TOOLS:
+        path = shutil.which(tool)
+        checks.append(Check(f"tool: {tool}", path is not None, path or "not found",
+                            f"apt-get install {pkg} ({why})", required))
+    checks.append(_guard("negative list", lambda: _rules(settings),
+                         "fix the file named in the error (fenliu rules check FILE)"))
+    checks.append(_model_check(settings, load_model))
+    checks.append(_port_check("SIP port", settings.sip.address, settings.sip.port, socket.SOCK_DGRAM, "sip.port"))
+    checks.append(_port_check("console port", settings.console.host, settings.console.port, socket.SOCK_STREAM,
+                              "console.port"))
+    checks.append(_guard("store", lambda: _store(settings.store.url), "set store.url to a writable location"))
+    return checks
+
+
+def _guard(name: str, fn: Callable[[], str], fix: str) -> Check:
+    try:
+        return Check(name, True, fn())
+    except FenliuError as e:
+        return Check(name, False, str(e), fix)
+    except Exception as e:  # a check must report, never crash the doctor
+        return Check(name, False, f"{type(e).__name__}: {e}", fix)
+
+
+def _import(mod: str) -> str:
+    m = importlib.import_module(mod)
+    return getattr(m, "__version__", "") or "ok"
+
+
+def _rules(settings: Settings) -> str:
+    from fenliu.router import load_rules
+
+    r = load_rules(settings.router.rules_path or None)
+    return f"{r.source} version {r.version}: {len(r.categories)} categories, {len(r.danger)} danger groups"
+
+
+def _model_check(settings: Settings, load: bool) -> Check:
+    from fenliu.asr.models import HOW_TO_GET, resolve_model
+
+    name = f"ASR model ({settings.asr.model})"
+    try:
+        path = resolve_model(settings.asr.model, settings.asr.model_dir or None)
+        if load:
+            from fenliu.asr.engine import VoskEngine
+
+            VoskEngine(path, settings.asr.sample_rate)
+        return Check(name, True, f"{path}{' (loaded)' if load else ''}")
+    except FenliuError as e:
+        return Check(name, False, str(e).replace(HOW_TO_GET, "").strip(), HOW_TO_GET)
+
+
+def _port_check(name: str, host: str, port: int, kind: int, key: str) -> Check:
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((host, port))
+        return Check(f"{name} {host}:{port}", True, "free")
+    except OSError as e:
+        return Check(f"{name} {host}:{port}", False, f"cannot bind: {e.strerror}",
+                     f"stop what uses it, or set {key} to a free port")
+    finally:
+        s.close()
+
+
+def _store(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS fenliu_doctor (t TEXT)")
+            con.execute("DROP TABLE fenliu_doctor")
+            con.commit()
+        finally:
+            con.close()
+        return f"{path} writable"
+    raise FenliuError(f"{url}: PostgreSQL is not supported by this version yet; use sqlite:///PATH")
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        mark = "✔" if c.ok else ("✘" if c.required else "!")
+        line = f"{mark} {c.name}: {c.detail}"
+        if not c.ok and c.fix:
+            line += f"\n    → 修复 fix: {c.fix}"
+        lines.append(line)
+    bad = [c for c in checks if not c.ok and c.required]
+    lines.append("全部通过 / all required checks passed" if not bad
+                 else f"{len(bad)} 项未通过 / {len(bad)} required check(s) failed")
+    return "\n".join(lines)

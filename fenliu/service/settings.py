@@ -1,0 +1,164 @@
+"""One typed settings object: defaults, then a TOML file, then FENLIU_SECTION__KEY
+environment variables. Unknown keys and bad values fail at start-up naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from fenliu.errors import ConfigError
+
+ENV_PREFIX = "FENLIU_"
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    engine: str = "vosk"
+    model: str = "vosk-model-small-cn-0.22"  # a path, a Vosk model name, or "ko-test"
+    model_dir: str = ""  # where named models are looked for / fetched into (default ~/.cache/vosk)
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    enabled: bool = True
+    aggressiveness: int = 2
+    frame_ms: int = 20
+    min_speech_ms: int = 200
+    start_window_ms: int = 300
+    stop_ms: int = 600
+    padding_ms: int = 300
+    max_utterance_ms: int = 15000
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    rules_path: str = ""  # empty: the negative list shipped with fenliu
+    switch_margin: float = 1.0
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    address: str = "127.0.0.1"
+    port: int = 5060
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///var/fenliu.db"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    host: str = "127.0.0.1"
+    port: int = 8110
+
+
+@dataclass(frozen=True)
+class Settings:
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    source: str = "defaults"
+
+
+def _validate(s: Settings) -> None:
+    def bad(key: str, value: Any, fix: str) -> ConfigError:
+        return ConfigError(f"配置错误 / bad setting {key} = {value!r} ({s.source}): {fix}")
+
+    if s.asr.engine != "vosk":
+        raise bad("asr.engine", s.asr.engine, 'only "vosk" is available')
+    if s.asr.sample_rate not in (8000, 16000):
+        raise bad("asr.sample_rate", s.asr.sample_rate, "use 16000 (Vosk small models) or 8000")
+    if not 0 <= s.vad.aggressiveness <= 3:
+        raise bad("vad.aggressiveness", s.vad.aggressiveness, "use 0 (least) .. 3 (most aggressive)")
+    if s.vad.frame_ms not in (10, 20, 30):
+        raise bad("vad.frame_ms", s.vad.frame_ms, "webrtcvad takes 10, 20 or 30 ms frames")
+    for k in ("min_speech_ms", "start_window_ms", "stop_ms", "padding_ms", "max_utterance_ms"):
+        v = getattr(s.vad, k)
+        if v < s.vad.frame_ms:
+            raise bad(f"vad.{k}", v, f"must be at least one frame ({s.vad.frame_ms} ms)")
+    if s.vad.min_speech_ms > s.vad.start_window_ms:
+        raise bad("vad.min_speech_ms", s.vad.min_speech_ms, "must not exceed vad.start_window_ms")
+    if s.router.switch_margin < 0:
+        raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
+    for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):
+        if not 0 < port < 65536:
+            raise bad(k, port, "a port is 1..65535")
+    if not 1 <= s.sip.workers <= 64:
+        raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
+    if not s.store.url.startswith(("sqlite:///", "postgresql://")):
+        raise bad("store.url", s.store.url, "use sqlite:///PATH or postgresql://USER@HOST/DB")
+
+
+def _coerce(key: str, value: Any, typ: type, source: str) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[typ]
+    if ok:
+        return typ(value)
+    if isinstance(value, str):  # from the environment
+        try:
+            if typ is bool and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.lower() in ("1", "true", "yes", "on")
+            if typ in (int, float):
+                return typ(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"配置错误 / bad setting {key} = {value!r} ({source}): must be {typ.__name__}")
+
+
+def _apply(section_obj: Any, section: str, values: dict[str, Any], source: str) -> Any:
+    hints = get_type_hints(type(section_obj))
+    known = [f.name for f in fields(section_obj)]
+    changes = {}
+    for k, v in values.items():
+        if k not in known:
+            guess = difflib.get_close_matches(k, known, n=1)
+            hint = f" did you mean {section}.{guess[0]}?" if guess else f" known keys: {', '.join(known)}"
+            raise ConfigError(f"配置错误 / unknown setting {section}.{k} ({source});{hint}")
+        changes[k] = _coerce(f"{section}.{k}", v, hints[k], source)
+    return replace(section_obj, **changes)
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    s = Settings()
+    sections = [f.name for f in fields(Settings) if is_dataclass(f.default_factory)]  # type: ignore[arg-type]
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"配置文件不存在 / config file not found: {p}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"配置文件语法错误 / {p}: TOML syntax error: {e}") from e
+        for sec, values in data.items():
+            if sec not in sections or not isinstance(values, dict):
+                guess = difflib.get_close_matches(sec, sections, n=1)
+                hint = f"did you mean [{guess[0]}]?" if guess else f"sections: {', '.join(sections)}"
+                raise ConfigError(f"配置错误 / unknown section [{sec}] in {p}; {hint}")
+            s = replace(s, **{sec: _apply(getattr(s, sec), sec, values, str(p))})
+        s = replace(s, source=str(p))
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        sec, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if sec not in sections:
+            raise ConfigError(f"配置错误 / environment variable {name}: unknown section '{sec}'; "
+                              f"sections: {', '.join(sections)}")
+        s = replace(s, **{sec: _apply(getattr(s, sec), sec, {key: value}, f"environment {name}")})
+    _validate(s)
+    return s

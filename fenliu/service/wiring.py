@@ -1,0 +1,30 @@
+"""Building the pipeline's parts from settings (the one place that knows about all of them)."""
+
+from __future__ import annotations
+
+from fenliu.asr.engine import VoskEngine
+from fenliu.asr.models import resolve_model
+from fenliu.asr.vad import VadConfig
+from fenliu.router import CallRouter, Context, Router, load_rules
+from fenliu.service.settings import Settings
+
+
+def build_router(settings: Settings, rules_path: str | None = None) -> Router:
+    return Router(load_rules(rules_path or settings.router.rules_path or None))
+
+
+def build_engine(settings: Settings, model: str | None = None) -> VoskEngine:
+    """Load the configured model (``model`` overrides asr.model); raises ModelError."""
+    path = resolve_model(model or settings.asr.model, settings.asr.model_dir or None)
+    return VoskEngine(path, settings.asr.sample_rate)
+
+
+def vad_config(settings: Settings) -> VadConfig:
+    v = settings.vad
+    return VadConfig(frame_ms=v.frame_ms, aggressiveness=v.aggressiveness, min_speech_ms=v.min_speech_ms,
+                     start_window_ms=v.start_window_ms, stop_ms=v.stop_ms, padding_ms=v.padding_ms,
+                     max_utterance_ms=v.max_utterance_ms)
+
+
+def call_router(router: Router, settings: Settings, call_id: str) -> CallRouter:
+    return CallRouter(router, Context(call_id=call_id), switch_margin=settings.router.switch_margin)
