@@ -98,6 +98,7 @@ class Router:
                 danger.remove(h)
                 negated.append(h)
         for cs in per_cat.values():
+            cs.hits = _outermost(cs.hits)
             cs.score = _score(cs.hits)
         order = {c.id: i for i, c in enumerate(self.rules.categories)}
         scores = sorted(per_cat.values(), key=lambda c: (-c.score, order[c.category_id]))
@@ -211,6 +212,14 @@ def _shown(m: Match) -> str:
     if m.kind == "pattern":
         return f"「{m.heard}」"
     return m.word
+
+
+def _outermost(hits: list[Hit]) -> list[Hit]:
+    """Within one category a word inside a longer matched word is the same evidence
+    (工头 in 包工头, 拖欠 in 拖欠工资): keep the longer one only."""
+    words = [h for h in hits if h.kind != "pattern"]
+    return [h for h in hits if h.kind == "pattern" or not any(
+        o is not h and o.start <= h.start and h.end <= o.end and o.end - o.start > h.end - h.start for o in words)]
 
 
 def _score(hits: list[Hit]) -> float:

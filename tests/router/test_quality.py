@@ -1,0 +1,42 @@
+"""The router on labelled sets: no police case may ever be diverted; report accuracy."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+HERE = Path(__file__).parent
+
+
+def _load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _measure(router, cases):
+    diverted_police, correct, non_police = [], 0, 0
+    for c in cases:
+        d = router.decide(c["text"])
+        if c["target"] == "police":
+            if d.target != "police":
+                diverted_police.append((c["id"], d.target, d.reason))
+        else:
+            non_police += 1
+            correct += d.target == c["target"] and d.category == c["category"]
+    return diverted_police, correct / max(non_police, 1)
+
+
+def test_dev_cases_no_police_case_diverted(router):
+    path = SHARED / "eval" / "dev_cases.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present (shared/ is laid beside the checkout in CI)")
+    diverted, accuracy = _measure(router, _load(path))
+    assert diverted == []
+    assert accuracy >= 0.9
+
+
+def test_paraphrase_cases_no_police_case_diverted(router):
+    diverted, accuracy = _measure(router, _load(HERE / "paraphrase_cases.jsonl"))
+    assert diverted == []
+    assert accuracy >= 0.85
