@@ -5,8 +5,8 @@ Pure code: jieba (segmentation) and pypinyin (homophones) are libraries, not I/O
 - Words of two or more characters match as substrings of the compact text.
 - Single-character words match only whole jieba tokens ("打车" is not "打"); the list's own
   words are added to jieba's dictionary so it keeps them whole.
-- Words of two or more characters also match by (fuzzy) pinyin, so an ASR error like 工自 for
-  工资 still counts, flagged ``homophone``.
+- Strong words of two or more characters (danger words of three or more) also match by fuzzy
+  pinyin, so an ASR error like 工自 for 工资 still counts, flagged ``homophone``.
 - A pattern matches when one alternative of each term is found within its window.
 """
 
@@ -92,8 +92,10 @@ class Matcher:
             if not all("\u4e00" <= ch <= "\u9fff" for ch in w):
                 continue
             # two-character homophones are everywhere (显示/想死): danger words need three or more
-            min_len = DANGER_HOMOPHONE_MIN if any(r == DANGER for _, r in owners) else 2
-            if len(w) >= min_len and any(r != KEEP for _, r in owners):
+            # weak words are too common to guess at: only strong and danger words match by sound
+            roles = {r for _, r in owners}
+            min_len = DANGER_HOMOPHONE_MIN if DANGER in roles else 2
+            if len(w) >= min_len and roles & {STRONG, DANGER}:
                 self.by_sound.setdefault(syllables(w), []).append(w)
         self.sound_lengths = sorted({len(k) for k in self.by_sound})
 
@@ -141,7 +143,7 @@ class Matcher:
                     continue
                 for w in words:
                     for group, role in self.owners[w]:
-                        if role != KEEP and (role != DANGER or n >= DANGER_HOMOPHONE_MIN):
+                        if role == STRONG or (role == DANGER and n >= DANGER_HOMOPHONE_MIN):
                             hits.append(Hit(w, i, i + n, group, role, "homophone", heard=heard))
         # co-occurrence patterns
         for group, role, p in self.patterns:
