@@ -1,0 +1,179 @@
+"""The `fenliu` command as a user runs it: real subprocesses, real files, real model."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, ROOT, sox
+
+FENLIU = [sys.executable, "-m", "fenliu.service.cli"]
+
+
+def run(*args: str, stdin: str | None = None, env: dict | None = None, cwd: Path | None = None):
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([*FENLIU, *args], input=stdin, capture_output=True, text=True, env=e,
+                          cwd=cwd or ROOT, timeout=300)
+
+
+def test_classify_one_text_prints_a_decision():
+    r = run("classify", "我们整栋楼从早上就停电了")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["target"] == "95598" and d["category"] == "停电 / 电力"
+    assert d["matched"] and d["rule_version"]
+
+
+def test_classify_jsonl_keeps_ids_and_survives_bad_lines(tmp_path):
+    lines = [
+        json.dumps({"id": "a", "text": "房东押金不退"}, ensure_ascii=False),
+        "{not json",
+        json.dumps({"id": "c"}),
+        json.dumps({"id": "d", "text": "他拿刀砍人了"}, ensure_ascii=False),
+        "",
+        json.dumps([1, 2]),
+    ]
+    r = run("classify", "--jsonl", "-", stdin="\n".join(lines) + "\n")
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [o.get("id") for o in out] == ["a", None, "c", "d", None]
+    assert out[0]["target"] == "12345"
+    assert "error" in out[1] and out[1]["line"] == 2
+    assert "text" in out[2]["error"]
+    assert out[3]["target"] == "police" and out[3]["urgent"] is True
+    assert out[4]["line"] == 6
+
+
+def test_classify_jsonl_file_and_missing_file(tmp_path):
+    f = tmp_path / "cases.jsonl"
+    f.write_text("\n".join(json.dumps({"id": i, "text": "楼下KTV太吵了"}, ensure_ascii=False)
+                           for i in range(50)), encoding="utf-8")
+    r = run("classify", "--jsonl", str(f))
+    assert r.returncode == 0
+    assert len(r.stdout.splitlines()) == 50
+    r = run("classify", "--jsonl", str(tmp_path / "nope.jsonl"))
+    assert r.returncode == 2 and "cannot open" in r.stderr
+
+
+def test_rules_check_reports_the_line(tmp_path):
+    r = run("rules", "check")
+    assert r.returncode == 0 and "22" not in r.stderr
+    bad = tmp_path / "list.toml"
+    src = (ROOT / "fenliu" / "router" / "negative_list.toml").read_text(encoding="utf-8")
+    bad.write_text(src.replace('target = "12348"', 'target = "12399"'), encoding="utf-8")
+    r = run("rules", "check", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:" in r.stderr and "12399" in r.stderr
+
+
+@pytest.mark.slow
+def test_replay_with_the_real_model_prints_partials_finals_json():
+    r = run("replay", str(FIXTURES / "ko" / "ko-01-greeting.wav"), "--model", "ko-test", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(x) for x in r.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert "PartialTranscript" in types and "FinalTranscript" in types and "Decision" in types
+    assert types.index("PartialTranscript") < types.index("FinalTranscript")
+    assert types[-1] == "StreamEnded"
+    final = next(e for e in events if e["type"] == "FinalTranscript")
+    assert final["source"] == "asr" and final["text"]
+
+
+def test_replay_without_a_model_explains_and_reference_is_labelled(tmp_path):
+    wav = FIXTURES / "cmn" / "cmn-06-power.wav"
+    env = {"FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path)}
+    r = run("replay", str(wav), env=env)
+    assert r.returncode == 2
+    assert "vosk-model-small-cn-0.22" in r.stderr and "fenliu model fetch small-cn" in r.stderr
+    r = run("replay", str(wav), "--reference", "我们小区从中午开始就停电了", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "参考文本（非识别结果）" in r.stdout and "95598" in r.stdout
+
+
+def test_replay_bad_files_say_what_is_wrong(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    r = run("replay", str(empty), "--model", "ko-test")
+    assert r.returncode == 2 and "empty" in r.stderr
+    r = run("replay", str(tmp_path / "missing.wav"), "--model", "ko-test")
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_transcribe_dir_continues_past_broken_files(tmp_path):
+    d = tmp_path / "calls"
+    d.mkdir()
+    for name in ("ko-01-greeting", "ko-02-help"):
+        (d / f"{name}.wav").write_bytes((FIXTURES / "ko" / f"{name}.wav").read_bytes())
+    sox(str(FIXTURES / "ko" / "ko-03-power.wav"), "-r", "8000", "-e", "a-law", str(d / "alaw.wav"))
+    (d / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (d / "empty.wav").write_bytes(b"")
+    out = tmp_path / "report.csv"
+    r = run("transcribe", str(d), "--model", "ko-test", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "3/5 files processed" in r.stdout
+    rows = list(csv.DictReader(out.open(encoding="utf-8-sig")))
+    by = {row["file"]: row for row in rows}
+    assert set(by) == {"ko-01-greeting.wav", "ko-02-help.wav", "alaw.wav", "broken.wav", "empty.wav"}
+    assert by["alaw.wav"]["ok"] == "True" and by["alaw.wav"]["transcript"]
+    assert by["broken.wav"]["ok"] == "False" and by["broken.wav"]["error"]
+    assert "empty" in by["empty.wav"]["error"]
+    jl = tmp_path / "report.jsonl"
+    r = run("transcribe", str(d), "--model", "ko-test", "--out", str(jl))
+    assert len(jl.read_text(encoding="utf-8").splitlines()) == 5
+
+
+def test_demo_without_chinese_model_says_so_and_runs_the_chain(tmp_path):
+    env = {"FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path)}
+    r = run("demo", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "未找到中文 ASR 模型" in r.stdout and "fenliu model fetch small-cn" in r.stdout
+    assert "参考文本（非识别结果）" in r.stdout
+    assert "开始说话" in r.stdout  # the VAD really ran on the audio
+    manifest = [json.loads(x) for x in (FIXTURES / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    n = sum(1 for m in manifest if m["lang"] == "cmn")
+    assert f"{n}/{n} 与预期一致" in r.stdout
+
+
+def test_doctor_reports_missing_model_and_fix(tmp_path):
+    env = {"FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path),
+           "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/db/fenliu.db", "FENLIU_SIP__PORT": "0",
+           "FENLIU_CONSOLE__PORT": "0"}
+    r = run("doctor", env=env)
+    assert r.returncode == 2  # port 0 is refused by the settings check
+    env["FENLIU_SIP__PORT"] = "15999"
+    env["FENLIU_CONSOLE__PORT"] = "18999"
+    r = run("doctor", env=env)
+    assert r.returncode == 1
+    assert "✘ ASR model" in r.stdout and "fenliu model fetch small-cn" in r.stdout
+    assert "✔ store" in r.stdout and "✔ negative list" in r.stdout
+    env["FENLIU_ASR__MODEL"] = "ko-test"
+    r = run("doctor", env=env)
+    assert "✔ ASR model (ko-test)" in r.stdout and "(loaded)" in r.stdout
+
+
+def test_doctor_sees_a_busy_sip_port(tmp_path):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    try:
+        env = {"FENLIU_SIP__PORT": str(port), "FENLIU_ASR__MODEL": "ko-test",
+               "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db", "FENLIU_CONSOLE__PORT": "18998"}
+        r = run("doctor", "--no-load", env=env)
+        assert r.returncode == 1
+        assert f"✘ SIP port 127.0.0.1:{port}" in r.stdout and "sip.port" in r.stdout
+    finally:
+        s.close()
+
+
+def test_bad_config_fails_at_start_with_the_key(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[router]\nrules_pth = 'x'\n", encoding="utf-8")
+    r = run("--config", str(f), "classify", "停电")
+    assert r.returncode == 2 and "router.rules_pth" in r.stderr and "rules_path" in r.stderr
