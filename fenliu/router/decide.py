@@ -91,10 +91,10 @@ class Router:
                 (negated if self._negated(norm.text, h) else danger).append(h)
             else:
                 per_cat.setdefault(h.group, CategoryScore(h.group)).hits.append(h)
-        # a danger word overlapping a negated one is part of the same negated phrase
-        # (没闻到什么烧焦味: 烧焦 is negated, so is 焦味)
-        for h in list(danger):
-            if any(n.group == h.group and n.start < h.end and h.start < n.end for n in negated):
+        # a danger word overlapping or right after a negated one is part of the same negated
+        # phrase (没闻到什么烧焦味: 烧焦 is negated, so is 焦味; 没看见冒烟着火: so is 着火)
+        for h in sorted(danger, key=lambda h: h.start):
+            if any(n.group == h.group and n.start <= h.start <= n.end for n in negated):
                 danger.remove(h)
                 negated.append(h)
         for cs in per_cat.values():

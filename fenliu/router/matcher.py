@@ -83,10 +83,10 @@ class Matcher:
         for w in rules.keep_whole:
             self.owners.setdefault(w, []).append(("", KEEP))
 
-        self.single = {w for w in self.owners if len(w) == 1}
-        self.by_first: dict[str, list[str]] = {}
+        self.single = frozenset(w for w in self.owners if len(w) == 1)
+        self.by_prefix: dict[str, list[str]] = {}  # first two characters -> words
         for w in sorted((w for w in self.owners if len(w) > 1), key=len, reverse=True):
-            self.by_first.setdefault(w[0], []).append(w)
+            self.by_prefix.setdefault(w[:2], []).append(w)
         self.by_sound: dict[tuple[str, ...], list[str]] = {}
         for w, owners in self.owners.items():
             if not all("\u4e00" <= ch <= "\u9fff" for ch in w):
@@ -118,14 +118,14 @@ class Matcher:
         hits: list[Hit] = []
         exact_spans: set[tuple[int, int]] = set()
         # multi-character words: substring
-        for i, ch in enumerate(text):
-            for w in self.by_first.get(ch, ()):
-                if text.startswith(w, i):
+        for i in range(len(text) - 1):
+            for w in self.by_prefix.get(text[i : i + 2], ()):
+                if len(w) == 2 or text.startswith(w, i):
                     exact_spans.add((i, i + len(w)))
                     for group, role in self.owners[w]:
                         hits.append(Hit(w, i, i + len(w), group, role, "word"))
         # single characters: whole tokens only
-        if self.single:
+        if not self.single.isdisjoint(text):  # segmentation only when a single-char word occurs
             for tok, s, e in self.tokens(text):
                 if tok in self.single:
                     exact_spans.add((s, e))

@@ -7,6 +7,7 @@ character positions of the original transcript, which is what the operator sees 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ class Normalizer:
 
     def __init__(self, fillers: tuple[str, ...] = ()) -> None:
         self._t2s = opencc.OpenCC("t2s")
-        self._fillers = tuple(sorted(fillers, key=len, reverse=True))
+        longest_first = sorted(fillers, key=len, reverse=True)
+        self._filler_re = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
 
     def __call__(self, original: str) -> Normalized:
         simplified = self._t2s.convert(original)
@@ -59,20 +61,12 @@ class Normalizer:
         return Normalized(original=original, text="".join(chars), index=tuple(index))
 
     def _drop_fillers(self, chars: list[str], index: list[int]) -> tuple[list[str], list[int]]:
-        if not self._fillers:
+        if self._filler_re is None:
             return chars, index
-        text = "".join(chars)
         keep = [True] * len(chars)
-        i = 0
-        while i < len(text):
-            for f in self._fillers:
-                if text.startswith(f, i):
-                    for k in range(i, i + len(f)):
-                        keep[k] = False
-                    i += len(f)
-                    break
-            else:
-                i += 1
+        for m in self._filler_re.finditer("".join(chars)):
+            for k in range(m.start(), m.end()):
+                keep[k] = False
         return ([c for c, k in zip(chars, keep, strict=True) if k],
                 [x for x, k in zip(index, keep, strict=True) if k])
 

