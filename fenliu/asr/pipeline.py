@@ -44,8 +44,9 @@ class StreamPipeline:
         self.vad_config = vad or VadConfig()
         self.resampler = StreamResampler(in_rate, self.rate)
         self.vad_enabled = vad_enabled
-        self.segmenter = VadSegmenter(is_speech or webrtc_classifier(self.rate, self.vad_config.aggressiveness),
-                                      self.rate, self.vad_config)
+        classifier = is_speech or webrtc_classifier(self.rate, self.vad_config.aggressiveness,
+                                                    self.vad_config.energy_floor_dbfs)
+        self.segmenter = VadSegmenter(classifier, self.rate, self.vad_config)
         self.frame_bytes = self.segmenter.frame_bytes
         self.stream: RecognizerStream | None = engine.open_stream() if engine else None
         self.router = router

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
+import ahocorasick
 import jieba
 from pypinyin import Style, lazy_pinyin
 
@@ -84,9 +85,6 @@ class Matcher:
             self.owners.setdefault(w, []).append(("", KEEP))
 
         self.single = frozenset(w for w in self.owners if len(w) == 1)
-        self.by_prefix: dict[str, list[str]] = {}  # first two characters -> words
-        for w in sorted((w for w in self.owners if len(w) > 1), key=len, reverse=True):
-            self.by_prefix.setdefault(w[:2], []).append(w)
         self.by_sound: dict[tuple[str, ...], list[str]] = {}
         for w, owners in self.owners.items():
             if not all("\u4e00" <= ch <= "\u9fff" for ch in w):
@@ -97,7 +95,10 @@ class Matcher:
             min_len = DANGER_HOMOPHONE_MIN if DANGER in roles else 2
             if len(w) >= min_len and roles & {STRONG, DANGER}:
                 self.by_sound.setdefault(syllables(w), []).append(w)
-        self.sound_lengths = sorted({len(k) for k in self.by_sound})
+        # first two syllables -> the sound keys starting with them (most positions have none)
+        self.sound_prefix: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        for key in self.by_sound:
+            self.sound_prefix.setdefault(key[:2], []).append(key)
 
         self.tokenizer = jieba.Tokenizer()
         self.tokenizer.initialize()
@@ -111,19 +112,32 @@ class Matcher:
         for g in rules.danger:
             self.patterns += [(g.id, DANGER, p) for p in g.patterns]
 
+        # one Aho-Corasick pass finds every multi-character word and every pattern term
+        self.automaton = ahocorasick.Automaton()
+        needles = {w for w in self.owners if len(w) > 1}
+        needles.update(a for _, _, p in self.patterns for alts in p.terms for a in alts)
+        for w in needles:
+            self.automaton.add_word(w, w)
+        self.automaton.make_automaton()
+
     def tokens(self, text: str) -> list[tuple[str, int, int]]:
         return list(self.tokenizer.tokenize(text, HMM=False))
 
     def find(self, text: str) -> list[Hit]:
         hits: list[Hit] = []
         exact_spans: set[tuple[int, int]] = set()
-        # multi-character words: substring
-        for i in range(len(text) - 1):
-            for w in self.by_prefix.get(text[i : i + 2], ()):
-                if len(w) == 2 or text.startswith(w, i):
-                    exact_spans.add((i, i + len(w)))
-                    for group, role in self.owners[w]:
-                        hits.append(Hit(w, i, i + len(w), group, role, "word"))
+        found: dict[str, list[tuple[int, int]]] = {}
+        for end, w in self.automaton.iter(text):
+            found.setdefault(w, []).append((end + 1 - len(w), end + 1))
+        # multi-character words: substring (single characters found here are pattern terms)
+        for w, spans in found.items():
+            if len(w) == 1:
+                continue
+            for group, role in self.owners.get(w, ()):
+                for s, e in spans:
+                    hits.append(Hit(w, s, e, group, role, "word"))
+            if w in self.owners:
+                exact_spans.update(spans)
         # single characters: whole tokens only
         if not self.single.isdisjoint(text):  # segmentation only when a single-char word occurs
             for tok, s, e in self.tokens(text):
@@ -133,11 +147,12 @@ class Matcher:
                         hits.append(Hit(tok, s, e, group, role, "word"))
         # near-homophones of the list's words, where the exact word is not there
         sy = syllables(text)
-        for n in self.sound_lengths:
-            for i in range(0, len(text) - n + 1):
-                words = self.by_sound.get(sy[i : i + n])
-                if not words:
+        for i in range(len(text) - 1):
+            for key in self.sound_prefix.get(sy[i : i + 2], ()):
+                n = len(key)
+                if sy[i : i + n] != key:
                     continue
+                words = self.by_sound[key]
                 heard = text[i : i + n]
                 if (i, i + n) in exact_spans or heard in self.owners:
                     continue
@@ -147,7 +162,7 @@ class Matcher:
                             hits.append(Hit(w, i, i + n, group, role, "homophone", heard=heard))
         # co-occurrence patterns
         for group, role, p in self.patterns:
-            span = match_pattern(text, p)
+            span = match_pattern(found, p)
             if span is not None:
                 hits.append(Hit(p.text, span[0], span[1], group, role, "pattern", heard=text[span[0]:span[1]]))
         return _drop_shadowed_danger(hits)
@@ -162,16 +177,12 @@ def _drop_shadowed_danger(hits: list[Hit]) -> list[Hit]:
         and any(c.start <= h.start and h.end <= c.end and c.end - c.start > h.end - h.start for c in longer))]
 
 
-def match_pattern(text: str, p: Pattern) -> tuple[int, int] | None:
-    """Smallest-start span where every term has an alternative inside ``p.window`` chars."""
+def match_pattern(found: dict[str, list[tuple[int, int]]], p: Pattern) -> tuple[int, int] | None:
+    """Smallest-start span where every term has an alternative inside ``p.window`` chars.
+    ``found`` maps each needle to its [start, end) occurrences in the text."""
     occurrences: list[list[tuple[int, int]]] = []
     for alts in p.terms:
-        occ = []
-        for a in alts:
-            start = text.find(a)
-            while start != -1:
-                occ.append((start, start + len(a)))
-                start = text.find(a, start + 1)
+        occ = [span for a in alts for span in found.get(a, ())]
         if not occ:
             return None
         occurrences.append(sorted(occ))

@@ -36,3 +36,42 @@ def classify_lines(router: Router, lines: Iterable[str]) -> Iterator[dict[str, A
         out = {"id": cid, **d.to_dict()}
         del out["call_id"]
         yield out
+
+
+_worker_router: Router | None = None
+
+
+def _init_worker(rules_path: str | None) -> None:
+    global _worker_router
+    from fenliu.router import load_rules
+
+    _worker_router = Router(load_rules(rules_path))
+
+
+def _classify_chunk(chunk: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    assert _worker_router is not None
+    out = []
+    for n, raw in chunk:
+        for obj in classify_lines(_worker_router, [raw]):
+            if "line" in obj:
+                obj["line"] = n
+            out.append(obj)
+    return out
+
+
+def classify_lines_parallel(lines: Iterable[str], workers: int, rules_path: str | None,
+                            chunk: int = 250) -> Iterator[dict[str, Any]]:
+    """``classify_lines`` over ``workers`` processes, output in input order."""
+    import multiprocessing as mp
+    from itertools import islice
+
+    numbered = ((n, raw) for n, raw in enumerate(lines, start=1))
+
+    def chunks() -> Iterator[list[tuple[int, str]]]:
+        while batch := list(islice(numbered, chunk)):
+            yield batch
+
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(rules_path,)) as pool:
+        for result in pool.imap(_classify_chunk, chunks()):
+            yield from result

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("text", nargs="?", help="caller text")
     c.add_argument("--jsonl", metavar="FILE", help="read {id, text} JSON lines from FILE ('-' = stdin)")
     c.add_argument("--rules", help="negative list TOML (default: router.rules_path or the built-in list)")
+    c.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                   help="processes for --jsonl (default: CPU cores, at most 4)")
 
     r = sub.add_parser("rules", help="negative list tools")
     rs = r.add_subparsers(dest="rules_command", required=True)
@@ -111,9 +113,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from fenliu.service.wiring import build_engine, build_router
 
-    router = build_router(settings, getattr(args, "rules", None))
     if cmd == "classify":
-        return _classify(args, router)
+        return _classify(args, args.rules or settings.router.rules_path or None)
+    router = build_router(settings, getattr(args, "rules", None))
     if cmd == "demo":
         from fenliu.service.demo import run_demo
 
@@ -153,8 +155,11 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
-def _classify(args: argparse.Namespace, router) -> int:  # type: ignore[no-untyped-def]
-    from fenliu.service.classify import classify_lines
+def _classify(args: argparse.Namespace, rules_path: str | None) -> int:
+    from fenliu.router import Router, load_rules
+    from fenliu.service.classify import classify_lines, classify_lines_parallel
+
+    rules = load_rules(rules_path)  # validate once, up front, so a bad list fails clearly
 
     if args.jsonl:
         if args.jsonl == "-":
@@ -166,13 +171,15 @@ def _classify(args: argparse.Namespace, router) -> int:  # type: ignore[no-untyp
                 raise FenliuError(f"{args.jsonl}: 无法打开 / cannot open ({e.strerror})") from e
         out = sys.stdout
         with src:
-            for obj in classify_lines(router, src):
+            results = (classify_lines_parallel(src, args.workers, rules_path) if args.workers > 1
+                       else classify_lines(Router(rules), src))
+            for obj in results:
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         out.flush()
         return 0
     if not args.text:
         raise FenliuError("给出文本或 --jsonl FILE / give a text, or --jsonl FILE")
-    d = router.decide(args.text)
+    d = Router(rules).decide(args.text)
     print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))
     return 0
 

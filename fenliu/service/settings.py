@@ -28,6 +28,7 @@ class AsrSettings:
 class VadSettings:
     enabled: bool = True
     aggressiveness: int = 2
+    energy_floor_dbfs: float = -50.0
     frame_ms: int = 20
     min_speech_ms: int = 200
     start_window_ms: int = 300
@@ -81,6 +82,8 @@ def _validate(s: Settings) -> None:
         raise bad("asr.sample_rate", s.asr.sample_rate, "use 16000 (Vosk small models) or 8000")
     if not 0 <= s.vad.aggressiveness <= 3:
         raise bad("vad.aggressiveness", s.vad.aggressiveness, "use 0 (least) .. 3 (most aggressive)")
+    if not -100 <= s.vad.energy_floor_dbfs <= -20:
+        raise bad("vad.energy_floor_dbfs", s.vad.energy_floor_dbfs, "use -100 (off) .. -20 dBFS; -50 suits phone lines")
     if s.vad.frame_ms not in (10, 20, 30):
         raise bad("vad.frame_ms", s.vad.frame_ms, "webrtcvad takes 10, 20 or 30 ms frames")
     for k in ("min_speech_ms", "start_window_ms", "stop_ms", "padding_ms", "max_utterance_ms"):

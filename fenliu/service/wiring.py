@@ -21,7 +21,8 @@ def build_engine(settings: Settings, model: str | None = None) -> VoskEngine:
 
 def vad_config(settings: Settings) -> VadConfig:
     v = settings.vad
-    return VadConfig(frame_ms=v.frame_ms, aggressiveness=v.aggressiveness, min_speech_ms=v.min_speech_ms,
+    return VadConfig(frame_ms=v.frame_ms, aggressiveness=v.aggressiveness, energy_floor_dbfs=v.energy_floor_dbfs,
+                     min_speech_ms=v.min_speech_ms,
                      start_window_ms=v.start_window_ms, stop_ms=v.stop_ms, padding_ms=v.padding_ms,
                      max_utterance_ms=v.max_utterance_ms)
 

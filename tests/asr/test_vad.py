@@ -92,3 +92,24 @@ def test_webrtcvad_on_8khz_telephony_fixture():
     events = [e for f in _frames(pcm, seg.frame_bytes) for e in seg.push(f)] + seg.flush()
     assert any(isinstance(e, Start) for e in events)
     assert seg.voiced_frames < seg.frames  # the padding was silence
+
+
+def test_energy_floor_keeps_line_noise_after_speech_from_holding_the_vad_open():
+    import numpy as np
+
+    clip = read_wav(FIXTURES / "aishell" / "BAC009S0764W0121.wav")
+    hiss = np.random.default_rng(7).normal(0, 30, RATE * 2).astype(np.int16).tobytes()  # ~ -60 dBFS
+    pcm = clip.pcm + hiss + clip.pcm + hiss
+
+    def utterances(floor):
+        seg = VadSegmenter(webrtc_classifier(RATE, 2, floor), RATE, VadConfig())
+        events = [e for f in _frames(pcm, seg.frame_bytes) for e in seg.push(f)] + seg.flush()
+        return [e for e in events if isinstance(e, Start)], [e for e in events if isinstance(e, Stop)]
+
+    starts, stops = utterances(-50.0)
+    assert len(starts) == 2
+    assert stops[0].t < clip.duration + 1.0  # closed during the hiss, not at the next utterance
+    # without the floor webrtcvad keeps calling the hiss speech: one utterance from the first
+    # word to the end of the file (what the floor is for)
+    starts_nf, stops_nf = utterances(None)
+    assert len(starts_nf) == 1 and stops_nf[-1].t > 2 * clip.duration + 2.0

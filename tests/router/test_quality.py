@@ -43,7 +43,7 @@ def test_paraphrase_cases_no_police_case_diverted(router):
 
 
 def test_regression_cases_no_police_case_diverted(router):
-    """295 cases written blind by a separate author (h-*, b-*), then used to widen the list:
+    """300 cases written blind by a separate author (h-*, b-*), then used to widen the list:
     a regression set now, not a blind measure (see README for the blind numbers)."""
     diverted, accuracy = _measure(router, _load(HERE / "regression_cases.jsonl"))
     assert diverted == []

@@ -52,9 +52,12 @@ def test_classify_jsonl_file_and_missing_file(tmp_path):
     f = tmp_path / "cases.jsonl"
     f.write_text("\n".join(json.dumps({"id": i, "text": "楼下KTV太吵了"}, ensure_ascii=False)
                            for i in range(50)), encoding="utf-8")
-    r = run("classify", "--jsonl", str(f))
+    r = run("classify", "--jsonl", str(f), "--workers", "2")
     assert r.returncode == 0
     assert len(r.stdout.splitlines()) == 50
+    single = run("classify", "--jsonl", str(f), "--workers", "1")
+    assert single.stdout == r.stdout  # same decisions, same order
+    assert [json.loads(x)["id"] for x in r.stdout.splitlines()] == list(range(50))
     r = run("classify", "--jsonl", str(tmp_path / "nope.jsonl"))
     assert r.returncode == 2 and "cannot open" in r.stderr
 
