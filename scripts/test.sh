@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-.venv/bin/ruff check fenliu tests scripts bench
+.venv/bin/ruff check fenliu tests scripts
 exec .venv/bin/python -m pytest -ra "$@"
