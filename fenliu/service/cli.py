@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="check dependencies and configuration")
     d.add_argument("--no-load", action="store_true", help="do not load the ASR model")
+    d.add_argument("--model", help="check this Vosk model path or name instead of asr.model")
 
     dm = sub.add_parser("demo", help="the main job: replay the fixture calls through the whole chain")
     dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
@@ -97,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "doctor":
         from fenliu.service.doctor import format_checks, run_checks
 
+        if args.model:
+            from dataclasses import replace
+
+            settings = replace(settings, asr=replace(settings.asr, model=args.model))
         checks = run_checks(settings, load_model=not args.no_load)
         print(format_checks(checks))
         return 0 if all(c.ok or not c.required for c in checks) else 1

@@ -154,8 +154,7 @@ def test_doctor_reports_missing_model_and_fix(tmp_path):
     assert r.returncode == 1
     assert "✘ ASR model" in r.stdout and "fenliu model fetch small-cn" in r.stdout
     assert "✔ store" in r.stdout and "✔ negative list" in r.stdout
-    env["FENLIU_ASR__MODEL"] = "ko-test"
-    r = run("doctor", env=env)
+    r = run("doctor", "--model", "ko-test", env=env)
     assert "✔ ASR model (ko-test)" in r.stdout and "(loaded)" in r.stdout
 
 
@@ -180,3 +179,20 @@ def test_bad_config_fails_at_start_with_the_key(tmp_path):
     f.write_text("[router]\nrules_pth = 'x'\n", encoding="utf-8")
     r = run("--config", str(f), "classify", "停电")
     assert r.returncode == 2 and "router.rules_pth" in r.stderr and "rules_path" in r.stderr
+
+
+def test_replay_realtime_paces_the_audio_like_a_live_call(tmp_path):
+    import time
+
+    wav = FIXTURES / "cmn" / "cmn-07-lockout.wav"
+    from fenliu.asr.audio import read_wav
+
+    duration = read_wav(wav).duration
+    env = {"FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path)}
+    start = time.monotonic()
+    r = run("replay", str(wav), "--realtime", "--json", "--reference", "我出门忘带钥匙了 门打不开", env=env)
+    wall = time.monotonic() - start
+    assert r.returncode == 0, r.stderr
+    assert wall >= duration  # fed no faster than the audio plays
+    last = [json.loads(x) for x in r.stdout.splitlines()][-1]
+    assert last["type"] == "StreamEnded" and abs(last["t"] - duration) < 0.1
