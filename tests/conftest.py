@@ -21,6 +21,31 @@ FIXTURES = ROOT / "audio_fixtures"
 SHARED = ROOT.parent / "shared"
 
 
+def minimal_rules(strong: str = "噪音", weak: str = "吵", danger: str = "打人", negator: str = "没",
+                  name: str = "噪声扰民", version: str = "t-1") -> str:
+    """A one-category, one-danger-group negative list as TOML text (other languages welcome:
+    the Korean end-to-end test routes on a word the Korean model really heard)."""
+    return f"""
+[meta]
+version = "{version}"
+[targets.police]
+number = "110"
+[targets."12345"]
+number = "12345"
+[cues]
+negators = ["{negator}"]
+[[danger]]
+id = "violence"
+words = ["{danger}"]
+[[category]]
+id = "noise"
+name = "{name}"
+target = "12345"
+strong = ["{strong}"]
+weak = ["{weak}"]
+"""
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import pytest
 from fenliu.asr.audio import read_wav, resample
 from fenliu.asr.pipeline import StreamPipeline
 from fenliu.events import FinalTranscript, PartialTranscript, SpeechStarted, SpeechStopped, StreamEnded
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, minimal_rules
 
 pytestmark = pytest.mark.slow
 
@@ -90,24 +90,8 @@ def test_router_decision_from_live_korean_transcript(ko_engine):
     first = [e for e in feed(StreamPipeline("probe", clip.rate, ko_engine), clip.pcm)
              if isinstance(e, FinalTranscript)][0]
     word = max(first.text.split(), key=len)  # whatever the model really heard
-    rules = parse_rules(f"""
-[meta]
-version = "ko-test"
-[targets.police]
-number = "110"
-[targets."12345"]
-number = "12345"
-[cues]
-negators = ["안"]
-[[danger]]
-id = "help"
-words = ["살려"]
-[[category]]
-id = "greet"
-name = "테스트"
-target = "12345"
-strong = ["{word}"]
-""")
+    rules = parse_rules(minimal_rules(strong=word, weak="없는말", danger="살려", negator="안", name="테스트",
+                                      version="ko-test"))
     pipe = StreamPipeline("ko", clip.rate, ko_engine, router=CallRouter(Router(rules)))
     decisions = [e for e in feed(pipe, clip.pcm) if type(e).__name__ == "Decision"]
     assert decisions and decisions[-1].target == "12345"

@@ -2,26 +2,9 @@ import pytest
 
 from fenliu.errors import RuleListError
 from fenliu.router import load_rules, parse_rules
+from tests.conftest import minimal_rules
 
-MINIMAL = """
-[meta]
-version = "t-1"
-[targets.police]
-number = "110"
-[targets."12345"]
-number = "12345"
-[cues]
-negators = ["没"]
-[[danger]]
-id = "violence"
-words = ["打人"]
-[[category]]
-id = "noise"
-name = "噪声扰民"
-target = "12345"
-strong = ["噪音"]
-weak = ["吵"]
-"""
+MINIMAL = minimal_rules()
 
 
 def test_shipped_list_loads_with_all_22_categories_and_targets():
