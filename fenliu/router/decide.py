@@ -12,14 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fenliu.events import Decision, Match
-from fenliu.router.matcher import DANGER, STRONG, WEAK, Hit, Matcher
+from fenliu.router.matcher import DANGER, DECISIVE, STRONG, WEAK, Hit, Matcher
 from fenliu.router.normalize import Normalized, Normalizer
 from fenliu.router.rules import RuleSet, load_rules
 
-# Evidence weights
-W_STRONG, W_WEAK, W_PATTERN = 2.0, 1.0, 2.5
+# Evidence weights. A decisive word (停电, 开锁, 离婚) diverts alone; a strong word needs one
+# more piece of evidence; weak words never divert by themselves. The bar was raised from 2 to 3
+# after blind test sets showed single topical words (公交车, 婆婆, 外卖) diverting police calls
+# whose danger was told in words the list did not know.
+W_DECISIVE, W_STRONG, W_WEAK, W_PATTERN = 3.0, 2.0, 1.0, 2.5
 HOMOPHONE_FACTOR = 0.5
-DIVERT_SCORE = 2.0
+DIVERT_SCORE = 3.0
+WEIGHTS = {DECISIVE: W_DECISIVE, STRONG: W_STRONG, WEAK: W_WEAK}
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,9 @@ class CategoryScore:
         """Enough evidence to suggest a diversion."""
         if self.score < DIVERT_SCORE:
             return False
-        exact = [h for h in self.hits if h.kind != "homophone"]
-        if any(h.role == STRONG for h in exact):  # a strong word or a pattern
-            return True
-        return bool(exact) and len({h.word for h in self.hits}) >= 2
+        # at least one exact decisive word, strong word or pattern: weak words and homophones
+        # only add to it
+        return any(h.role != WEAK and h.kind != "homophone" for h in self.hits)
 
 
 @dataclass
@@ -139,8 +142,8 @@ class Router:
             reason = "未匹配到可分流的类别，留110接警员处理"
             if a.scores:
                 top = a.scores[0]
-                reason = (f"证据不足（{rules.category(top.category_id).name} 得分 {top.score:.1f}，"
-                          f"单个弱词或仅近音词不分流），留110")
+                reason = (f"证据不足（{rules.category(top.category_id).name} 得分 {top.score:.1f}，需 {DIVERT_SCORE:.0f}："
+                          f"一个决定词，或强词/组合再加其他证据；弱词和近音词只作补充），留110")
             return Decision(target="police", category="police", dept="110 接警员", confidence=0.5,
                             matched=tuple(self._match(a.norm, h) for h in (a.scores[0].hits if a.scores else [])),
                             vetoed_by=(), urgent=False, reason=reason, extra=extra, **base)
@@ -234,8 +237,7 @@ def _score(hits: list[Hit]) -> float:
         if h.kind == "pattern":
             total += W_PATTERN
         else:
-            w = W_STRONG if h.role == STRONG else W_WEAK
-            total += w * (HOMOPHONE_FACTOR if h.kind == "homophone" else 1.0)
+            total += WEIGHTS[h.role] * (HOMOPHONE_FACTOR if h.kind == "homophone" else 1.0)
     return total
 
 

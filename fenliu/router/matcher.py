@@ -25,6 +25,7 @@ from fenliu.router.rules import Pattern, RuleSet
 jieba.setLogLevel(logging.WARNING)
 
 # Owner kinds
+DECISIVE = "decisive"
 STRONG = "strong"
 WEAK = "weak"
 DANGER = "danger"
@@ -40,7 +41,7 @@ class Hit:
     start: int
     end: int
     group: str  # category or danger group id
-    role: str  # STRONG, WEAK, DANGER
+    role: str  # DECISIVE, STRONG, WEAK, DANGER (patterns of categories count as STRONG)
     kind: str  # "word", "pattern", "homophone"
     heard: str = ""  # what the text says, for homophones
 
@@ -74,6 +75,8 @@ class Matcher:
         # word -> list of (group, role)
         self.owners: dict[str, list[tuple[str, str]]] = {}
         for c in rules.categories:
+            for w in c.decisive:
+                self.owners.setdefault(w, []).append((c.id, DECISIVE))
             for w in c.strong:
                 self.owners.setdefault(w, []).append((c.id, STRONG))
             for w in c.weak:
@@ -93,7 +96,7 @@ class Matcher:
             # weak words are too common to guess at: only strong and danger words match by sound
             roles = {r for _, r in owners}
             min_len = DANGER_HOMOPHONE_MIN if DANGER in roles else 2
-            if len(w) >= min_len and roles & {STRONG, DANGER}:
+            if len(w) >= min_len and roles & {DECISIVE, STRONG, DANGER}:
                 self.by_sound.setdefault(syllables(w), []).append(w)
         # first two syllables -> the sound keys starting with them (most positions have none)
         self.sound_prefix: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
@@ -158,7 +161,7 @@ class Matcher:
                     continue
                 for w in words:
                     for group, role in self.owners[w]:
-                        if role == STRONG or (role == DANGER and n >= DANGER_HOMOPHONE_MIN):
+                        if role in (DECISIVE, STRONG) or (role == DANGER and n >= DANGER_HOMOPHONE_MIN):
                             hits.append(Hit(w, i, i + n, group, role, "homophone", heard=heard))
         # co-occurrence patterns
         for group, role, p in self.patterns:

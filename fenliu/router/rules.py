@@ -44,6 +44,7 @@ class Category:
     strong: tuple[str, ...]
     weak: tuple[str, ...]
     patterns: tuple[Pattern, ...]
+    decisive: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class RuleSet:
         """Every word the list mentions (for the jieba user dictionary)."""
         words: set[str] = set(self.keep_whole)
         for c in self.categories:
-            words.update(c.strong, c.weak)
+            words.update(c.decisive, c.strong, c.weak)
             for p in c.patterns:
                 for t in p.terms:
                     words.update(t)
@@ -276,14 +277,15 @@ class _Parser:
         if target == "police":
             raise self.fail(f"{where} 的 target 不能是 police：分流类别必须指向热线 / a diverted category "
                             f"cannot target police", 'target = "police"', after=anchor)
+        decisive = self.words(c, "decisive", where, required=False)
         strong = self.words(c, "strong", where, required=False)
         weak = self.words(c, "weak", where, required=False)
         pats = [self.pattern(p, window, where) for p in self.words(c, "patterns", where, required=False)]
-        if not strong and not pats:
-            raise self.fail(f"{where} 是空类别：没有强词也没有组合，永远不会命中 / empty category: add "
-                            f"strong words or patterns", anchor)
+        if not decisive and not strong and not pats:
+            raise self.fail(f"{where} 是空类别：没有决定词、强词或组合，永远不会命中 / empty category: add "
+                            f"decisive or strong words or patterns", anchor)
         return Category(id=cid, name=name, target=target, dept=str(c.get("dept", "")),
-                        strong=tuple(strong), weak=tuple(weak), patterns=tuple(pats))
+                        strong=tuple(strong), weak=tuple(weak), patterns=tuple(pats), decisive=tuple(decisive))
 
     def check_ids(self, ids: list[str], kind: str) -> None:
         seen: set[str] = set()
@@ -306,13 +308,13 @@ class _Parser:
         strong_owner: dict[str, str] = {}
         for c in categories:
             where = f'[[category]] id="{c.id}"'
-            self._no_repeats(c.strong + c.weak, where)
-            for w in c.strong + c.weak:
+            self._no_repeats(c.decisive + c.strong + c.weak, where)
+            for w in c.decisive + c.strong + c.weak:
                 if w in danger_owner:
                     raise self.fail(f"'{w}' 既是危险词（{danger_owner[w]}）又是类别词（{c.id}）/ a word "
                                     f"cannot be both a danger signal and a category word", f'"{w}"',
                                     after=f'id = "{c.id}"')
-            for w in c.strong:
+            for w in c.decisive + c.strong:
                 if w in strong_owner:
                     raise self.fail(f"强词 '{w}' 同时在 {strong_owner[w]} 和 {c.id} 里 / a strong word "
                                     f"belongs to one category; make it weak or keep one", f'"{w}"',

@@ -90,7 +90,7 @@ def test_a_single_weak_word_never_diverts(router):
     for text in ("老板", "我想问一下", "楼上"):
         d = router.decide(text)
         assert d.target == "police", text
-        assert "不分流" in d.reason or "未匹配" in d.reason
+        assert "证据不足" in d.reason or "未匹配" in d.reason
 
 
 def test_nothing_matched_stays_with_police_and_says_why(router):
@@ -126,3 +126,11 @@ def test_decide_is_deterministic(router):
     a = router.decide("房东押金不退")
     b = router.decide("房东押金不退")
     assert a == b
+
+
+def test_a_decisive_word_diverts_alone_a_strong_word_needs_support(router):
+    assert router.decide("喂 我家没电了").target == "95598"  # 没电: decisive
+    assert router.decide("我要找人开锁").target == "social"
+    lone = router.decide("婆婆")  # strong for 婚姻家庭, but alone it is only a topic
+    assert lone.target == "police" and "证据不足" in lone.reason
+    assert router.decide("婆婆天天跟我吵 老公也不管").target == "12338"
