@@ -72,7 +72,7 @@ def labelled_sets() -> dict[str, list[dict]]:
     sets = {}
     for name, path in (("dev_cases (shared, 80)", ROOT.parent / "shared" / "eval" / "dev_cases.jsonl"),
                        ("paraphrases (tests, 55)", ROOT / "tests" / "router" / "paraphrase_cases.jsonl"),
-                       ("regression (tests, 300)", ROOT / "tests" / "router" / "regression_cases.jsonl")):
+                       ("regression (tests, 450)", ROOT / "tests" / "router" / "regression_cases.jsonl")):
         if path.exists():
             sets[name] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     return sets
@@ -195,8 +195,8 @@ def bench_asr() -> None:
           [["no VAD gating (baseline)", f"{no_vad[0]:.3f}", f"{no_vad[1]:.1f} s", no_vad[2], "1.00"],
            ["webrtcvad gating", f"{with_vad[0]:.3f}", f"{with_vad[1]:.1f} s", with_vad[2],
             f"{with_vad[0] / no_vad[0]:.2f}x CPU"],
-           ["(VAD and framing alone, no recogniser)", f"{vad_only[0]:.3f}", "0 s", "-",
-            f"{vad_only[0] / no_vad[0]:.2f}x CPU"]])
+           ["(VAD and framing alone, no recogniser)", f"{vad_only[0]:.4f}", "0 s", "-",
+            f"{vad_only[0] / no_vad[0]:.3f}x CPU"]])
 
     is_speech = webrtc_classifier(16000, 2)
     frame = pcm[16000 * 2 : 16000 * 2 + 640]
