@@ -71,7 +71,8 @@ class Analysis:
 
     @property
     def best(self) -> CategoryScore | None:
-        return self.scores[0] if self.scores and self.scores[0].eligible else None
+        """The highest-scoring category with enough evidence to divert."""
+        return next((s for s in self.scores if s.eligible), None)
 
 
 class Router:
@@ -149,7 +150,9 @@ class Router:
                             vetoed_by=(), urgent=False, reason=reason, extra=extra, **base)
 
         cat = rules.category(best.category_id)
-        rival = next((s for s in a.scores if s is not best and s.eligible
+        # the strongest evidence for another destination (eligible or not): as much as ours
+        # means the operator should decide; less lowers our confidence
+        rival = next((s for s in a.scores if s is not best
                       and rules.category(s.category_id).target != cat.target), None)
         matched = tuple(self._match(a.norm, h) for h in sorted(best.hits, key=lambda h: h.start))
         if rival is not None and rival.score >= best.score:
@@ -241,4 +244,4 @@ def _score(hits: list[Hit]) -> float:
     return total
 
 
-__all__ = ["Analysis", "Context", "PriorReport", "Router", "WEAK"]
+__all__ = ["Analysis", "CategoryScore", "Context", "PriorReport", "Router"]

@@ -134,3 +134,12 @@ def test_a_decisive_word_diverts_alone_a_strong_word_needs_support(router):
     lone = router.decide("婆婆")  # strong for 婚姻家庭, but alone it is only a topic
     assert lone.target == "police" and "证据不足" in lone.reason
     assert router.decide("婆婆天天跟我吵 老公也不管").target == "12338"
+
+
+def test_equal_evidence_for_two_destinations_stays_with_police(router):
+    d = router.decide("停电 宽带")  # 95598 and 12345, one decisive word each
+    assert d.target == "police"
+    assert "证据相当" in d.reason
+    one_sided = router.decide("停电 宽带 电费 跳闸")
+    assert one_sided.target == "95598"
+    assert one_sided.confidence < router.decide("停电 电费 跳闸").confidence  # the rival costs confidence
