@@ -7,9 +7,9 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fenliu.asr.audio import read_wav
 from fenliu.asr.engine import AsrEngine
@@ -114,7 +114,6 @@ class FileReport:
     confidence: float = 0.0
     error: str = ""
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def transcribe_dir(folder: str | Path, settings: Settings, engine: AsrEngine | None, router: Router,
