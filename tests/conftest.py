@@ -22,7 +22,7 @@ SHARED = ROOT.parent / "shared"
 
 
 def minimal_rules(strong: str = "噪音", weak: str = "吵", danger: str = "打人", negator: str = "没",
-                  name: str = "噪声扰民", version: str = "t-1") -> str:
+                  name: str = "噪声扰民", version: str = "t-1", decisive: str = "扰民") -> str:
     """A one-category, one-danger-group negative list as TOML text (other languages welcome:
     the Korean end-to-end test routes on a word the Korean model really heard)."""
     return f"""
@@ -41,6 +41,7 @@ words = ["{danger}"]
 id = "noise"
 name = "{name}"
 target = "12345"
+decisive = ["{decisive}"]
 strong = ["{strong}"]
 weak = ["{weak}"]
 """

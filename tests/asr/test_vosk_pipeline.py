@@ -90,8 +90,8 @@ def test_router_decision_from_live_korean_transcript(ko_engine):
     first = [e for e in feed(StreamPipeline("probe", clip.rate, ko_engine), clip.pcm)
              if isinstance(e, FinalTranscript)][0]
     word = max(first.text.split(), key=len)  # whatever the model really heard
-    rules = parse_rules(minimal_rules(strong=word, weak="없는말", danger="살려", negator="안", name="테스트",
-                                      version="ko-test"))
+    rules = parse_rules(minimal_rules(decisive=word, strong="없는말하나", weak="없는말", danger="살려",
+                                      negator="안", name="테스트", version="ko-test"))
     pipe = StreamPipeline("ko", clip.rate, ko_engine, router=CallRouter(Router(rules)))
     decisions = [e for e in feed(pipe, clip.pcm) if type(e).__name__ == "Decision"]
     assert decisions and decisions[-1].target == "12345"
