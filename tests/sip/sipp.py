@@ -1,0 +1,94 @@
+"""SIPp scenarios for the tests, written out with literal paths (SIPp does not substitute
+the rtp_stream path from [fields])."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import free_port, sox
+
+CALLER_HEADERS = """From: "caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:110@[remote_ip]:[remote_port]>"""
+
+
+def alaw_file(wav: Path, out_dir: Path) -> Path:
+    out = out_dir / (wav.stem + ".al")
+    sox(str(wav), "-r", "8000", "-c", "1", "-e", "a-law", "-t", "raw", str(out))
+    return out
+
+
+def caller_scenario(audio: Path, talk_ms: int, codecs: str = "8 0 101") -> str:
+    rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
+               "99": "a=rtpmap:99 OPUS/48000/2"}
+    sdp_maps = "\n      ".join(rtpmaps[c] for c in codecs.split())
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="fenliu caller">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:110@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {CALLER_HEADERS}
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {codecs}
+      {sdp_maps}
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {CALLER_HEADERS}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <nop><action><exec rtp_stream="{audio},1,8"/></action></nop>
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {CALLER_HEADERS}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
+    xml = work / "scenario.xml"
+    xml.write_text(scenario, encoding="utf-8")
+    cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
+           "-l", str(calls), "-i", "127.0.0.1", "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
+           "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err",
+           "-error_file", str(work / "sipp-errors.log")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)

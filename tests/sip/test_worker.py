@@ -1,0 +1,75 @@
+"""A real SIP worker process answering real SIPp calls on 127.0.0.1, its tapped audio
+going through the real Vosk pipeline."""
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+from fenliu.asr.audio import read_wav
+from fenliu.asr.pipeline import StreamPipeline
+from fenliu.events import FinalTranscript
+from fenliu.sip.link import WorkerLink, pid_alive
+from tests.conftest import FIXTURES, free_port
+from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def worker():
+    frames: dict[int, list[bytes]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def on_frame(slot, leg, seq, pcm):
+        with lock:
+            frames[slot].append(pcm)
+
+    link = WorkerLink("t1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, on_frame=on_frame)
+    ready = link.start()
+    link.frames = frames
+    yield link, ready
+    rc = link.stop()
+    assert rc == 0  # clean shutdown: no abort at exit
+    assert not pid_alive(ready["pid"])
+
+
+def test_worker_answers_a_sipp_call_and_streams_the_callers_audio(worker, ko_engine, tmp_path):
+    link, ready = worker
+    assert ready["frame_copy"] == "pointer"  # the fast frame copy proved itself on this build
+    wav = FIXTURES / "ko" / "ko-01-greeting.wav"
+    duration = read_wav(wav).duration
+    audio = alaw_file(wav, tmp_path)
+    r = run_sipp(caller_scenario(audio, talk_ms=int(duration * 1000) + 1500), link.sip_port, tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    started = link.wait_event(lambda e: e["event"] == "call_started")
+    assert "13800000000" in started["remote"]
+    media = link.wait_event(lambda e: e["event"] == "media_active")
+    assert media["codec"].upper() in ("PCMA", "PCMU")
+    ended = link.wait_event(lambda e: e["event"] == "call_ended", timeout=15)
+    assert ended["call_id"] == started["call_id"]
+    time.sleep(0.2)
+
+    pcm = b"".join(link.frames[started["slot"]])
+    assert len(pcm) / 2 / 16000 >= duration  # 16 kHz from an 8 kHz A-law caller, the whole call
+    assert ended["frames"] >= int(duration * 50)
+    assert ended["callback_us"] < 1000  # reported for the benchmark; the media thread is not held
+
+    pipe = StreamPipeline("live", 16000, ko_engine)
+    events = []
+    for i in range(0, len(pcm), 640):
+        events += pipe.push(pcm[i : i + 640])
+    events += pipe.close()
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert finals and any("\uac00" <= ch <= "\ud7a3" for ch in finals[0].text)
+
+
+def test_worker_refuses_a_call_with_no_common_codec(worker, tmp_path):
+    link, _ = worker
+    audio = alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path)
+    r = run_sipp(caller_scenario(audio, talk_ms=500, codecs="99"), link.sip_port, tmp_path, timeout=10)
+    assert r.returncode != 0  # SIPp expected 200 and got an error answer
+    errors = (tmp_path / "sipp-errors.log").read_text(errors="replace") if (tmp_path / "sipp-errors.log").exists() else ""
+    assert "488" in errors or "488" in r.stdout + r.stderr
