@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-load", action="store_true", help="do not load the ASR model")
     d.add_argument("--model", help="check this Vosk model path or name instead of asr.model")
 
+    sv = sub.add_parser("serve", help="run the SIP workers and the live ASR/router chain")
+    sv.add_argument("--model", help="Vosk model path or name (overrides asr.model)")
+    sv.add_argument("--workers", type=int, help="number of SIP worker processes (overrides sip.workers)")
+    sv.add_argument("--port", type=int, help="first SIP port (overrides sip.port)")
+    sv.add_argument("--json", action="store_true", help="events as JSON lines")
+
     dm = sub.add_parser("demo", help="the main job: replay the fixture calls through the whole chain")
     dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
     dm.add_argument("--model", help="Vosk model path or name")
@@ -121,6 +127,15 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "classify":
         return _classify(args, args.rules or settings.router.rules_path or None)
     router = build_router(settings, getattr(args, "rules", None))
+    if cmd == "serve":
+        from dataclasses import replace
+
+        from fenliu.service.serve import run_serve
+
+        sip = settings.sip
+        sip = replace(sip, workers=args.workers or sip.workers, port=args.port or sip.port)
+        settings = replace(settings, sip=sip)
+        return run_serve(settings, router, build_engine(settings, args.model), args.json)
     if cmd == "demo":
         from fenliu.service.demo import run_demo
 

@@ -46,8 +46,10 @@ class RouterSettings:
 @dataclass(frozen=True)
 class SipSettings:
     address: str = "127.0.0.1"
-    port: int = 5060
+    port: int = 5060  # worker i listens on port + i
     workers: int = 2
+    rtp_port: int = 40000  # worker i uses rtp_port + i * rtp_range …
+    rtp_range: int = 40
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ def _validate(s: Settings) -> None:
     for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):
         if not 0 < port < 65536:
             raise bad(k, port, "a port is 1..65535")
+    if not 8 <= s.sip.rtp_range <= 1000:
+        raise bad("sip.rtp_range", s.sip.rtp_range, "each worker needs 8..1000 RTP ports (2 per call, 4 calls)")
+    if not 1024 <= s.sip.rtp_port and s.sip.rtp_port + s.sip.workers * s.sip.rtp_range < 65536:
+        raise bad("sip.rtp_port", s.sip.rtp_port, "use 1024..65535 with room for workers × rtp_range ports")
     if not 1 <= s.sip.workers <= 64:
         raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
     if not s.store.url.startswith(("sqlite:///", "postgresql://")):

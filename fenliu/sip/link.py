@@ -51,7 +51,9 @@ class WorkerLink:
         cmd = [sys.executable, "-m", "fenliu.sip.worker", "--name", self.name, "--address", self.address,
                "--sip-port", str(self.sip_port), "--rtp-port", str(self.rtp_port),
                "--rtp-range", str(self.rtp_range), "--control", self.control_path, "--audio", self.audio_path]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        # the worker's own output (pjlib's start-up lines) goes to our stderr, never stdout,
+        # which `fenliu serve --json` keeps for events
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=2)
         self._server.settimeout(timeout)
         try:
             self._conn, _ = self._server.accept()

@@ -256,7 +256,7 @@ class Worker:
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             frames = sum(t.seq for t in st.taps)
             cb_ns = sum(t.callback_ns for t in st.taps)
-            self.uplink.event("call_ended", call_id=st.call_id, status=info.lastStatusCode,
+            self.uplink.event("call_ended", call_id=st.call_id, slot=st.slot, status=info.lastStatusCode,
                               reason=info.lastReason, frames=frames,
                               callback_us=round(cb_ns / max(frames, 1) / 1000, 2))
             self.ended.extend([st.call, *st.taps])

@@ -1,0 +1,198 @@
+"""`fenliu serve`'s core: N SIP worker processes, one ASR pipeline per live call.
+
+Thread boundaries (one each, documented here):
+- a worker link's frame thread puts 20 ms frames on the call's queue and returns at once
+  (a full queue drops the frame and counts it: the media path is never held up by ASR);
+- one ASR thread per call takes frames off its queue and runs the ``StreamPipeline``
+  (Vosk releases the GIL in its C calls, so calls recognise in parallel);
+- a worker link's event thread turns worker facts into call sessions, and restarts a worker
+  that died, with back-off.
+Every event the chain produces, tagged with the call id and leg, goes to ``on_event``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fenliu.asr.engine import AsrEngine
+from fenliu.asr.pipeline import StreamPipeline
+from fenliu.events import Event
+from fenliu.router import Router
+from fenliu.service.settings import Settings
+from fenliu.service.wiring import call_router, vad_config
+from fenliu.sip.link import WorkerLink
+
+log = logging.getLogger("fenliu.supervisor")
+
+LEGS = {0: "caller", 1: "operator", 2: "hotline"}
+QUEUE_FRAMES = 500  # 10 s of audio per leg before frames are dropped
+
+
+@dataclass
+class CallSession:
+    call_id: str
+    worker: str
+    slot: int
+    remote: str
+    started: float
+    frames: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(QUEUE_FRAMES))
+    dropped: int = 0
+    thread: threading.Thread | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """A chain event of one live call, with where it came from."""
+
+    call_id: str
+    leg: str
+    worker: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class WorkerFact:
+    """Something a worker reported (call started/answered/ended, restarts, errors)."""
+
+    worker: str
+    data: dict[str, Any]
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, router: Router, engine: AsrEngine | None,
+                 on_event: Callable[[CallEvent | WorkerFact], None]) -> None:
+        self.settings = settings
+        self.router = router
+        self.engine = engine
+        self.on_event = on_event
+        self.links: dict[str, WorkerLink] = {}
+        self.sessions: dict[tuple[str, int], CallSession] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watchers: list[threading.Thread] = []
+        self.restarts: dict[str, int] = {}
+
+    # -- workers -----------------------------------------------------------------------
+    def worker_ports(self, i: int) -> tuple[int, int]:
+        s = self.settings.sip
+        return s.port + i, s.rtp_port + i * s.rtp_range
+
+    def start(self) -> None:
+        for i in range(self.settings.sip.workers):
+            self._start_worker(f"w{i}", i)
+
+    def _start_worker(self, name: str, index: int) -> None:
+        sip_port, rtp_port = self.worker_ports(index)
+        link = WorkerLink(name, sip_port, rtp_port, address=self.settings.sip.address,
+                          on_frame=lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm),
+                          rtp_range=self.settings.sip.rtp_range)
+        ready = link.start()
+        self.links[name] = link
+        self.on_event(WorkerFact(name, ready))
+        t = threading.Thread(target=self._watch, args=(name, index, link), name=f"watch-{name}", daemon=True)
+        t.start()
+        self._watchers.append(t)
+
+    def _watch(self, name: str, index: int, link: WorkerLink) -> None:
+        while not self._stopping.is_set():
+            try:
+                ev = link.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            kind = ev.get("event")
+            if kind == "call_started":
+                self._open_session(name, ev)
+            elif kind == "call_ended":
+                self._close_session(name, ev)
+            self.on_event(WorkerFact(name, ev))
+            if kind == "worker_lost":
+                self._restart(name, index, link)
+                return
+
+    def _restart(self, name: str, index: int, link: WorkerLink) -> None:
+        """A crashed worker affects only its own calls: close them, start it again."""
+        for key in [k for k in self.sessions if k[0] == name]:
+            self._close_session(name, {"slot": key[1], "call_id": self.sessions[key].call_id,
+                                       "reason": "worker lost"})
+        link.stop(timeout=1)
+        n = self.restarts.get(name, 0) + 1
+        self.restarts[name] = n
+        delay = min(0.5 * 2 ** (n - 1), 10.0)
+        if self._stopping.wait(delay):
+            return
+        try:
+            self._start_worker(name, index)
+            self.on_event(WorkerFact(name, {"event": "worker_restarted", "restarts": n}))
+        except Exception as e:
+            self.on_event(WorkerFact(name, {"event": "error", "message": f"restart failed: {e}"}))
+
+    # -- calls ------------------------------------------------------------------------
+    def _open_session(self, worker: str, ev: dict[str, Any]) -> None:
+        s = CallSession(call_id=ev["call_id"], worker=worker, slot=ev["slot"], remote=ev.get("remote", ""),
+                        started=time.time(), info=ev)
+        pipe = StreamPipeline(s.call_id, 16000, self.engine, vad=vad_config(self.settings),
+                              vad_enabled=self.settings.vad.enabled,
+                              router=call_router(self.router, self.settings, s.call_id))
+        s.thread = threading.Thread(target=self._recognise, args=(s, pipe), name=f"asr-{s.call_id[:8]}", daemon=True)
+        with self._lock:
+            self.sessions[(worker, s.slot)] = s
+        s.thread.start()
+
+    def _close_session(self, worker: str, ev: dict[str, Any]) -> None:
+        with self._lock:
+            s = self.sessions.pop((worker, ev["slot"]), None) if "slot" in ev else None
+            if s is None:
+                s = next((x for k, x in self.sessions.items() if x.call_id == ev.get("call_id")), None)
+                if s is not None:
+                    del self.sessions[(s.worker, s.slot)]
+        if s is not None:
+            s.frames.put(None)  # the end of the stream: FinalResult and close
+
+    def _frame(self, worker: str, slot: int, leg: int, pcm: bytes) -> None:
+        s = self.sessions.get((worker, slot))
+        if s is None or leg != 0:  # the caller leg feeds the router; other legs come with B2BUA
+            return
+        try:
+            s.frames.put_nowait(pcm)
+        except queue.Full:
+            s.dropped += 1
+
+    def _recognise(self, s: CallSession, pipe: StreamPipeline) -> None:
+        try:
+            while True:
+                pcm = s.frames.get()
+                if pcm is None:
+                    break
+                for ev in pipe.push(pcm):
+                    self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
+            for ev in pipe.close():
+                self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
+        except Exception as e:  # one call's failure must not take down the others
+            log.exception("ASR failed for call %s", s.call_id)
+            self.on_event(WorkerFact(s.worker, {"event": "error", "call_id": s.call_id, "message": str(e)}))
+
+    def calls(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"call_id": s.call_id, "worker": s.worker, "slot": s.slot, "remote": s.remote,
+                     "since": s.started, "dropped_frames": s.dropped} for s in self.sessions.values()]
+
+    def stop(self) -> None:
+        """Idempotent: workers hang up politely and exit; ASR threads finish their calls."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for link in list(self.links.values()):
+            link.stop()
+        for s in list(self.sessions.values()):
+            s.frames.put(None)
+        for s in list(self.sessions.values()):
+            if s.thread is not None:
+                s.thread.join(10)
+        self.sessions.clear()

@@ -1,0 +1,129 @@
+"""The supervisor with real SIP worker processes, real SIPp callers and the real Vosk model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from fenliu.events import Decision, FinalTranscript, PartialTranscript
+from fenliu.service.settings import load_settings
+from fenliu.service.supervisor import CallEvent, Supervisor, WorkerFact
+from fenliu.sip.link import pid_alive
+from tests.conftest import FIXTURES, ROOT, free_port
+from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
+
+pytestmark = pytest.mark.slow
+
+
+def settings_for(workers: int = 2):
+    s = load_settings(env={})
+    base = free_port(2)
+    while base + workers >= 65000:
+        base = free_port(2)
+    return replace(s, sip=replace(s.sip, port=base, workers=workers, rtp_port=20000 + (base % 2000) * 20))
+
+
+class Collector:
+    def __init__(self):
+        self.items = []
+        self.cv = threading.Condition()
+
+    def __call__(self, item):
+        with self.cv:
+            self.items.append(item)
+            self.cv.notify_all()
+
+    def wait(self, pred, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for it in self.items:
+                    if pred(it):
+                        return it
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no matching event")
+                self.cv.wait(left)
+
+
+def fact(kind):
+    return lambda it: isinstance(it, WorkerFact) and it.data.get("event") == kind
+
+
+def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tmp_path):
+    got = Collector()
+    sup = Supervisor(settings_for(2), router, ko_engine, got)
+    sup.start()
+    try:
+        assert len(sup.links) == 2
+        wav = FIXTURES / "ko" / "ko-02-help.wav"
+        port = sup.worker_ports(1)[0]  # the second worker takes this call
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault("r", run_sipp(
+            caller_scenario(alaw_file(wav, tmp_path), talk_ms=4500), port, tmp_path)))
+        t.start()
+        started = got.wait(fact("call_started"))
+        assert started.worker == "w1"
+        call_id = started.data["call_id"]
+        got.wait(fact("media_active"))
+        assert [c["call_id"] for c in sup.calls()] == [call_id]
+        final = got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, FinalTranscript), 30)
+        assert final.call_id == call_id and final.leg == "caller" and final.event.text
+        decision = got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, Decision), 30)
+        assert decision.call_id == call_id and decision.event.call_id == call_id
+        t.join(60)
+        assert done["r"].returncode == 0, done["r"].stdout[-1500:]
+        got.wait(fact("call_ended"))
+        partials = [it for it in got.items if isinstance(it, CallEvent) and isinstance(it.event, PartialTranscript)]
+        assert partials and got.items.index(partials[0]) < got.items.index(final)
+    finally:
+        sup.stop()
+    assert sup.calls() == []
+
+
+def test_a_crashed_worker_is_restarted_and_takes_calls_again(ko_engine, router, tmp_path):
+    got = Collector()
+    sup = Supervisor(settings_for(1), router, ko_engine, got)
+    sup.start()
+    try:
+        pid = got.wait(fact("ready")).data["pid"]
+        os.kill(pid, signal.SIGKILL)
+        got.wait(fact("worker_lost"))
+        got.wait(fact("worker_restarted"), timeout=15)
+        assert sup.restarts["w0"] == 1
+        wav = FIXTURES / "ko" / "ko-01-greeting.wav"
+        r = run_sipp(caller_scenario(alaw_file(wav, tmp_path), talk_ms=3500), sup.worker_ports(0)[0], tmp_path)
+        assert r.returncode == 0, r.stdout[-1500:]
+        got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, FinalTranscript), 30)
+    finally:
+        sup.stop()
+
+
+def test_fenliu_serve_stops_cleanly_on_sigterm(tmp_path):
+    s = settings_for(2)
+    env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
+           "FENLIU_ASR__MODEL": "ko-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        while len(pids) < 2:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            ev = json.loads(line)
+            if ev.get("event") == "ready":
+                pids.append(ev["pid"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.2)
+    assert not any(pid_alive(p) for p in pids)  # no orphan workers
+    assert "stopped" in proc.stderr.read()
