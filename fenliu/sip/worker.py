@@ -53,6 +53,7 @@ class WorkerConfig:
     control_path: str
     audio_path: str
     max_calls: int = 4
+    seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
 
 
 class Uplink:
@@ -124,33 +125,61 @@ class TapPort(pj.AudioMediaPort):
         self.callback_ns += time.perf_counter_ns() - start
 
 
+LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE = 0, 1, 2
+LEG_NAMES = {LEG_CALLER: "caller", LEG_OPERATOR: "operator", LEG_HOTLINE: "hotline"}
+
+
 @dataclass
-class CallState:
+class Transfer:
+    target: str
+    mode: str  # "three-way" or "refer"
+    deadline: float  # no answer / no final NOTIFY by then: give up, keep the caller
+    drop_operator_after: float = 0.0  # three-way: release the operator leg automatically (0 = on command)
+    bridged_at: float = 0.0
+
+
+@dataclass
+class Conversation:
+    """One 110 call: the caller's leg, the operator seat's leg (B2BUA mode) and, during a
+    transfer, the hotline's leg. Keyed by the caller leg's Call-ID."""
+
     slot: int
-    call: Any
     call_id: str
     remote: str
     local: str
-    taps: list[TapPort] = field(default_factory=list)
+    legs: dict[int, Any] = field(default_factory=dict)  # leg -> pj.Call
+    media: dict[int, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
+    taps: dict[int, TapPort] = field(default_factory=dict)
     answered: bool = False
+    state: str = "ringing"  # ringing, talking, transferring, three-way, handed-over, ended
+    transfer: Transfer | None = None
 
 
-class InboundCall(pj.Call):
-    def __init__(self, worker: Worker, account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+class LegCall(pj.Call):
+    """Any leg of a conversation; callbacks go to the worker with the leg's role."""
+
+    def __init__(self, worker: Worker, account: pj.Account, conv: Conversation | None, leg: int,
+                 call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
-        self.worker = worker
+        self.worker, self.conv, self.leg = worker, conv, leg
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
         try:
-            self.worker.on_call_state(self)
+            self.worker.on_leg_state(self)
         except Exception:
             self.worker.report_exception("onCallState")
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         try:
-            self.worker.on_call_media(self)
+            self.worker.on_leg_media(self)
         except Exception:
             self.worker.report_exception("onCallMediaState")
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        try:
+            self.worker.on_refer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
+        except Exception:
+            self.worker.report_exception("onCallTransferStatus")
 
 
 class Account(pj.Account):
@@ -171,7 +200,7 @@ class Worker:
         self.uplink = uplink
         self.ep = pj.Endpoint()
         self.copy, self.copy_name = make_copier(pj.ByteVector)
-        self.calls: dict[str, CallState] = {}
+        self.convs: dict[str, Conversation] = {}
         self.ended: list[Any] = []  # pj objects kept until destroy (lifetime rule)
         self.callback_errors = 0
         self.running = True
@@ -199,6 +228,11 @@ class Worker:
         tcfg.boundAddress = self.cfg.address
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         ep.libStart()
+        for i, codec in enumerate(("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1")):
+            try:
+                ep.codecSetPriority(codec, 250 - i)  # match a G.711 trunk first
+            except pj.Error:
+                pass
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:fenliu-{self.cfg.name}@{self.cfg.address}:{self.cfg.sip_port}"
         acfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
@@ -206,95 +240,268 @@ class Worker:
         acfg.mediaConfig.transportConfig.boundAddress = self.cfg.address
         self.account = Account(self)
         self.account.create(acfg, True)
-        self.uplink.event("ready", worker=self.cfg.name, sip_port=self.cfg.sip_port,
-                          rtp_port=self.cfg.rtp_port, frame_copy=self.copy_name, pid=os.getpid())
+        self.uplink.event("ready", worker=self.cfg.name, sip_port=self.cfg.sip_port, rtp_port=self.cfg.rtp_port,
+                          frame_copy=self.copy_name, pid=os.getpid(), seat=self.cfg.seat_uri or "")
 
     def run(self) -> None:
         while self.running:
             self.ep.libHandleEvents(20)
             for cmd in self.uplink.commands():
-                self.on_command(cmd)
+                try:
+                    self.on_command(cmd)
+                except Exception:
+                    self.report_exception(f"command {cmd.get('cmd')}")
+            self.check_timers()
 
     def stop(self) -> None:
         """Hang up politely, drop every pj object, then destroy the library."""
-        for st in list(self.calls.values()):
-            try:
-                st.call.hangup(pj.CallOpParam(True))
-            except Exception:
-                pass
+        for conv in list(self.convs.values()):
+            for call in conv.legs.values():
+                self._hangup(call)
         deadline = time.monotonic() + 2.0
-        while self.calls and time.monotonic() < deadline:
+        while self.convs and time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
-        self.calls.clear()
+        self.convs.clear()
         self.ended.clear()
         self.account = None  # type: ignore[assignment]
         self.uplink.event("stopped", worker=self.cfg.name, dropped_frames=self.uplink.dropped_frames,
                           callback_errors=self.callback_errors)
         self.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
 
-    # -- callbacks ---------------------------------------------------------------------
+    # -- incoming call -----------------------------------------------------------------
     def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
-        call = InboundCall(self, account, prm.callId)
+        call = LegCall(self, account, None, LEG_CALLER, prm.callId)
         info = call.getInfo()
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
-        st = CallState(slot=slot, call=call, call_id=info.callIdString, remote=info.remoteUri, local=info.localUri)
-        self.calls[info.callIdString] = st
-        self.uplink.event("call_started", call_id=st.call_id, slot=slot, remote=st.remote, local=st.local)
+        conv = Conversation(slot=slot, call_id=info.callIdString, remote=info.remoteUri, local=info.localUri)
+        call.conv = conv
+        conv.legs[LEG_CALLER] = call
+        self.convs[conv.call_id] = conv
+        self.uplink.event("call_started", call_id=conv.call_id, slot=slot, remote=conv.remote, local=conv.local)
         op = pj.CallOpParam()
-        op.statusCode = 200
-        call.answer(op)
+        if self.cfg.seat_uri:  # B2BUA: ring the caller, dial the operator seat, answer when it does
+            op.statusCode = 180
+            call.answer(op)
+            self._dial(conv, LEG_OPERATOR, self.cfg.seat_uri)
+        else:
+            op.statusCode = 200
+            call.answer(op)
 
-    def on_call_state(self, call: InboundCall) -> None:
-        info = call.getInfo()
-        st = self.calls.get(info.callIdString)
-        if st is None:
-            return
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not st.answered:
-            st.answered = True
-            self.uplink.event("call_answered", call_id=st.call_id)
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            frames = sum(t.seq for t in st.taps)
-            cb_ns = sum(t.callback_ns for t in st.taps)
-            self.uplink.event("call_ended", call_id=st.call_id, slot=st.slot, status=info.lastStatusCode,
-                              reason=info.lastReason, frames=frames,
-                              callback_us=round(cb_ns / max(frames, 1) / 1000, 2))
-            self.ended.extend([st.call, *st.taps])
-            del self.calls[info.callIdString]
+    def _dial(self, conv: Conversation, leg: int, uri: str) -> LegCall:
+        call = LegCall(self, self.account, conv, leg)
+        conv.legs[leg] = call
+        call.makeCall(uri, pj.CallOpParam(True))
+        self.uplink.event("leg_dialing", call_id=conv.call_id, leg=LEG_NAMES[leg], uri=uri)
+        return call
 
-    def on_call_media(self, call: InboundCall) -> None:
-        info = call.getInfo()
-        st = self.calls.get(info.callIdString)
-        if st is None:
+    # -- leg events ------------------------------------------------------------------
+    def on_leg_state(self, call: LegCall) -> None:
+        conv = call.conv
+        if conv is None or conv.legs.get(call.leg) is not call:
             return
+        info = call.getInfo()
+        leg = call.leg
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.uplink.event("leg_answered", call_id=conv.call_id, leg=LEG_NAMES[leg])
+            if leg == LEG_CALLER and not conv.answered:
+                conv.answered = True
+                conv.state = "talking"
+                self.uplink.event("call_answered", call_id=conv.call_id)
+            elif leg == LEG_OPERATOR and not conv.answered:
+                op = pj.CallOpParam()
+                op.statusCode = 200
+                conv.legs[LEG_CALLER].answer(op)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._leg_gone(conv, leg, info.lastStatusCode, info.lastReason, info.connectDuration.sec > 0 or
+                           info.connectDuration.msec > 0)
+
+    def _leg_gone(self, conv: Conversation, leg: int, status: int, reason: str, was_connected: bool) -> None:
+        call = conv.legs.pop(leg, None)
+        conv.media.pop(leg, None)
+        tap = conv.taps.pop(leg, None)
+        self.ended.extend(x for x in (call, tap) if x is not None)
+        self.uplink.event("leg_ended", call_id=conv.call_id, leg=LEG_NAMES[leg], status=status, reason=reason)
+        if leg == LEG_CALLER:
+            if conv.transfer is not None and conv.state in ("transferring", "three-way"):
+                self._transfer_failed(conv, 0, "caller hung up during the transfer")
+            self._end(conv, status, reason, tap)
+        elif leg == LEG_OPERATOR:
+            if not conv.answered:  # the seat did not take it: tell the PBX why, so it can re-route
+                op = pj.CallOpParam()
+                op.statusCode = status if 400 <= status < 700 else 480
+                op.reason = f"operator seat: {reason}"
+                if LEG_CALLER in conv.legs:
+                    conv.legs[LEG_CALLER].hangup(op)  # rejects the still-unanswered INVITE
+            elif conv.state == "handed-over":
+                pass  # expected: the operator left, caller and hotline talk on
+            elif conv.state == "three-way":
+                self._handed_over(conv)
+            elif LEG_HOTLINE not in conv.legs:
+                self._hangup_all(conv)  # operator hung up on an ordinary call: end it
+        elif leg == LEG_HOTLINE:
+            if conv.state == "transferring":
+                self._transfer_failed(conv, status, reason or "rejected")
+            elif conv.state == "three-way":
+                self._transfer_failed(conv, status, "hotline hung up before the operator left")
+            elif conv.state == "handed-over":
+                self._hangup_all(conv)  # the hotline finished with the caller
+
+    def _end(self, conv: Conversation, status: int, reason: str, caller_tap: TapPort | None) -> None:
+        for call in list(conv.legs.values()):
+            self._hangup(call)
+        frames = caller_tap.seq if caller_tap else 0
+        cb_ns = caller_tap.callback_ns if caller_tap else 0
+        conv.state = "ended"
+        self.uplink.event("call_ended", call_id=conv.call_id, slot=conv.slot, status=status, reason=reason,
+                          frames=frames, callback_us=round(cb_ns / max(frames, 1) / 1000, 2))
+        self.convs.pop(conv.call_id, None)
+
+    def on_leg_media(self, call: LegCall) -> None:
+        conv = call.conv
+        if conv is None or conv.legs.get(call.leg) is not call:
+            return
+        info = call.getInfo()
         for i, mi in enumerate(info.media):
-            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE and not st.taps:
-                aud = call.getAudioMedia(i)
-                tap = TapPort(self, st.slot, 0)
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            aud = call.getAudioMedia(i)
+            conv.media[call.leg] = aud
+            if call.leg not in conv.taps:
+                tap = TapPort(self, conv.slot, call.leg)
                 fmt = pj.MediaFormatAudio()
                 fmt.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16)
-                tap.createPort(f"tap-{st.slot}", fmt)
+                tap.createPort(f"tap-{conv.slot}-{call.leg}", fmt)
                 aud.startTransmit(tap)
-                st.taps.append(tap)
-                codec = ""
-                try:
-                    codec = call.getStreamInfo(i).codecName
-                except Exception:
-                    pass
-                self.uplink.event("media_active", call_id=st.call_id, slot=st.slot, codec=codec)
+                conv.taps[call.leg] = tap
+            codec = ""
+            try:
+                codec = call.getStreamInfo(i).codecName
+            except pj.Error:
+                pass
+            self.uplink.event("media_active", call_id=conv.call_id, slot=conv.slot, leg=LEG_NAMES[call.leg],
+                              codec=codec)
+            self._bridge(conv)
 
+    def _bridge(self, conv: Conversation) -> None:
+        """Connect every pair of live legs (startTransmit is idempotent)."""
+        legs = [leg for leg in (LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE) if leg in conv.media]
+        if LEG_HOTLINE in legs and conv.state == "transferring":
+            conv.state = "three-way"
+            assert conv.transfer is not None
+            conv.transfer.bridged_at = time.monotonic()
+            self.uplink.event("transfer_bridged", call_id=conv.call_id, target=conv.transfer.target,
+                              legs=[LEG_NAMES[x] for x in legs])
+            if LEG_OPERATOR not in conv.legs:  # no seat leg (answer mode): the handover is done
+                self._handed_over(conv)
+        for a in legs:
+            for b in legs:
+                if a != b:
+                    conv.media[a].startTransmit(conv.media[b])
+
+    # -- transfer -----------------------------------------------------------------------
     def on_command(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("cmd")
         if kind == "shutdown":
             self.running = False
-        elif kind == "hangup":
-            st = self.calls.get(str(cmd.get("call_id")))
-            if st is None:
-                self.uplink.event("error", message=f"no such call: {cmd.get('call_id')}")
-            else:
-                st.call.hangup(pj.CallOpParam(True))
+            return
+        conv = self.convs.get(str(cmd.get("call_id")))
+        if kind in ("hangup", "transfer", "release_operator") and conv is None:
+            self.uplink.event("error", call_id=cmd.get("call_id"), message=f"no such call: {cmd.get('call_id')}")
+            return
+        assert conv is not None or kind not in ("hangup", "transfer", "release_operator")
+        if kind == "hangup":
+            self._hangup_all(conv)  # type: ignore[arg-type]
+        elif kind == "transfer":
+            self.start_transfer(conv, str(cmd.get("target", "")), str(cmd.get("mode", "three-way")),  # type: ignore[arg-type]
+                                float(cmd.get("timeout", 20)), float(cmd.get("drop_operator_after", 0)))
+        elif kind == "release_operator":
+            self.release_operator(conv)  # type: ignore[arg-type]
         else:
             self.uplink.event("error", message=f"unknown command: {kind}")
+
+    def start_transfer(self, conv: Conversation, target: str, mode: str, timeout: float, drop_after: float) -> None:
+        if conv.state != "talking":
+            self.uplink.event("transfer_failed", call_id=conv.call_id, target=target, status=0,
+                              reason=f"call is {conv.state}, not talking: nothing changed")
+            return
+        if not target.startswith("sip:"):
+            self.uplink.event("transfer_failed", call_id=conv.call_id, target=target, status=0,
+                              reason="target must be a sip: URI")
+            return
+        conv.transfer = Transfer(target, mode, time.monotonic() + timeout, drop_after)
+        conv.state = "transferring"
+        self.uplink.event("transfer_started", call_id=conv.call_id, target=target, mode=mode)
+        if mode == "refer":
+            conv.legs[LEG_CALLER].xfer(target, pj.CallOpParam(True))
+        elif mode == "three-way":
+            self._dial(conv, LEG_HOTLINE, target)
+        else:
+            self._transfer_failed(conv, 0, f"unknown transfer mode {mode!r}")
+
+    def release_operator(self, conv: Conversation) -> None:
+        if conv.state != "three-way":
+            self.uplink.event("error", call_id=conv.call_id, message=f"no three-way call to leave (state {conv.state})")
+            return
+        seat = conv.legs.get(LEG_OPERATOR)
+        if seat is not None:
+            self._hangup(seat)
+        self._handed_over(conv)
+
+    def _handed_over(self, conv: Conversation) -> None:
+        conv.state = "handed-over"
+        self.uplink.event("transfer_completed", call_id=conv.call_id, target=conv.transfer.target if conv.transfer
+                          else "", mode=conv.transfer.mode if conv.transfer else "")
+
+    def _transfer_failed(self, conv: Conversation, status: int, reason: str) -> None:
+        """The caller is never dropped: back to caller + operator, and say why."""
+        t = conv.transfer
+        if t is None:
+            return  # already reported (a hang-up below can call back into here synchronously)
+        conv.transfer = None
+        if conv.state != "ended" and LEG_CALLER in conv.legs:
+            conv.state = "talking"
+        self.uplink.event("transfer_failed", call_id=conv.call_id, target=t.target, status=status, reason=reason)
+        hot = conv.legs.get(LEG_HOTLINE)
+        if hot is not None:
+            self._hangup(hot)
+
+    def on_refer_status(self, call: LegCall, status: int, reason: str, final: bool) -> None:
+        conv = call.conv
+        if conv is None or conv.transfer is None or conv.transfer.mode != "refer":
+            return
+        self.uplink.event("transfer_progress", call_id=conv.call_id, status=status, reason=reason, final=final)
+        if not final:
+            return
+        if 200 <= status < 300:
+            self._handed_over(conv)
+            self._hangup_all(conv)  # pjsua2 does not hang up the transferring leg itself
+        else:
+            self._transfer_failed(conv, status, reason or "REFER failed")
+
+    def check_timers(self) -> None:
+        now = time.monotonic()
+        for conv in list(self.convs.values()):
+            t = conv.transfer
+            if t is None:
+                continue
+            if conv.state == "transferring" and now > t.deadline:
+                why = "no answer (timeout)" if t.mode == "three-way" else "no final NOTIFY (timeout)"
+                self._transfer_failed(conv, 408, why)
+            elif conv.state == "three-way" and t.drop_operator_after and now > t.bridged_at + t.drop_operator_after:
+                self.release_operator(conv)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _hangup(self, call: Any) -> None:
+        try:
+            if call.isActive():
+                call.hangup(pj.CallOpParam(True))
+        except pj.Error:
+            pass
+
+    def _hangup_all(self, conv: Conversation) -> None:
+        for call in list(conv.legs.values()):
+            self._hangup(call)
 
     def report_exception(self, where: str) -> None:
         self.callback_errors += 1
@@ -310,9 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtp-range", type=int, default=40)
     p.add_argument("--control", required=True, help="supervisor's Unix stream socket")
     p.add_argument("--audio", required=True, help="supervisor's Unix datagram socket for frames")
+    p.add_argument("--seat", default="", help="B2BUA mode: the operator seat's SIP URI")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
-    cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio)
+    cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio,
+                       seat_uri=a.seat)
     uplink = Uplink(cfg.control_path, cfg.audio_path)
     worker = Worker(cfg, uplink)
 

@@ -1,0 +1,226 @@
+"""A small standalone pjsua2 user agent: a test hotline, a test operator seat, or a caller.
+
+It is what `fenliu dial` runs to place a real call into the service (拨测), what the demo
+starts as local test hotlines, and what the integration tests use as the far end:
+
+    python -m fenliu.sip.peer --port 5091 --answer 200 --record heard.wav       # a hotline
+    python -m fenliu.sip.peer --port 5092 --answer 486                          # a busy seat
+    python -m fenliu.sip.peer --port 5093 --call sip:110@127.0.0.1:5060 --play call.wav
+
+It prints one JSON object per line on stdout for each thing that happened (ready, incoming,
+state, media, transfer request, ended), and follows a REFER (it is a well-behaved transferee).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+CLOCK_RATE = 16000
+
+
+def emit(kind: str, **data: Any) -> None:
+    sys.stdout.write(json.dumps({"event": kind, "t": time.time(), **data}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+class PeerCall(pj.Call):
+    def __init__(self, peer: Peer, acc: pj.Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(acc, call_id)
+        self.peer = peer
+        self.player: pj.AudioMediaPlayer | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        try:
+            info = self.getInfo()
+            emit("state", call_id=info.callIdString, state=info.stateText, status=info.lastStatusCode,
+                 reason=info.lastReason, remote=info.remoteUri)
+            if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.peer.on_ended(self, info)
+        except Exception as e:
+            emit("error", where="onCallState", message=str(e))
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+        try:
+            info = self.getInfo()
+            for i, mi in enumerate(info.media):
+                if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    self.peer.on_media(self, self.getAudioMedia(i))
+        except Exception as e:
+            emit("error", where="onCallMediaState", message=str(e))
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
+        try:
+            emit("transfer_request", to=prm.dstUri)
+            new = PeerCall(self.peer, self.peer.account)
+            self.peer.calls.append(new)
+            prm.newCall = new  # without this the new leg's callbacks are lost (FIELD-NOTES)
+        except Exception as e:
+            emit("error", where="onCallTransferRequest", message=str(e))
+
+
+class Account(pj.Account):
+    def __init__(self, peer: Peer) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        try:
+            self.peer.on_incoming(prm)
+        except Exception as e:
+            emit("error", where="onIncomingCall", message=str(e))
+
+
+class Peer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ep = pj.Endpoint()
+        self.calls: list[PeerCall] = []
+        self.done = False
+        self.finished_calls = 0
+
+    def start(self) -> None:
+        a = self.args
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.userAgent = "fenliu-peer"
+        cfg.logConfig.level = 1
+        cfg.logConfig.consoleLevel = 1
+        cfg.medConfig.clockRate = CLOCK_RATE
+        cfg.medConfig.sndClockRate = CLOCK_RATE
+        cfg.medConfig.noVad = True
+        cfg.medConfig.ecTailLen = 0
+        self.ep.libInit(cfg)
+        self.ep.audDevManager().setNullDev()
+        t = pj.TransportConfig()
+        t.port = a.port
+        t.boundAddress = a.address
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, t)
+        self.ep.libStart()
+        for codec, prio in ((c, 250 - i) for i, c in enumerate(a.codecs.split(","))):
+            try:
+                self.ep.codecSetPriority(codec, prio)
+            except pj.Error:
+                emit("error", where="codec", message=f"unknown codec {codec}")
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:{a.user}@{a.address}:{a.port}"
+        acfg.mediaConfig.transportConfig.port = a.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = 20
+        acfg.mediaConfig.transportConfig.boundAddress = a.address
+        self.account = Account(self)
+        self.account.create(acfg, True)
+        emit("ready", uri=acfg.idUri)
+        if a.call:
+            call = PeerCall(self, self.account)
+            self.calls.append(call)
+            call.makeCall(a.call, pj.CallOpParam(True))
+
+    def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
+        call = PeerCall(self, self.account, prm.callId)
+        self.calls.append(call)
+        info = call.getInfo()
+        emit("incoming", call_id=info.callIdString, remote=info.remoteUri)
+        op = pj.CallOpParam()
+        if self.args.answer == "none":
+            op.statusCode = 180
+        else:
+            op.statusCode = int(self.args.answer)
+        call.answer(op)
+
+    def on_media(self, call: PeerCall, aud: pj.AudioMedia) -> None:
+        a = self.args
+        if a.record and call.recorder is None:
+            call.recorder = pj.AudioMediaRecorder()
+            call.recorder.createRecorder(a.record)
+            aud.startTransmit(call.recorder)
+        if a.play and call.player is None:
+            call.player = pj.AudioMediaPlayer()
+            call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
+            call.player.startTransmit(aud)
+            if a.hangup_after_play:
+                call.hangup_at = time.monotonic() + a.hangup_after_play  # type: ignore[attr-defined]
+        emit("media", call_id=call.getInfo().callIdString)
+
+    def on_ended(self, call: PeerCall, info: pj.CallInfo) -> None:
+        emit("ended", call_id=info.callIdString, status=info.lastStatusCode, reason=info.lastReason,
+             duration=info.connectDuration.sec + info.connectDuration.msec / 1000)
+        self.finished_calls += 1
+        if self.args.call and self.args.exit_after_call:
+            self.done = True
+
+    def run(self) -> None:
+        while not self.done:
+            self.ep.libHandleEvents(20)
+            now = time.monotonic()
+            for call in list(self.calls):
+                due = getattr(call, "hangup_at", None)
+                if due is not None and now >= due:
+                    call.hangup_at = None  # type: ignore[attr-defined]
+                    try:
+                        call.hangup(pj.CallOpParam(True))
+                    except pj.Error:
+                        pass
+
+    def stop(self) -> None:
+        for call in self.calls:
+            try:
+                if call.isActive():
+                    call.hangup(pj.CallOpParam(True))
+            except pj.Error:
+                pass
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and any(c.isActive() for c in self.calls):
+            self.ep.libHandleEvents(20)
+        for call in self.calls:
+            call.player = None
+            call.recorder = None
+        self.calls.clear()
+        self.account = None  # type: ignore[assignment]
+        self.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="fenliu test/demo SIP peer (hotline, seat or caller)")
+    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--rtp-port", type=int, default=0, help="first RTP port (0 = any)")
+    p.add_argument("--user", default="peer")
+    p.add_argument("--answer", default="200", help="status to answer with: 200, 486, 603 …, or 'none' (ring)")
+    p.add_argument("--record", help="record what this peer hears to a WAV file")
+    p.add_argument("--play", help="play this WAV into the call once media is up")
+    p.add_argument("--call", help="place a call to this URI instead of waiting")
+    p.add_argument("--hangup-after-play", type=float, default=0.0, help="hang up N s after media starts")
+    p.add_argument("--exit-after-call", action="store_true", help="exit when the placed call ends")
+    p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codec priority, best first")
+    args = p.parse_args(argv)
+    peer = Peer(args)
+
+    def on_term(_s: int, _f: object) -> None:
+        peer.done = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        peer.start()
+    except pj.Error as e:
+        emit("error", where="start", message=e.info())
+        return 3
+    try:
+        peer.run()
+    finally:
+        peer.stop()
+    emit("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

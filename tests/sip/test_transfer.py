@@ -1,0 +1,160 @@
+"""The one key, against real peers on 127.0.0.1: a SIPp or pjsua2 caller, a pjsua2 operator
+seat and pjsua2 hotlines, through a real SIP worker in B2BUA seat mode."""
+
+import threading
+
+import pytest
+
+from fenliu.sip.link import WorkerLink
+from tests.conftest import FIXTURES, free_port
+from tests.sip.peers import PeerProc, rms_after
+from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
+
+pytestmark = pytest.mark.slow
+
+WAV = FIXTURES / "ko" / "ko-02-help.wav"
+
+
+@pytest.fixture
+def seat():
+    p = PeerProc("--answer", "200", user="seat")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def b2bua(seat):
+    link = WorkerLink("b1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, seat_uri=seat.uri)
+    link.start()
+    yield link
+    assert link.stop() == 0
+
+
+def sipp_call(link, tmp_path, talk_ms):
+    """A SIPp caller that loops its audio for talk_ms; returns (thread, result box)."""
+    audio = alaw_file(WAV, tmp_path)
+    scen = caller_scenario(audio, talk_ms=talk_ms).replace(f"{audio},1,8", f"{audio},-1,8")
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, link.sip_port, tmp_path, timeout=60)))
+    t.start()
+    return t, box
+
+
+def ev(kind, **match):
+    return lambda e: e["event"] == kind and all(e.get(k) == v for k, v in match.items())
+
+
+def test_three_way_transfer_hands_the_caller_to_the_hotline(b2bua, seat, tmp_path):
+    heard = tmp_path / "hotline-heard.wav"
+    hotline = PeerProc("--answer", "200", "--record", str(heard), user="12345")
+    try:
+        t, box = sipp_call(b2bua, tmp_path, talk_ms=9000)
+        started = b2bua.wait_event(ev("call_started"))
+        cid = started["call_id"]
+        b2bua.wait_event(ev("call_answered", call_id=cid))  # answered only once the seat took it
+        seat.wait(ev("media"))
+        b2bua.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="three-way")
+        bridged = b2bua.wait_event(ev("transfer_bridged", call_id=cid))
+        assert set(bridged["legs"]) == {"caller", "operator", "hotline"}
+        b2bua.send(cmd="release_operator", call_id=cid)
+        b2bua.wait_event(ev("transfer_completed", call_id=cid))
+        seat.wait(ev("ended"))  # the operator's leg ended
+        t.join(60)
+        r = box["r"]
+        assert r.returncode == 0, r.stdout[-1500:]  # the caller's call ran to its own BYE, never cut
+        b2bua.wait_event(ev("call_ended", call_id=cid))
+        hotline.wait(ev("ended"))
+    finally:
+        hotline.stop()
+    assert rms_after(heard, 0.5) > 200  # the hotline really heard the caller's voice
+
+
+@pytest.mark.parametrize("answer,status,reason", [("486", 486, "Busy"), ("603", 603, "Decline"),
+                                                  ("none", 408, "no answer (timeout)")])
+def test_failed_transfer_keeps_the_caller_with_the_operator(b2bua, seat, tmp_path, answer, status, reason):
+    hotline = PeerProc("--answer", answer, user="12345")
+    try:
+        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        cid = b2bua.wait_event(ev("call_started"))["call_id"]
+        b2bua.wait_event(ev("call_answered", call_id=cid))
+        b2bua.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="three-way", timeout=2)
+        failed = b2bua.wait_event(ev("transfer_failed", call_id=cid), timeout=10)
+        assert failed["status"] == status and reason.lower() in failed["reason"].lower()
+        assert not seat.has("ended")  # operator still on the call
+        t.join(60)
+        assert box["r"].returncode == 0  # caller never dropped: the call ended by the caller's BYE
+    finally:
+        hotline.stop()
+
+
+def test_caller_hanging_up_mid_transfer_cleans_up_every_leg(b2bua, seat, tmp_path):
+    hotline = PeerProc("--answer", "none", user="12345")
+    try:
+        t, box = sipp_call(b2bua, tmp_path, talk_ms=2500)
+        cid = b2bua.wait_event(ev("call_started"))["call_id"]
+        b2bua.wait_event(ev("call_answered", call_id=cid))
+        b2bua.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="three-way", timeout=30)
+        hotline.wait(ev("incoming"))
+        failed = b2bua.wait_event(ev("transfer_failed", call_id=cid), timeout=15)
+        assert "caller hung up" in failed["reason"]
+        b2bua.wait_event(ev("call_ended", call_id=cid))
+        seat.wait(ev("ended"))
+        hotline.wait(ev("ended"))
+        t.join(30)
+    finally:
+        hotline.stop()
+
+
+def test_busy_seat_is_relayed_so_the_pbx_can_reroute(tmp_path):
+    busy = PeerProc("--answer", "486", user="seat")
+    link = WorkerLink("b2", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, seat_uri=busy.uri)
+    link.start()
+    try:
+        audio = alaw_file(WAV, tmp_path)
+        r = run_sipp(caller_scenario(audio, talk_ms=500), link.sip_port, tmp_path, timeout=10)
+        assert r.returncode != 0
+        log = (tmp_path / "sipp-errors.log").read_text(errors="replace")
+        assert "486" in log
+        link.wait_event(ev("call_ended"))
+    finally:
+        link.stop()
+        busy.stop()
+
+
+def test_blind_refer_moves_a_pjsua2_caller_to_the_hotline(tmp_path):
+    hotline = PeerProc("--answer", "200", user="12345")
+    link = WorkerLink("r1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--play", str(WAV), user="caller")
+    try:
+        cid = link.wait_event(ev("call_started"))["call_id"]
+        link.wait_event(ev("call_answered", call_id=cid))
+        link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer")
+        caller.wait(ev("transfer_request", to=hotline.uri))
+        hotline.wait(ev("incoming"))  # the target got the new INVITE
+        link.wait_event(ev("transfer_completed", call_id=cid), timeout=15)
+        link.wait_event(ev("call_ended", call_id=cid))  # our leg ended after NOTIFY 200
+    finally:
+        caller.stop()
+        hotline.stop()
+        link.stop()
+
+
+def test_refer_to_a_busy_hotline_keeps_the_call(tmp_path):
+    hotline = PeerProc("--answer", "486", user="12345")
+    link = WorkerLink("r2", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", user="caller")
+    try:
+        cid = link.wait_event(ev("call_started"))["call_id"]
+        link.wait_event(ev("call_answered", call_id=cid))
+        link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer", timeout=10)
+        failed = link.wait_event(ev("transfer_failed", call_id=cid), timeout=15)
+        assert failed["status"] == 486
+        assert not caller.has("ended") or caller.wait(ev("state", state="CONFIRMED"))
+        link.send(cmd="hangup", call_id=cid)
+        link.wait_event(ev("call_ended", call_id=cid))
+    finally:
+        caller.stop()
+        hotline.stop()
+        link.stop()
