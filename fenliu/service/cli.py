@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="first SIP port (overrides sip.port)")
     sv.add_argument("--json", action="store_true", help="events as JSON lines")
 
+    cl = sub.add_parser("calls", help="list live calls (asks the running fenliu serve)")
+    cl.add_argument("--url", help="API base URL (default: http://console.host:console.port)")
+    tf = sub.add_parser("transfer", help="one key: transfer a live call to a hotline")
+    tf.add_argument("call_id", help="call id (or its first characters) from fenliu calls")
+    tf.add_argument("target", help="target id (12345, 12348, 12328, 12338, 95598, social) or a sip: URI")
+    tf.add_argument("--mode", choices=["three-way", "refer"], help="default: transfer.mode")
+    tf.add_argument("--url")
+    rl = sub.add_parser("release", help="the operator leaves a three-way call (caller and hotline stay)")
+    rl.add_argument("call_id")
+    rl.add_argument("--url")
+
     dm = sub.add_parser("demo", help="the main job: replay the fixture calls through the whole chain")
     dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
     dm.add_argument("--model", help="Vosk model path or name")
@@ -122,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"✔ {path}\n  使用 / use it: set asr.model = \"{path}\" or pass --model {path}")
         return 0
 
+    if cmd in ("calls", "transfer", "release"):
+        return _api_command(args, settings)
+
     from fenliu.service.wiring import build_engine, build_router
 
     if cmd == "classify":
@@ -173,6 +187,38 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(reports) - len(bad)}/{len(reports)} files processed → {args.out}")
         return 1 if bad and len(bad) == len(reports) else 0
     raise AssertionError(cmd)
+
+
+def _api_command(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    import urllib.error
+    import urllib.request
+
+    base = (args.url or f"http://{settings.console.host}:{settings.console.port}").rstrip("/")
+    if args.command == "calls":
+        req = urllib.request.Request(f"{base}/api/calls")
+    else:
+        path = "transfer" if args.command == "transfer" else "release-operator"
+        body = {"target": args.target, "mode": args.mode} if args.command == "transfer" else {}
+        req = urllib.request.Request(f"{base}/api/calls/{args.call_id}/{path}", method="POST",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data = json.load(r)
+    except urllib.error.HTTPError as e:
+        detail = json.loads(e.read() or b"{}").get("error", e.reason)
+        raise FenliuError(f"{e.code}: {detail}") from e
+    except urllib.error.URLError as e:
+        raise FenliuError(f"无法连接 fenliu serve / cannot reach fenliu serve at {base} ({e.reason}); "
+                          f"is it running? (console.host / console.port)") from e
+    if args.command == "calls":
+        rows = data["calls"]
+        if not rows:
+            print("没有通话 / no live calls")
+        for c in rows:
+            print(f"{c['call_id']}  {c['worker']}  {c['remote']}")
+    else:
+        print(json.dumps(data, ensure_ascii=False))
+    return 0
 
 
 def _classify(args: argparse.Namespace, rules_path: str | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
@@ -37,21 +38,31 @@ def printer(out: IO[str], as_json: bool):  # type: ignore[no-untyped-def]
 
 
 def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:  # type: ignore[no-untyped-def]
-    stop = threading.Event()
+    return asyncio.run(_serve(settings, router, engine, as_json))
 
-    def on_signal(_sig: int, _frm: object) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    from fenliu.service.api import create_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sup = Supervisor(settings, router, engine, printer(sys.stdout, as_json))
+    runner = web.AppRunner(create_app(sup))
     try:
-        sup.start()
+        await loop.run_in_executor(None, sup.start)
+        await runner.setup()
+        c = settings.console
+        await web.TCPSite(runner, c.host, c.port).start()
         s = settings.sip
-        print(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}..{s.port + s.workers - 1}; "
-              f"Ctrl-C / SIGTERM to stop", file=sys.stderr, flush=True)
-        stop.wait()
+        print(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}..{s.port + s.workers - 1}, "
+              f"API on http://{c.host}:{c.port}/api/calls; Ctrl-C / SIGTERM to stop", file=sys.stderr, flush=True)
+        await stop.wait()
     finally:
-        sup.stop()
+        await runner.cleanup()
+        await loop.run_in_executor(None, sup.stop)
     print("fenliu serve: stopped", file=sys.stderr, flush=True)
     return 0

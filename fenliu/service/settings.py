@@ -50,6 +50,22 @@ class SipSettings:
     workers: int = 2
     rtp_port: int = 40000  # worker i uses rtp_port + i * rtp_range …
     rtp_range: int = 40
+    seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
+
+
+def _default_targets() -> dict[str, str]:
+    # local test hotlines, started by the demo; a deployment points these at its PBX
+    return {"12345": "sip:12345@127.0.0.1:5091", "12348": "sip:12348@127.0.0.1:5092",
+            "12328": "sip:12328@127.0.0.1:5093", "12338": "sip:12338@127.0.0.1:5094",
+            "95598": "sip:95598@127.0.0.1:5095", "social": "sip:social@127.0.0.1:5096"}
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    mode: str = "three-way"  # or "refer"
+    answer_timeout: float = 20.0  # hotline must answer (or the REFER complete) within this
+    drop_operator_after: float = 0.0  # three-way: leave automatically after N s (0 = on the operator's word)
+    targets: dict[str, str] = field(default_factory=_default_targets)
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ class Settings:
     vad: VadSettings = field(default_factory=VadSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     source: str = "defaults"
@@ -94,6 +111,15 @@ def _validate(s: Settings) -> None:
             raise bad(f"vad.{k}", v, f"must be at least one frame ({s.vad.frame_ms} ms)")
     if s.vad.min_speech_ms > s.vad.start_window_ms:
         raise bad("vad.min_speech_ms", s.vad.min_speech_ms, "must not exceed vad.start_window_ms")
+    if s.transfer.mode not in ("three-way", "refer"):
+        raise bad("transfer.mode", s.transfer.mode, 'use "three-way" or "refer"')
+    if s.transfer.answer_timeout <= 0:
+        raise bad("transfer.answer_timeout", s.transfer.answer_timeout, "use a positive number of seconds")
+    for tid, uri in s.transfer.targets.items():
+        if not uri.startswith("sip:"):
+            raise bad(f"transfer.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")
+    if s.sip.seat_uri and not s.sip.seat_uri.startswith("sip:"):
+        raise bad("sip.seat_uri", s.sip.seat_uri, "a SIP URI such as sip:seat01@pbx:5060, or empty")
     if s.router.switch_margin < 0:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
     for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):
@@ -101,7 +127,7 @@ def _validate(s: Settings) -> None:
             raise bad(k, port, "a port is 1..65535")
     if not 8 <= s.sip.rtp_range <= 1000:
         raise bad("sip.rtp_range", s.sip.rtp_range, "each worker needs 8..1000 RTP ports (2 per call, 4 calls)")
-    if not 1024 <= s.sip.rtp_port and s.sip.rtp_port + s.sip.workers * s.sip.rtp_range < 65536:
+    if not (1024 <= s.sip.rtp_port and s.sip.rtp_port + s.sip.workers * s.sip.rtp_range < 65536):
         raise bad("sip.rtp_port", s.sip.rtp_port, "use 1024..65535 with room for workers × rtp_range ports")
     if not 1 <= s.sip.workers <= 64:
         raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
@@ -109,7 +135,17 @@ def _validate(s: Settings) -> None:
         raise bad("store.url", s.store.url, "use sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
-def _coerce(key: str, value: Any, typ: type, source: str) -> Any:
+def _coerce(key: str, value: Any, typ: Any, source: str) -> Any:
+    if typ == dict[str, str]:  # a TOML table, or "a=b,c=d" from the environment
+        if isinstance(value, str):
+            try:
+                value = dict(item.split("=", 1) for item in value.split(",") if item.strip())
+            except ValueError:
+                value = None
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return {k.strip(): v.strip() for k, v in value.items()}
+        raise ConfigError(f"配置错误 / bad setting {key} = {value!r} ({source}): must be a table of strings, "
+                          f"e.g. [{key}] with 12345 = \"sip:12345@pbx\" (env: 12345=sip:...,12348=sip:...)")
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

@@ -92,7 +92,7 @@ class Supervisor:
         sip_port, rtp_port = self.worker_ports(index)
         link = WorkerLink(name, sip_port, rtp_port, address=self.settings.sip.address,
                           on_frame=lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm),
-                          rtp_range=self.settings.sip.rtp_range)
+                          rtp_range=self.settings.sip.rtp_range, seat_uri=self.settings.sip.seat_uri)
         ready = link.start()
         self.links[name] = link
         self.on_event(WorkerFact(name, ready))
@@ -177,6 +177,43 @@ class Supervisor:
         except Exception as e:  # one call's failure must not take down the others
             log.exception("ASR failed for call %s", s.call_id)
             self.on_event(WorkerFact(s.worker, {"event": "error", "call_id": s.call_id, "message": str(e)}))
+
+    # -- the one key ------------------------------------------------------------------
+    def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
+        """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
+        social) from settings, or a SIP URI. Progress and the outcome arrive as events."""
+        t = self.settings.transfer
+        uri = target if target.startswith("sip:") else t.targets.get(target)
+        if uri is None:
+            raise ValueError(f"unknown target {target!r}; configured: {', '.join(sorted(t.targets))}")
+        mode = mode or t.mode
+        if mode not in ("three-way", "refer"):
+            raise ValueError(f"unknown transfer mode {mode!r}: use three-way or refer")
+        s = self._session(call_id)
+        self.links[s.worker].send(cmd="transfer", call_id=s.call_id, target=uri, mode=mode,
+                                  timeout=t.answer_timeout, drop_operator_after=t.drop_operator_after)
+        return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}
+
+    def release_operator(self, call_id: str) -> dict[str, Any]:
+        s = self._session(call_id)
+        self.links[s.worker].send(cmd="release_operator", call_id=s.call_id)
+        return {"call_id": s.call_id, "status": "requested"}
+
+    def hangup(self, call_id: str) -> dict[str, Any]:
+        s = self._session(call_id)
+        self.links[s.worker].send(cmd="hangup", call_id=s.call_id)
+        return {"call_id": s.call_id, "status": "requested"}
+
+    def _session(self, call_id: str) -> CallSession:
+        """Exact call id, or a prefix that names exactly one live call."""
+        with self._lock:
+            found = [s for s in self.sessions.values() if s.call_id.startswith(call_id)] if call_id else []
+        exact = [s for s in found if s.call_id == call_id]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        if found:
+            raise LookupError(f"{call_id!r} matches {len(found)} live calls; give more of the call id")
+        raise LookupError(f"no live call {call_id!r}")
 
     def calls(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -127,3 +127,78 @@ def test_fenliu_serve_stops_cleanly_on_sigterm(tmp_path):
     time.sleep(0.2)
     assert not any(pid_alive(p) for p in pids)  # no orphan workers
     assert "stopped" in proc.stderr.read()
+
+
+def test_one_key_transfer_through_the_api_and_cli(tmp_path):
+    """fenliu serve (B2BUA seat mode) + `fenliu calls` / `fenliu transfer` / `fenliu release`."""
+    from tests.sip.peers import PeerProc
+
+    s = settings_for(1)
+    seat = PeerProc("--answer", "200", user="seat")
+    hotline = PeerProc("--answer", "200", user="12345")
+    api = free_port()
+    env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
+           "FENLIU_SIP__WORKERS": "1", "FENLIU_SIP__SEAT_URI": seat.uri, "FENLIU_ASR__MODEL": "ko-test",
+           "FENLIU_CONSOLE__PORT": str(api), "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri}"}
+    proc = subprocess.Popen([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+
+    def read():
+        for line in proc.stdout:
+            events.append(json.loads(line))
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fenliu.service.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    def wait(kind, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in events:
+                if e.get("event") == kind:
+                    return e
+            time.sleep(0.1)
+        raise TimeoutError(kind)
+
+    try:
+        wait("ready")
+        audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
+        scen = caller_scenario(audio, talk_ms=9000).replace(f"{audio},1,8", f"{audio},-1,8")
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, s.sip.port, tmp_path)))
+        t.start()
+        wait("call_answered")
+        listed = cli("calls")
+        assert listed.returncode == 0 and "13800000000" in listed.stdout
+        call_id = listed.stdout.split()[0]
+        bad = cli("transfer", call_id, "99999")
+        assert bad.returncode == 2 and "unknown target" in bad.stderr
+        missing = cli("transfer", "no-such-call", "12345")
+        assert missing.returncode == 2 and "404" in missing.stderr
+        ok = cli("transfer", call_id[:10], "12345")
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["uri"] == hotline.uri
+        wait("transfer_bridged")
+        hotline.wait(lambda e: e["event"] == "media")
+        assert cli("release", call_id).returncode == 0
+        wait("transfer_completed")
+        seat.wait(lambda e: e["event"] == "ended")
+        t.join(60)
+        assert box["r"].returncode == 0
+        decisions = [e for e in events if e.get("type") == "Decision"]
+        assert decisions and decisions[0]["call_id"] == call_id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            seat.stop()
+            hotline.stop()
+    unreachable = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "calls", "--url",
+                                  f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True)
+    assert unreachable.returncode == 2 and "cannot reach fenliu serve" in unreachable.stderr
