@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("call_id")
     rl.add_argument("--url")
 
+    dl = sub.add_parser("dial", help="place a real SIP call that plays a recording (拨测)")
+    dl.add_argument("wav")
+    dl.add_argument("--to", help="SIP URI to call (default: sip:110@sip.address:sip.port)")
+    dl.add_argument("--ring-timeout", type=float, default=30.0, help="give up if not answered in N s")
+
     dm = sub.add_parser("demo", help="the main job: replay the fixture calls through the whole chain")
     dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
     dm.add_argument("--model", help="Vosk model path or name")
@@ -135,6 +140,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if cmd in ("calls", "transfer", "release"):
         return _api_command(args, settings)
+    if cmd == "dial":
+        from fenliu.service.dial import dial
+
+        return dial(args.wav, args.to or f"sip:110@{settings.sip.address}:{settings.sip.port}",
+                    ring_timeout=args.ring_timeout)
 
     from fenliu.service.wiring import build_engine, build_router
 

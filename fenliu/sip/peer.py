@@ -123,6 +123,8 @@ class Peer:
             call = PeerCall(self, self.account)
             self.calls.append(call)
             call.makeCall(a.call, pj.CallOpParam(True))
+            if a.ring_timeout:
+                call.hangup_at = time.monotonic() + a.ring_timeout  # type: ignore[attr-defined]
 
     def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
         call = PeerCall(self, self.account, prm.callId)
@@ -142,6 +144,7 @@ class Peer:
             call.recorder = pj.AudioMediaRecorder()
             call.recorder.createRecorder(a.record)
             aud.startTransmit(call.recorder)
+        call.hangup_at = None  # type: ignore[attr-defined]  # answered: the ring timeout is over
         if a.play and call.player is None:
             call.player = pj.AudioMediaPlayer()
             call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--call", help="place a call to this URI instead of waiting")
     p.add_argument("--hangup-after-play", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--exit-after-call", action="store_true", help="exit when the placed call ends")
+    p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codec priority, best first")
     args = p.parse_args(argv)
     peer = Peer(args)

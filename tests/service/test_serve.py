@@ -202,3 +202,29 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
     unreachable = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "calls", "--url",
                                   f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True)
     assert unreachable.returncode == 2 and "cannot reach fenliu serve" in unreachable.stderr
+
+
+def test_fenliu_dial_plays_a_recording_into_the_service(ko_engine, router, tmp_path):
+    got = Collector()
+    s = settings_for(1)
+    sup = Supervisor(s, router, ko_engine, got)
+    sup.start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "dial",
+                            str(FIXTURES / "ko" / "ko-03-power.wav"), "--to", f"sip:110@127.0.0.1:{s.sip.port}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "call ended" in r.stdout
+        final = got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, FinalTranscript), 30)
+        assert final.event.text
+    finally:
+        sup.stop()
+    nobody = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "dial", str(FIXTURES / "ko" / "ko-03-power.wav"),
+                             "--to", f"sip:110@127.0.0.1:{free_port(2)}", "--ring-timeout", "3"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=90)
+    assert nobody.returncode == 2 and "not answered" in nobody.stderr
+    empty = tmp_path / "e.wav"
+    empty.write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "dial", str(empty)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "empty" in r.stderr

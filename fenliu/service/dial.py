@@ -1,0 +1,69 @@
+"""`fenliu dial FILE.wav`: place a real SIP call that plays a recording into the service (拨测).
+
+Runs the pjsua2 peer as a caller in its own process (one endpoint per process), so it works
+against a local `fenliu serve`, a PBX, or a remote deployment alike.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import soundfile as sf
+
+from fenliu.asr.audio import read_wav, resample
+from fenliu.errors import FenliuError
+
+
+def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_timeout: float = 30.0) -> int:
+    clip = read_wav(wav)  # validates the file with the same clear errors as replay
+    if not to.startswith("sip:"):
+        raise FenliuError(f"--to 须是 SIP URI / --to must be a sip: URI, got {to!r}")
+    with tempfile.TemporaryDirectory(prefix="fenliu-dial-") as tmp:
+        # the player wants 16-bit PCM; the bridge resamples
+        play = Path(tmp) / "play.wav"
+        pcm16 = resample(clip.pcm, clip.rate, 16000)
+        import numpy as np
+
+        sf.write(play, np.frombuffer(pcm16, dtype=np.int16), 16000, subtype="PCM_16")
+        if not port:
+            import socket
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "dialer", "--call", to,
+               "--play", str(play), "--hangup-after-play", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
+               "--ring-timeout", str(ring_timeout)]
+        limit = ring_timeout + clip.duration + 30
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        outcome = {"status": 0, "reason": "no answer"}
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # pjlib's own start-up lines
+                kind = ev.get("event")
+                if kind == "state":
+                    print(f"呼叫 call: {ev['state']} {ev.get('status', '')} {ev.get('reason', '')}".rstrip())
+                elif kind == "media":
+                    print(f"通话中，播放 / playing {Path(wav).name} ({clip.duration:.1f} s)")
+                elif kind == "ended":
+                    outcome = ev
+                elif kind == "error":
+                    print(f"错误 / error: {ev.get('message')}", file=sys.stderr)
+            proc.wait(limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise FenliuError(f"呼叫超时 / the call did not finish within {limit:.0f} s") from None
+    status = int(outcome.get("status") or 0)
+    if status >= 300 or float(outcome.get("duration") or 0) == 0:
+        raise FenliuError(f"呼叫未接通 / the call was not answered: {status} {outcome.get('reason')}; "
+                          f"is something listening at {to}?")
+    print(f"✔ 通话结束 / call ended after {float(outcome['duration']):.1f} s")
+    return 0
