@@ -51,6 +51,8 @@ class SipSettings:
     rtp_port: int = 40000  # worker i uses rtp_port + i * rtp_range …
     rtp_range: int = 40
     seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
+    users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
+    media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller
 
 
 def _default_targets() -> dict[str, str]:

@@ -54,6 +54,8 @@ class WorkerConfig:
     audio_path: str
     max_calls: int = 4
     seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
+    users: tuple[str, ...] = ("*",)  # request-URI users we take (the 110 number); others get 404
+    media_timeout: float = 10.0  # no RTP from the caller for this long: the call is dead, end it
 
 
 class Uplink:
@@ -153,6 +155,8 @@ class Conversation:
     answered: bool = False
     state: str = "ringing"  # ringing, talking, transferring, three-way, handed-over, ended
     transfer: Transfer | None = None
+    rx_packets: int = -1
+    rx_changed: float = field(default_factory=time.monotonic)
 
 
 class LegCall(pj.Call):
@@ -205,6 +209,7 @@ class Worker:
         self.callback_errors = 0
         self.running = True
         self._next_slot = 0
+        self._next_media_check = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -256,8 +261,7 @@ class Worker:
     def stop(self) -> None:
         """Hang up politely, drop every pj object, then destroy the library."""
         for conv in list(self.convs.values()):
-            for call in conv.legs.values():
-                self._hangup(call)
+            self._hangup_all(conv)
         deadline = time.monotonic() + 2.0
         while self.convs and time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
@@ -271,6 +275,16 @@ class Worker:
     # -- incoming call -----------------------------------------------------------------
     def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         call = LegCall(self, account, None, LEG_CALLER, prm.callId)
+        user = request_user(prm.rdata.wholeMsg)
+        if "*" not in self.cfg.users and user not in self.cfg.users:
+            op = pj.CallOpParam()
+            op.statusCode = 404
+            op.reason = "Not Found"
+            call.hangup(op)
+            self.ended.append(call)
+            self.uplink.event("call_rejected", status=404, user=user,
+                              reason=f"number {user!r} is not served here (sip.users)")
+            return
         info = call.getInfo()
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
@@ -481,6 +495,13 @@ class Worker:
 
     def check_timers(self) -> None:
         now = time.monotonic()
+        if now >= self._next_media_check:
+            self._next_media_check = now + 1.0
+            for conv in list(self.convs.values()):
+                try:
+                    self._check_media(conv, now)
+                except Exception:
+                    self.report_exception("media check")
         for conv in list(self.convs.values()):
             t = conv.transfer
             if t is None:
@@ -490,6 +511,26 @@ class Worker:
                 self._transfer_failed(conv, 408, why)
             elif conv.state == "three-way" and t.drop_operator_after and now > t.bridged_at + t.drop_operator_after:
                 self.release_operator(conv)
+
+    def _check_media(self, conv: Conversation, now: float) -> None:
+        """RTP stopped mid-call (a dead trunk, a crashed phone): end the call after
+        ``media_timeout`` seconds rather than hold a slot and a hotline forever."""
+        call = conv.legs.get(LEG_CALLER)
+        if call is None or LEG_CALLER not in conv.media or not self.cfg.media_timeout:
+            return
+        try:
+            info = call.getInfo()  # keep it referenced: its media vector dies with it
+            idx = next(i for i, mi in enumerate(info.media) if mi.type == pj.PJMEDIA_TYPE_AUDIO)
+            pkts = call.getStreamStat(idx).rtcp.rxStat.pkt
+        except (pj.Error, StopIteration):
+            return
+        if pkts != conv.rx_packets:
+            conv.rx_packets, conv.rx_changed = pkts, now
+        elif now - conv.rx_changed > self.cfg.media_timeout:
+            self.uplink.event("media_timeout", call_id=conv.call_id, seconds=round(now - conv.rx_changed, 1),
+                              packets=pkts)
+            conv.rx_changed = now
+            self._hangup_all(conv)
 
     # -- helpers --------------------------------------------------------------------------
     def _hangup(self, call: Any) -> None:
@@ -508,6 +549,16 @@ class Worker:
         self.uplink.event("error", message=f"{where}: {traceback.format_exc(limit=3)}")
 
 
+def request_user(message: str) -> str:
+    """The user part of the request line: ``INVITE sip:110@host SIP/2.0`` -> ``110``."""
+    line = message.split("\r\n", 1)[0].split("\n", 1)[0]
+    parts = line.split()
+    if len(parts) < 2:
+        return ""
+    uri = parts[1].split(":", 1)[-1]
+    return uri.split("@", 1)[0] if "@" in uri else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="fenliu SIP worker (started by the supervisor)")
     p.add_argument("--name", required=True)
@@ -518,10 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control", required=True, help="supervisor's Unix stream socket")
     p.add_argument("--audio", required=True, help="supervisor's Unix datagram socket for frames")
     p.add_argument("--seat", default="", help="B2BUA mode: the operator seat's SIP URI")
+    p.add_argument("--users", default="*", help="comma list of numbers served (request-URI user), * = any")
+    p.add_argument("--media-timeout", type=float, default=10.0, help="end a call after N s without RTP (0 = never)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio,
-                       seat_uri=a.seat)
+                       seat_uri=a.seat, users=tuple(u.strip() for u in a.users.split(",") if u.strip()),
+                       media_timeout=a.media_timeout)
     uplink = Uplink(cfg.control_path, cfg.audio_path)
     worker = Worker(cfg, uplink)
 

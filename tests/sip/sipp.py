@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import free_port, sox
 
 CALLER_HEADERS = """From: "caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:110@[remote_ip]:[remote_port]>"""
+      To: <sip:USER@[remote_ip]:[remote_port]>"""
 
 
 def alaw_file(wav: Path, out_dir: Path) -> Path:
@@ -19,17 +19,56 @@ def alaw_file(wav: Path, out_dir: Path) -> Path:
     return out
 
 
-def caller_scenario(audio: Path, talk_ms: int, codecs: str = "8 0 101") -> str:
+def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", user: str = "110",
+                    sdp: str | None = None, callee_hangs_up: bool = False) -> str:
     rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
                "99": "a=rtpmap:99 OPUS/48000/2"}
     sdp_maps = "\n      ".join(rtpmaps[c] for c in codecs.split())
+    headers = CALLER_HEADERS.replace("USER", user)
+    body = sdp if sdp is not None else f"""v=0
+      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {codecs}
+      {sdp_maps}
+      a=sendrecv"""
+    stream = f'<nop><action><exec rtp_stream="{audio},1,8"/></action></nop>' if audio else ""
+    if callee_hangs_up:
+        ending = """<recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>"""
+    else:
+        ending = f"""<pause milliseconds="{talk_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>"""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="fenliu caller">
   <send retrans="500">
     <![CDATA[
-      INVITE sip:110@[remote_ip]:[remote_port] SIP/2.0
+      INVITE sip:{user}@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {CALLER_HEADERS}
+      {headers}
       Call-ID: [call_id]
       CSeq: 1 INVITE
       Contact: sip:13800000000@[local_ip]:[local_port]
@@ -37,14 +76,7 @@ def caller_scenario(audio: Path, talk_ms: int, codecs: str = "8 0 101") -> str:
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP {codecs}
-      {sdp_maps}
-      a=sendrecv
+      {body}
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -55,7 +87,7 @@ def caller_scenario(audio: Path, talk_ms: int, codecs: str = "8 0 101") -> str:
     <![CDATA[
       ACK [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {CALLER_HEADERS}[peer_tag_param]
+      {headers}[peer_tag_param]
       Call-ID: [call_id]
       CSeq: 1 ACK
       Contact: sip:13800000000@[local_ip]:[local_port]
@@ -63,21 +95,29 @@ def caller_scenario(audio: Path, talk_ms: int, codecs: str = "8 0 101") -> str:
       Content-Length: 0
     ]]>
   </send>
-  <nop><action><exec rtp_stream="{audio},1,8"/></action></nop>
-  <pause milliseconds="{talk_ms}"/>
+  {stream}
+  {ending}
+</scenario>
+"""
+
+
+def stray_bye_scenario() -> str:
+    """A BYE for a dialog that does not exist: the answer must be 481."""
+    return """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="stray bye">
   <send retrans="500">
     <![CDATA[
-      BYE [next_url] SIP/2.0
+      BYE sip:110@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {CALLER_HEADERS}[peer_tag_param]
+      From: <sip:13800000000@[local_ip]:[local_port]>;tag=nosuch[call_number]
+      To: <sip:110@[remote_ip]:[remote_port]>;tag=nosuchtoo
       Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: sip:13800000000@[local_ip]:[local_port]
+      CSeq: 7 BYE
       Max-Forwards: 70
       Content-Length: 0
     ]]>
   </send>
-  <recv response="200" crlf="true"/>
+  <recv response="481"/>
 </scenario>
 """
 
