@@ -175,6 +175,9 @@ class Supervisor:
                     self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
             for ev in pipe.close():
                 self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
+            self.on_event(WorkerFact(s.worker, {"event": "call_asr_done", "call_id": s.call_id,
+                                                "dropped_frames": s.dropped, "audio_s": round(pipe.t, 2),
+                                                "recognised_s": round(pipe.recognised_seconds, 2)}))
         except Exception as e:  # one call's failure must not take down the others
             log.exception("ASR failed for call %s", s.call_id)
             self.on_event(WorkerFact(s.worker, {"event": "error", "call_id": s.call_id, "message": str(e)}))
