@@ -22,6 +22,7 @@ class AsrSettings:
     model: str = "vosk-model-small-cn-0.22"  # a path, a Vosk model name, or "ko-test"
     model_dir: str = ""  # where named models are looked for / fetched into (default ~/.cache/vosk)
     sample_rate: int = 16000
+    partial_every_ms: int = 200  # how often to ask the recogniser for a partial transcript
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def _validate(s: Settings) -> None:
 
     if s.asr.engine != "vosk":
         raise bad("asr.engine", s.asr.engine, 'only "vosk" is available')
+    if not 20 <= s.asr.partial_every_ms <= 5000:
+        raise bad("asr.partial_every_ms", s.asr.partial_every_ms, "use 20..5000 ms (200 is a good balance)")
     if s.asr.sample_rate not in (8000, 16000):
         raise bad("asr.sample_rate", s.asr.sample_rate, "use 16000 (Vosk small models) or 8000")
     if not 0 <= s.vad.aggressiveness <= 3:

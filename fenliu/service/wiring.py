@@ -16,7 +16,7 @@ def build_router(settings: Settings, rules_path: str | None = None) -> Router:
 def build_engine(settings: Settings, model: str | None = None) -> VoskEngine:
     """Load the configured model (``model`` overrides asr.model); raises ModelError."""
     path = resolve_model(model or settings.asr.model, settings.asr.model_dir or None)
-    return VoskEngine(path, settings.asr.sample_rate)
+    return VoskEngine(path, settings.asr.sample_rate, settings.asr.partial_every_ms)
 
 
 def vad_config(settings: Settings) -> VadConfig:
