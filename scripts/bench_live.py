@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import table  # noqa: E402  (scripts/bench.py, this folder)
+
 from fenliu.asr.engine import VoskEngine  # noqa: E402
 from fenliu.asr.models import resolve_model  # noqa: E402
 from fenliu.events import Decision, FinalTranscript  # noqa: E402
@@ -47,16 +49,6 @@ def proc_rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for i, r in enumerate(cells):
-        print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("  " + "-+-".join("-" * w for w in widths))
 
 
 def pct(values: list[float], p: float) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-CLOCK_RATE = 16000
+from fenliu.sip.endpoint import account_config, start_endpoint
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -88,34 +88,9 @@ class Peer:
 
     def start(self) -> None:
         a = self.args
-        self.ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.userAgent = "fenliu-peer"
-        cfg.logConfig.level = 1
-        cfg.logConfig.consoleLevel = 1
-        cfg.medConfig.clockRate = CLOCK_RATE
-        cfg.medConfig.sndClockRate = CLOCK_RATE
-        cfg.medConfig.noVad = True
-        cfg.medConfig.ecTailLen = 0
-        self.ep.libInit(cfg)
-        self.ep.audDevManager().setNullDev()
-        t = pj.TransportConfig()
-        t.port = a.port
-        t.boundAddress = a.address
-        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, t)
-        self.ep.libStart()
-        for codec, prio in ((c, 250 - i) for i, c in enumerate(a.codecs.split(","))):
-            try:
-                self.ep.codecSetPriority(codec, prio)
-            except pj.Error:
-                emit("error", where="codec", message=f"unknown codec {codec}")
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{a.user}@{a.address}:{a.port}"
-        acfg.mediaConfig.transportConfig.port = a.rtp_port
-        acfg.mediaConfig.transportConfig.portRange = 20
-        acfg.mediaConfig.transportConfig.boundAddress = a.address
+        for codec in start_endpoint(self.ep, a.address, a.port, "fenliu-peer", codecs=tuple(a.codecs.split(","))):
+            emit("error", where="codec", message=f"unknown codec {codec}")
+        acfg = account_config(f"sip:{a.user}@{a.address}:{a.port}", a.address, a.rtp_port, 20)
         self.account = Account(self)
         self.account.create(acfg, True)
         emit("ready", uri=acfg.idUri)

@@ -33,13 +33,13 @@ from typing import Any
 
 import pjsua2 as pj
 
+from fenliu.sip.endpoint import CLOCK_RATE, account_config, start_endpoint
 from fenliu.sip.framecopy import make_copier
 
 log = logging.getLogger("fenliu.sip.worker")
 
 # audio datagram: call slot (H), leg (B: 0 caller, 1 operator, 2 hotline), sequence (I), PCM
 FRAME_HEADER = struct.Struct("!HBI")
-CLOCK_RATE = 16000
 FRAME_MS = 20
 
 
@@ -213,36 +213,9 @@ class Worker:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        ep = self.ep
-        ep.libCreate()
-        ep_cfg = pj.EpConfig()
-        ep_cfg.uaConfig.threadCnt = 0
-        ep_cfg.uaConfig.mainThreadOnly = True
-        ep_cfg.uaConfig.maxCalls = self.cfg.max_calls
-        ep_cfg.uaConfig.userAgent = f"fenliu-worker/{self.cfg.name}"
-        ep_cfg.logConfig.level = 1
-        ep_cfg.logConfig.consoleLevel = 1
-        ep_cfg.medConfig.clockRate = CLOCK_RATE
-        ep_cfg.medConfig.sndClockRate = CLOCK_RATE
-        ep_cfg.medConfig.noVad = True
-        ep_cfg.medConfig.ecTailLen = 0
-        ep.libInit(ep_cfg)
-        ep.audDevManager().setNullDev()
-        tcfg = pj.TransportConfig()
-        tcfg.port = self.cfg.sip_port
-        tcfg.boundAddress = self.cfg.address
-        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        ep.libStart()
-        for i, codec in enumerate(("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1")):
-            try:
-                ep.codecSetPriority(codec, 250 - i)  # match a G.711 trunk first
-            except pj.Error:
-                pass
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:fenliu-{self.cfg.name}@{self.cfg.address}:{self.cfg.sip_port}"
-        acfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
-        acfg.mediaConfig.transportConfig.portRange = self.cfg.rtp_range
-        acfg.mediaConfig.transportConfig.boundAddress = self.cfg.address
+        c = self.cfg
+        start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls)
+        acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port, c.rtp_range)
         self.account = Account(self)
         self.account.create(acfg, True)
         self.uplink.event("ready", worker=self.cfg.name, sip_port=self.cfg.sip_port, rtp_port=self.cfg.rtp_port,

@@ -1,0 +1,50 @@
+"""The pjsua2 set-up every process of ours uses (FIELD-NOTES): main-thread-only callbacks
+driven by ``libHandleEvents``, a null sound device, a 16 kHz bridge without VAD or echo
+canceller, one UDP transport bound to an address, G.711 preferred to match a trunk."""
+
+from __future__ import annotations
+
+import pjsua2 as pj
+
+CLOCK_RATE = 16000
+
+
+def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, max_calls: int = 4,
+                   codecs: tuple[str, ...] = ("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1")) -> list[str]:
+    """Create, initialise and start ``ep``; returns the codecs it did not know."""
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.maxCalls = max_calls
+    cfg.uaConfig.userAgent = user_agent
+    cfg.logConfig.level = 1
+    cfg.logConfig.consoleLevel = 1
+    cfg.medConfig.clockRate = CLOCK_RATE
+    cfg.medConfig.sndClockRate = CLOCK_RATE
+    cfg.medConfig.noVad = True
+    cfg.medConfig.ecTailLen = 0
+    ep.libInit(cfg)
+    ep.audDevManager().setNullDev()
+    tcfg = pj.TransportConfig()
+    tcfg.port = port
+    tcfg.boundAddress = address
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+    ep.libStart()
+    unknown = []
+    for i, codec in enumerate(codecs):
+        try:
+            ep.codecSetPriority(codec, 250 - i)
+        except pj.Error:
+            unknown.append(codec)
+    return unknown
+
+
+def account_config(uri: str, address: str, rtp_port: int, rtp_range: int) -> pj.AccountConfig:
+    """A local account (no registrar) whose RTP stays in its own port range on ``address``."""
+    acfg = pj.AccountConfig()
+    acfg.idUri = uri
+    acfg.mediaConfig.transportConfig.port = rtp_port
+    acfg.mediaConfig.transportConfig.portRange = rtp_range
+    acfg.mediaConfig.transportConfig.boundAddress = address
+    return acfg
