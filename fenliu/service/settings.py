@@ -54,6 +54,7 @@ class SipSettings:
     seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller
+    allow: str = ""  # static-peer mode: comma list of PBX addresses allowed to send calls (empty = any)
 
 
 def _default_targets() -> dict[str, str]:

@@ -93,7 +93,8 @@ class Supervisor:
         link = WorkerLink(name, sip_port, rtp_port, address=self.settings.sip.address,
                           on_frame=lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm),
                           rtp_range=self.settings.sip.rtp_range, seat_uri=self.settings.sip.seat_uri,
-                          users=self.settings.sip.users, media_timeout=self.settings.sip.media_timeout)
+                          users=self.settings.sip.users, media_timeout=self.settings.sip.media_timeout,
+                          allow=self.settings.sip.allow)
         ready = link.start()
         self.links[name] = link
         self.on_event(WorkerFact(name, ready))

@@ -28,12 +28,13 @@ FrameHandler = Callable[[int, int, int, bytes], None]  # slot, leg, seq, pcm
 class WorkerLink:
     def __init__(self, name: str, sip_port: int, rtp_port: int, address: str = "127.0.0.1",
                  on_frame: FrameHandler | None = None, rtp_range: int = 40, seat_uri: str = "",
-                 users: str = "*", media_timeout: float = 10.0) -> None:
+                 users: str = "*", media_timeout: float = 10.0, allow: str = "") -> None:
         self.name, self.sip_port, self.rtp_port, self.address = name, sip_port, rtp_port, address
         self.rtp_range = rtp_range
         self.seat_uri = seat_uri
         self.users = users
         self.media_timeout = media_timeout
+        self.allow = allow
         self.on_frame = on_frame
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.frames_received = 0
@@ -55,7 +56,8 @@ class WorkerLink:
         cmd = [sys.executable, "-m", "fenliu.sip.worker", "--name", self.name, "--address", self.address,
                "--sip-port", str(self.sip_port), "--rtp-port", str(self.rtp_port),
                "--rtp-range", str(self.rtp_range), "--control", self.control_path, "--audio", self.audio_path,
-               "--seat", self.seat_uri, "--users", self.users, "--media-timeout", str(self.media_timeout)]
+               "--seat", self.seat_uri, "--users", self.users, "--media-timeout", str(self.media_timeout),
+               "--allow", self.allow]
         # the worker's own output (pjlib's start-up lines) goes to our stderr, never stdout,
         # which `fenliu serve --json` keeps for events
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=2)

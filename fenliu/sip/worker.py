@@ -56,6 +56,7 @@ class WorkerConfig:
     seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
     users: tuple[str, ...] = ("*",)  # request-URI users we take (the 110 number); others get 404
     media_timeout: float = 10.0  # no RTP from the caller for this long: the call is dead, end it
+    allow: tuple[str, ...] = ()  # static-peer mode: source addresses allowed to call (empty = any)
 
 
 class Uplink:
@@ -155,6 +156,7 @@ class Conversation:
     answered: bool = False
     state: str = "ringing"  # ringing, talking, transferring, three-way, handed-over, ended
     transfer: Transfer | None = None
+    players: list[Any] = field(default_factory=list)
     rx_packets: int = -1
     rx_changed: float = field(default_factory=time.monotonic)
 
@@ -179,11 +181,29 @@ class LegCall(pj.Call):
         except Exception:
             self.worker.report_exception("onCallMediaState")
 
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
+        try:
+            self.worker.on_dtmf(self, prm.digit, prm.method)
+        except Exception:
+            self.worker.report_exception("onDtmfDigit")
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
         try:
             self.worker.on_refer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
         except Exception:
             self.worker.report_exception("onCallTransferStatus")
+
+
+class PromptPlayer(pj.AudioMediaPlayer):
+    def __init__(self, worker: Worker, call_id: str, leg: str, wav: str) -> None:
+        super().__init__()
+        self.worker, self.call_id, self.leg, self.wav = worker, call_id, leg, wav
+
+    def onEof2(self) -> None:  # noqa: N802
+        try:
+            self.worker.uplink.event("prompt_done", call_id=self.call_id, leg=self.leg, wav=self.wav)
+        except Exception:
+            self.worker.callback_errors += 1
 
 
 class Account(pj.Account):
@@ -248,6 +268,16 @@ class Worker:
     # -- incoming call -----------------------------------------------------------------
     def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         call = LegCall(self, account, None, LEG_CALLER, prm.callId)
+        source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
+        if self.cfg.allow and source not in self.cfg.allow:
+            op = pj.CallOpParam()
+            op.statusCode = 403
+            op.reason = "Forbidden"
+            call.hangup(op)
+            self.ended.append(call)
+            self.uplink.event("call_rejected", status=403, source=source,
+                              reason=f"{source} is not an allowed peer (sip.allow)")
+            return
         user = request_user(prm.rdata.wholeMsg)
         if "*" not in self.cfg.users and user not in self.cfg.users:
             op = pj.CallOpParam()
@@ -308,6 +338,8 @@ class Worker:
         conv.media.pop(leg, None)
         tap = conv.taps.pop(leg, None)
         self.ended.extend(x for x in (call, tap) if x is not None)
+        if leg == LEG_CALLER:
+            self.ended.extend(conv.players)
         self.uplink.event("leg_ended", call_id=conv.call_id, leg=LEG_NAMES[leg], status=status, reason=reason)
         if leg == LEG_CALLER:
             if conv.transfer is not None and conv.state in ("transferring", "three-way"):
@@ -386,6 +418,29 @@ class Worker:
                 if a != b:
                     conv.media[a].startTransmit(conv.media[b])
 
+    def on_dtmf(self, call: LegCall, digit: str, method: int) -> None:
+        conv = call.conv
+        if conv is None:
+            return
+        how = "info" if method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+        self.uplink.event("dtmf", call_id=conv.call_id, leg=LEG_NAMES[call.leg], digit=digit, method=how)
+
+    def play(self, conv: Conversation, leg_name: str, wav: str) -> None:
+        """Play a prompt (a WAV file) into one leg, e.g. the IVR's confirmation question."""
+        leg = next((k for k, v in LEG_NAMES.items() if v == leg_name), None)
+        if leg is None or leg not in conv.media:
+            self.uplink.event("error", call_id=conv.call_id, message=f"no active {leg_name!r} leg to play into")
+            return
+        player = PromptPlayer(self, conv.call_id, leg_name, wav)
+        try:
+            player.createPlayer(wav, pj.PJMEDIA_FILE_NO_LOOP)
+        except pj.Error as e:
+            self.uplink.event("error", call_id=conv.call_id, message=f"cannot play {wav}: {e.info()}")
+            return
+        player.startTransmit(conv.media[leg])
+        conv.players.append(player)
+        self.uplink.event("prompt_started", call_id=conv.call_id, leg=leg_name, wav=wav)
+
     # -- transfer -----------------------------------------------------------------------
     def on_command(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("cmd")
@@ -393,10 +448,10 @@ class Worker:
             self.running = False
             return
         conv = self.convs.get(str(cmd.get("call_id")))
-        if kind in ("hangup", "transfer", "release_operator") and conv is None:
+        if kind in ("hangup", "transfer", "release_operator", "play") and conv is None:
             self.uplink.event("error", call_id=cmd.get("call_id"), message=f"no such call: {cmd.get('call_id')}")
             return
-        assert conv is not None or kind not in ("hangup", "transfer", "release_operator")
+        assert conv is not None or kind not in ("hangup", "transfer", "release_operator", "play")
         if kind == "hangup":
             self._hangup_all(conv)  # type: ignore[arg-type]
         elif kind == "transfer":
@@ -404,6 +459,8 @@ class Worker:
                                 float(cmd.get("timeout", 20)), float(cmd.get("drop_operator_after", 0)))
         elif kind == "release_operator":
             self.release_operator(conv)  # type: ignore[arg-type]
+        elif kind == "play":
+            self.play(conv, str(cmd.get("leg", "caller")), str(cmd.get("wav", "")))  # type: ignore[arg-type]
         else:
             self.uplink.event("error", message=f"unknown command: {kind}")
 
@@ -544,11 +601,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seat", default="", help="B2BUA mode: the operator seat's SIP URI")
     p.add_argument("--users", default="*", help="comma list of numbers served (request-URI user), * = any")
     p.add_argument("--media-timeout", type=float, default=10.0, help="end a call after N s without RTP (0 = never)")
+    p.add_argument("--allow", default="", help="comma list of peer addresses allowed to call (empty = any)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio,
                        seat_uri=a.seat, users=tuple(u.strip() for u in a.users.split(",") if u.strip()),
-                       media_timeout=a.media_timeout)
+                       media_timeout=a.media_timeout,
+                       allow=tuple(x.strip() for x in a.allow.split(",") if x.strip()))
     uplink = Uplink(cfg.control_path, cfg.audio_path)
     worker = Worker(cfg, uplink)
 

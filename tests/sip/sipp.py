@@ -20,7 +20,7 @@ def alaw_file(wav: Path, out_dir: Path) -> Path:
 
 
 def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", user: str = "110",
-                    sdp: str | None = None, callee_hangs_up: bool = False) -> str:
+                    sdp: str | None = None, callee_hangs_up: bool = False, middle: str = "") -> str:
     rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
                "99": "a=rtpmap:99 OPUS/48000/2"}
     sdp_maps = "\n      ".join(rtpmaps[c] for c in codecs.split())
@@ -55,7 +55,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       {headers}[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: 4 BYE
       Contact: sip:13800000000@[local_ip]:[local_port]
       Max-Forwards: 70
       Content-Length: 0
@@ -96,6 +96,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
     ]]>
   </send>
   {stream}
+  {middle}
   {ending}
 </scenario>
 """
@@ -123,12 +124,38 @@ def stray_bye_scenario() -> str:
 
 
 def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+             timeout: float = 60, local_ip: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
     assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
     xml = work / "scenario.xml"
     xml.write_text(scenario, encoding="utf-8")
     cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
-           "-l", str(calls), "-i", "127.0.0.1", "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
+           "-l", str(calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err",
            "-error_file", str(work / "sipp-errors.log")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)
+
+
+def dtmf_info(digit: str) -> str:
+    """An in-dialog SIP INFO carrying one DTMF digit (application/dtmf-relay)."""
+    return f"""<send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {CALLER_HEADERS.replace("USER", "110")}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 INFO
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>"""
+
+
+def dtmf_rfc4733(digit: str) -> str:
+    """RFC 4733 telephone-event packets from SIPp's own capture of one digit."""
+    return f'<nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{digit}.pcap"/></action></nop>'

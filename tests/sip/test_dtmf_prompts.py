@@ -1,0 +1,61 @@
+"""DTMF in (RFC 4733 and SIP INFO) as events, prompts played into a leg, and the static-peer
+allow-list — against SIPp and a pjsua2 peer on 127.0.0.1 (and 127.0.0.2 as a foreign PBX)."""
+
+import pytest
+
+from fenliu.sip.link import WorkerLink
+from tests.conftest import FIXTURES, free_port
+from tests.sip.peers import PeerProc, rms_after
+from tests.sip.sipp import alaw_file, caller_scenario, dtmf_info, dtmf_rfc4733, run_sipp
+
+pytestmark = pytest.mark.slow
+
+WAV = FIXTURES / "ko" / "ko-01-greeting.wav"
+
+
+@pytest.fixture
+def worker():
+    link = WorkerLink("d1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, allow="127.0.0.1")
+    link.start()
+    yield link
+    assert link.stop() == 0
+
+
+def test_dtmf_by_sip_info_and_rfc4733_become_events(worker, tmp_path):
+    middle = dtmf_info("5") + '\n  <pause milliseconds="300"/>\n  ' + dtmf_rfc4733("1") + \
+        '\n  <pause milliseconds="1500"/>'
+    r = run_sipp(caller_scenario(None, talk_ms=500, middle=middle), worker.sip_port, tmp_path, timeout=20)
+    assert r.returncode == 0, r.stdout[-1500:]
+    info = worker.wait_event(lambda e: e["event"] == "dtmf" and e["method"] == "info")
+    assert info["digit"] == "5" and info["leg"] == "caller"
+    rfc = worker.wait_event(lambda e: e["event"] == "dtmf" and e["method"] == "rfc4733")
+    assert rfc["digit"] == "1"
+
+
+def test_a_prompt_is_played_into_the_callers_leg(worker, tmp_path):
+    heard = tmp_path / "caller-heard.wav"
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{worker.sip_port}", "--record", str(heard), user="caller")
+    try:
+        cid = worker.wait_event(lambda e: e["event"] == "call_answered")["call_id"]
+        worker.send(cmd="play", call_id=cid, leg="caller", wav=str(WAV))
+        worker.wait_event(lambda e: e["event"] == "prompt_started")
+        worker.wait_event(lambda e: e["event"] == "prompt_done", timeout=15)
+        worker.send(cmd="play", call_id=cid, leg="hotline", wav=str(WAV))
+        err = worker.wait_event(lambda e: e["event"] == "error")
+        assert "hotline" in err["message"]
+        worker.send(cmd="hangup", call_id=cid)
+        caller.wait(lambda e: e["event"] == "ended")
+    finally:
+        caller.stop()
+    assert rms_after(heard) > 200  # the caller really heard the prompt
+
+
+def test_calls_from_a_peer_not_on_the_allow_list_get_403(worker, tmp_path):
+    audio = alaw_file(WAV, tmp_path)
+    r = run_sipp(caller_scenario(audio, talk_ms=300), worker.sip_port, tmp_path, timeout=10, local_ip="127.0.0.2")
+    assert r.returncode != 0
+    assert "403" in (tmp_path / "sipp-errors.log").read_text(errors="replace")
+    rej = worker.wait_event(lambda e: e["event"] == "call_rejected")
+    assert rej["status"] == 403 and rej["source"] == "127.0.0.2"
+    ok = run_sipp(caller_scenario(audio, talk_ms=1000), worker.sip_port, tmp_path, timeout=20)
+    assert ok.returncode == 0  # the allowed PBX still gets through
