@@ -55,6 +55,11 @@ class SipSettings:
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller
     allow: str = ""  # static-peer mode: comma list of PBX addresses allowed to send calls (empty = any)
+    registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty: static peer, no REGISTER)
+    reg_user: str = ""  # per worker; "{i}" becomes the worker number: "fenliu{i}" -> fenliu0, fenliu1, …
+    reg_password: str = ""  # set it with FENLIU_SIP__REG_PASSWORD, never in a committed file
+    reg_expires: int = 300
+    reg_retry: int = 30
 
 
 def _default_targets() -> dict[str, str]:
@@ -131,6 +136,8 @@ def _validate(s: Settings) -> None:
     for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):
         if not 0 < port < 65536:
             raise bad(k, port, "a port is 1..65535")
+    if s.sip.registrar and not (s.sip.registrar.startswith("sip:") and s.sip.reg_user):
+        raise bad("sip.registrar", s.sip.registrar, "use sip:host:port and set sip.reg_user (and FENLIU_SIP__REG_PASSWORD)")
     if not 8 <= s.sip.rtp_range <= 1000:
         raise bad("sip.rtp_range", s.sip.rtp_range, "each worker needs 8..1000 RTP ports (2 per call, 4 calls)")
     if not (1024 <= s.sip.rtp_port and s.sip.rtp_port + s.sip.workers * s.sip.rtp_range < 65536):

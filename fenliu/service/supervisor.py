@@ -94,7 +94,10 @@ class Supervisor:
                           on_frame=lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm),
                           rtp_range=self.settings.sip.rtp_range, seat_uri=self.settings.sip.seat_uri,
                           users=self.settings.sip.users, media_timeout=self.settings.sip.media_timeout,
-                          allow=self.settings.sip.allow)
+                          allow=self.settings.sip.allow, registrar=self.settings.sip.registrar,
+                          reg_user=self.settings.sip.reg_user.replace("{i}", str(index)),
+                          reg_password=self.settings.sip.reg_password, reg_expires=self.settings.sip.reg_expires,
+                          reg_retry=self.settings.sip.reg_retry)
         ready = link.start()
         self.links[name] = link
         self.on_event(WorkerFact(name, ready))

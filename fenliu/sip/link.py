@@ -28,13 +28,15 @@ FrameHandler = Callable[[int, int, int, bytes], None]  # slot, leg, seq, pcm
 class WorkerLink:
     def __init__(self, name: str, sip_port: int, rtp_port: int, address: str = "127.0.0.1",
                  on_frame: FrameHandler | None = None, rtp_range: int = 40, seat_uri: str = "",
-                 users: str = "*", media_timeout: float = 10.0, allow: str = "") -> None:
+                 users: str = "*", media_timeout: float = 10.0, allow: str = "", registrar: str = "",
+                 reg_user: str = "", reg_password: str = "", reg_expires: int = 300, reg_retry: int = 30) -> None:
         self.name, self.sip_port, self.rtp_port, self.address = name, sip_port, rtp_port, address
         self.rtp_range = rtp_range
         self.seat_uri = seat_uri
         self.users = users
         self.media_timeout = media_timeout
         self.allow = allow
+        self.registration = (registrar, reg_user, reg_password, reg_expires, reg_retry)
         self.on_frame = on_frame
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.frames_received = 0
@@ -58,9 +60,15 @@ class WorkerLink:
                "--rtp-range", str(self.rtp_range), "--control", self.control_path, "--audio", self.audio_path,
                "--seat", self.seat_uri, "--users", self.users, "--media-timeout", str(self.media_timeout),
                "--allow", self.allow]
+        registrar, user, password, expires, retry = self.registration
+        env = dict(os.environ)
+        if registrar:
+            cmd += ["--registrar", registrar, "--reg-user", user, "--reg-expires", str(expires),
+                    "--reg-retry", str(retry)]
+            env["FENLIU_SIP_PASSWORD"] = password  # environment, not argv: ps shows argv to everyone
         # the worker's own output (pjlib's start-up lines) goes to our stderr, never stdout,
         # which `fenliu serve --json` keeps for events
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=2)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=2, env=env)
         self._server.settimeout(timeout)
         try:
             self._conn, _ = self._server.accept()

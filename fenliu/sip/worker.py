@@ -57,6 +57,11 @@ class WorkerConfig:
     users: tuple[str, ...] = ("*",)  # request-URI users we take (the 110 number); others get 404
     media_timeout: float = 10.0  # no RTP from the caller for this long: the call is dead, end it
     allow: tuple[str, ...] = ()  # static-peer mode: source addresses allowed to call (empty = any)
+    registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty = static peer, no REGISTER)
+    reg_user: str = ""
+    reg_password: str = ""
+    reg_expires: int = 300
+    reg_retry: int = 30  # after a failed registration (PBX down or restarting), try again every N s
 
 
 class Uplink:
@@ -217,6 +222,14 @@ class Account(pj.Account):
         except Exception:
             self.worker.report_exception("onIncomingCall")
 
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        try:
+            info = self.getInfo()
+            self.worker.uplink.event("registration", code=prm.code, reason=prm.reason, active=info.regIsActive,
+                                     expires=info.regExpiresSec)
+        except Exception:
+            self.worker.report_exception("onRegState")
+
 
 class Worker:
     def __init__(self, cfg: WorkerConfig, uplink: Uplink) -> None:
@@ -236,6 +249,15 @@ class Worker:
         c = self.cfg
         start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls)
         acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port, c.rtp_range)
+        if c.registrar:  # register to the PBX with digest auth; pjsua refreshes before expiry
+            domain = c.registrar.removeprefix("sip:").split(";")[0]
+            acfg.idUri = f"sip:{c.reg_user}@{domain}"
+            acfg.regConfig.registrarUri = c.registrar
+            acfg.regConfig.timeoutSec = c.reg_expires
+            acfg.regConfig.retryIntervalSec = c.reg_retry
+            acfg.regConfig.firstRetryIntervalSec = min(c.reg_retry, 5)
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", c.reg_user, 0, c.reg_password))
+            acfg.sipConfig.contactForced = f"<sip:{c.reg_user}@{c.address}:{c.sip_port}>"
         self.account = Account(self)
         self.account.create(acfg, True)
         self.uplink.event("ready", worker=self.cfg.name, sip_port=self.cfg.sip_port, rtp_port=self.cfg.rtp_port,
@@ -602,12 +624,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", default="*", help="comma list of numbers served (request-URI user), * = any")
     p.add_argument("--media-timeout", type=float, default=10.0, help="end a call after N s without RTP (0 = never)")
     p.add_argument("--allow", default="", help="comma list of peer addresses allowed to call (empty = any)")
+    p.add_argument("--registrar", default="", help="register to this PBX (sip:host:port), digest auth")
+    p.add_argument("--reg-user", default="")
+    p.add_argument("--reg-expires", type=int, default=300)
+    p.add_argument("--reg-retry", type=int, default=30)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio,
                        seat_uri=a.seat, users=tuple(u.strip() for u in a.users.split(",") if u.strip()),
                        media_timeout=a.media_timeout,
-                       allow=tuple(x.strip() for x in a.allow.split(",") if x.strip()))
+                       allow=tuple(x.strip() for x in a.allow.split(",") if x.strip()),
+                       registrar=a.registrar, reg_user=a.reg_user,
+                       reg_password=os.environ.get("FENLIU_SIP_PASSWORD", ""),  # never on the command line
+                       reg_expires=a.reg_expires, reg_retry=a.reg_retry)
     uplink = Uplink(cfg.control_path, cfg.audio_path)
     worker = Worker(cfg, uplink)
 

@@ -159,3 +159,70 @@ def dtmf_info(digit: str) -> str:
 def dtmf_rfc4733(digit: str) -> str:
     """RFC 4733 telephone-event packets from SIPp's own capture of one digit."""
     return f'<nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{digit}.pcap"/></action></nop>'
+
+
+def registrar_scenario(user: str, password: str, expires: int, refreshes: int) -> str:
+    """A registrar that challenges (401), checks the digest answer (403 if wrong), accepts
+    with a short Expires, then answers ``refreshes`` refresh REGISTERs."""
+    ok = f"""<send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]reg[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Contact:];expires={expires}
+      Expires: {expires}
+      Content-Length: 0
+    ]]>
+  </send>"""
+    refresh = "\n  ".join(f'<recv request="REGISTER"/>\n  {ok}' for _ in range(refreshes))
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="registrar">
+  <recv request="REGISTER"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]reg[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="fenliu-test", nonce="[pid]n[call_number]x", algorithm=MD5
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="REGISTER">
+    <action>
+      <verifyauth assign_to="authvalid" username="{user}" password="{password}"/>
+    </action>
+  </recv>
+  <nop hide="true" test="authvalid" next="goodauth"/>
+  <send next="done">
+    <![CDATA[
+      SIP/2.0 403 Forbidden
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]reg[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <label id="goodauth"/>
+  {ok}
+  {refresh}
+  <label id="done"/>
+</scenario>
+"""
+
+
+def start_sipp_server(scenario: str, port: int, work: Path, timeout: float = 60) -> subprocess.Popen[str]:
+    """SIPp as a server (registrar) on 127.0.0.1:port, handling one dialog."""
+    xml = work / f"server-{port}.xml"
+    xml.write_text(scenario, encoding="utf-8")
+    return subprocess.Popen(["sipp", "-sf", str(xml), "-p", str(port), "-i", "127.0.0.1", "-m", "1",
+                             "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_err",
+                             "-error_file", str(work / f"server-{port}-errors.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=work)
