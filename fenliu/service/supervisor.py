@@ -35,16 +35,29 @@ QUEUE_FRAMES = 500  # 10 s of audio per leg before frames are dropped
 
 
 @dataclass
+class LegStream:
+    """One leg's audio on its way to recognition: a bounded queue and the thread draining it."""
+
+    leg: str
+    frames: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(QUEUE_FRAMES))
+    dropped: int = 0
+    thread: threading.Thread | None = None
+
+
+@dataclass
 class CallSession:
     call_id: str
     worker: str
     slot: int
     remote: str
     started: float
-    frames: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(QUEUE_FRAMES))
-    dropped: int = 0
-    thread: threading.Thread | None = None
+    legs: dict[int, LegStream] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
+
+    @property
+    def dropped(self) -> int:
+        return sum(ls.dropped for ls in self.legs.values())
 
 
 @dataclass(frozen=True)
@@ -142,13 +155,24 @@ class Supervisor:
     def _open_session(self, worker: str, ev: dict[str, Any]) -> None:
         s = CallSession(call_id=ev["call_id"], worker=worker, slot=ev["slot"], remote=ev.get("remote", ""),
                         started=time.time(), info=ev)
-        pipe = StreamPipeline(s.call_id, 16000, self.engine, vad=vad_config(self.settings),
-                              vad_enabled=self.settings.vad.enabled,
-                              router=call_router(self.router, self.settings, s.call_id))
-        s.thread = threading.Thread(target=self._recognise, args=(s, pipe), name=f"asr-{s.call_id[:8]}", daemon=True)
         with self._lock:
             self.sessions[(worker, s.slot)] = s
-        s.thread.start()
+            self._open_leg(s, 0)
+
+    def _open_leg(self, s: CallSession, leg: int) -> LegStream:
+        """A recognition stream for one leg (caller at call start, the others on their first
+        frame). Only the caller's words drive the router; the operator's and the hotline's
+        transcripts are separate speakers in the record."""
+        name = LEGS.get(leg, f"leg{leg}")
+        router = call_router(self.router, self.settings, s.call_id) if leg == 0 else None
+        pipe = StreamPipeline(f"{s.call_id}/{name}", 16000, self.engine, vad=vad_config(self.settings),
+                              vad_enabled=self.settings.vad.enabled, router=router)
+        ls = LegStream(name)
+        ls.thread = threading.Thread(target=self._recognise, args=(s, ls, pipe), name=f"asr-{s.call_id[:8]}-{name}",
+                                     daemon=True)
+        s.legs[leg] = ls
+        ls.thread.start()
+        return ls
 
     def _close_session(self, worker: str, ev: dict[str, Any]) -> None:
         with self._lock:
@@ -158,29 +182,38 @@ class Supervisor:
                 if s is not None:
                     del self.sessions[(s.worker, s.slot)]
         if s is not None:
-            s.frames.put(None)  # the end of the stream: FinalResult and close
+            with self._lock:
+                s.closed = True
+                for ls in s.legs.values():
+                    ls.frames.put(None)  # the end of the stream: FinalResult and close
 
     def _frame(self, worker: str, slot: int, leg: int, pcm: bytes) -> None:
         s = self.sessions.get((worker, slot))
-        if s is None or leg != 0:  # the caller leg feeds the router; other legs come with B2BUA
+        if s is None:
             return
+        ls = s.legs.get(leg)
+        if ls is None:
+            with self._lock:
+                if s.closed:
+                    return
+                ls = s.legs.get(leg) or self._open_leg(s, leg)
         try:
-            s.frames.put_nowait(pcm)
+            ls.frames.put_nowait(pcm)
         except queue.Full:
-            s.dropped += 1
+            ls.dropped += 1
 
-    def _recognise(self, s: CallSession, pipe: StreamPipeline) -> None:
+    def _recognise(self, s: CallSession, ls: LegStream, pipe: StreamPipeline) -> None:
         try:
             while True:
-                pcm = s.frames.get()
+                pcm = ls.frames.get()
                 if pcm is None:
                     break
                 for ev in pipe.push(pcm):
-                    self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
+                    self.on_event(CallEvent(s.call_id, ls.leg, s.worker, ev))
             for ev in pipe.close():
-                self.on_event(CallEvent(s.call_id, "caller", s.worker, ev))
-            self.on_event(WorkerFact(s.worker, {"event": "call_asr_done", "call_id": s.call_id,
-                                                "dropped_frames": s.dropped, "audio_s": round(pipe.t, 2),
+                self.on_event(CallEvent(s.call_id, ls.leg, s.worker, ev))
+            self.on_event(WorkerFact(s.worker, {"event": "call_asr_done", "call_id": s.call_id, "leg": ls.leg,
+                                                "dropped_frames": ls.dropped, "audio_s": round(pipe.t, 2),
                                                 "recognised_s": round(pipe.recognised_seconds, 2)}))
         except Exception as e:  # one call's failure must not take down the others
             log.exception("ASR failed for call %s", s.call_id)
@@ -235,9 +268,11 @@ class Supervisor:
         self._stopping.set()
         for link in list(self.links.values()):
             link.stop()
-        for s in list(self.sessions.values()):
-            s.frames.put(None)
-        for s in list(self.sessions.values()):
-            if s.thread is not None:
-                s.thread.join(10)
+        sessions = list(self.sessions.values())
+        for s in sessions:
+            self._close_session(s.worker, {"slot": s.slot})
+        for s in sessions:
+            for ls in s.legs.values():
+                if ls.thread is not None:
+                    ls.thread.join(10)
         self.sessions.clear()

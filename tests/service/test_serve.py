@@ -228,3 +228,27 @@ def test_fenliu_dial_plays_a_recording_into_the_service(ko_engine, router, tmp_p
     r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "dial", str(empty)], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_b2bua_seat_mode_recognises_caller_and_operator_as_separate_speakers(ko_engine, router, tmp_path):
+    from tests.sip.peers import PeerProc
+
+    seat = PeerProc("--answer", "200", "--play", str(FIXTURES / "ko" / "ko-03-power.wav"), user="seat")
+    got = Collector()
+    s = settings_for(1)
+    s = replace(s, sip=replace(s.sip, seat_uri=seat.uri))
+    sup = Supervisor(s, router, ko_engine, got)
+    sup.start()
+    try:
+        audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
+        r = run_sipp(caller_scenario(audio, talk_ms=5000), s.sip.port, tmp_path)
+        assert r.returncode == 0, r.stdout[-1500:]
+        for leg in ("caller", "operator"):
+            ev = got.wait(lambda it, leg=leg: isinstance(it, CallEvent) and it.leg == leg
+                          and isinstance(it.event, FinalTranscript), 30)
+            assert ev.event.text
+        decisions = [it for it in got.items if isinstance(it, CallEvent) and isinstance(it.event, Decision)]
+        assert decisions and all(d.leg == "caller" for d in decisions)
+    finally:
+        sup.stop()
+        seat.stop()
