@@ -38,6 +38,7 @@ TOOLS = [
     ("espeak-ng", "espeak-ng", "regenerating audio fixtures", False),
     ("sox", "sox", "audio conversion for fixtures and SIPp", False),
     ("sipp", "sip-tester", "SIP test calls (SIPp)", False),
+    ("kamailio", "kamailio", "single trunk address (sip.front_port)", False),
 ]
 
 

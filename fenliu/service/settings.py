@@ -55,6 +55,7 @@ class SipSettings:
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller
     allow: str = ""  # static-peer mode: comma list of PBX addresses allowed to send calls (empty = any)
+    front_port: int = 0  # single trunk address: Kamailio dispatcher on this port in front of the workers (0: none)
     registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty: static peer, no REGISTER)
     reg_user: str = ""  # per worker; "{i}" becomes the worker number: "fenliu{i}" -> fenliu0, fenliu1, …
     reg_password: str = ""  # set it with FENLIU_SIP__REG_PASSWORD, never in a committed file
@@ -142,6 +143,9 @@ def _validate(s: Settings) -> None:
         raise bad("sip.rtp_range", s.sip.rtp_range, "each worker needs 8..1000 RTP ports (2 per call, 4 calls)")
     if not (1024 <= s.sip.rtp_port and s.sip.rtp_port + s.sip.workers * s.sip.rtp_range < 65536):
         raise bad("sip.rtp_port", s.sip.rtp_port, "use 1024..65535 with room for workers × rtp_range ports")
+    if s.sip.front_port and (not 0 < s.sip.front_port < 65536
+                             or s.sip.port <= s.sip.front_port < s.sip.port + s.sip.workers):
+        raise bad("sip.front_port", s.sip.front_port, "a free port outside the workers' sip.port .. sip.port+workers-1")
     if not 1 <= s.sip.workers <= 64:
         raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
     if not s.store.url.startswith(("sqlite:///", "postgresql://")):

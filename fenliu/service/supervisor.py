@@ -91,6 +91,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._watchers: list[threading.Thread] = []
         self.restarts: dict[str, int] = {}
+        self.front: Any = None  # the Kamailio front, when sip.front_port is set
 
     # -- workers -----------------------------------------------------------------------
     def worker_ports(self, i: int) -> tuple[int, int]:
@@ -98,8 +99,17 @@ class Supervisor:
         return s.port + i, s.rtp_port + i * s.rtp_range
 
     def start(self) -> None:
-        for i in range(self.settings.sip.workers):
+        sip = self.settings.sip
+        for i in range(sip.workers):
             self._start_worker(f"w{i}", i)
+        if sip.front_port:
+            from fenliu.sip.kamailio import KamailioFront
+
+            self.front = KamailioFront(sip.address, sip.front_port,
+                                       [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)])
+            self.front.start()
+            self.on_event(WorkerFact("front", {"event": "front_ready", "address": sip.address,
+                                               "port": sip.front_port, "workers": sip.workers}))
 
     def _start_worker(self, name: str, index: int) -> None:
         sip_port, rtp_port = self.worker_ports(index)
@@ -266,6 +276,8 @@ class Supervisor:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.front is not None:
+            self.front.stop()
         for link in list(self.links.values()):
             link.stop()
         sessions = list(self.sessions.values())

@@ -252,3 +252,21 @@ def test_b2bua_seat_mode_recognises_caller_and_operator_as_separate_speakers(ko_
     finally:
         sup.stop()
         seat.stop()
+
+
+def test_serve_with_a_kamailio_front_takes_calls_on_one_address(ko_engine, router, tmp_path):
+    got = Collector()
+    s = settings_for(2)
+    s = replace(s, sip=replace(s.sip, front_port=free_port(2)))
+    sup = Supervisor(s, router, ko_engine, got)
+    sup.start()
+    try:
+        got.wait(fact("front_ready"))
+        audio = alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path)
+        r = run_sipp(caller_scenario(audio, talk_ms=3000), s.sip.front_port, tmp_path, calls=2, rate=10)
+        assert r.returncode == 0, r.stdout[-1500:]
+        workers = {it.worker for it in got.items if isinstance(it, WorkerFact) and it.data.get("event") == "call_started"}
+        assert workers == {"w0", "w1"}  # round-robin over both workers
+    finally:
+        sup.stop()
+    assert sup.front.proc.poll() is not None
