@@ -27,10 +27,10 @@ from fenliu.router import Router
 from fenliu.service.settings import Settings
 from fenliu.service.wiring import call_router, vad_config
 from fenliu.sip.link import WorkerLink
+from fenliu.sip.protocol import LEG_NAMES
 
 log = logging.getLogger("fenliu.supervisor")
 
-LEGS = {0: "caller", 1: "operator", 2: "hotline"}
 QUEUE_FRAMES = 500  # 10 s of audio per leg before frames are dropped
 
 
@@ -173,7 +173,7 @@ class Supervisor:
         """A recognition stream for one leg (caller at call start, the others on their first
         frame). Only the caller's words drive the router; the operator's and the hotline's
         transcripts are separate speakers in the record."""
-        name = LEGS.get(leg, f"leg{leg}")
+        name = LEG_NAMES.get(leg, f"leg{leg}")
         router = call_router(self.router, self.settings, s.call_id) if leg == 0 else None
         pipe = StreamPipeline(f"{s.call_id}/{name}", 16000, self.engine, vad=vad_config(self.settings),
                               vad_enabled=self.settings.vad.enabled, router=router)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fenliu.errors import FenliuError
+from fenliu.sip.protocol import FRAME_HEADER
 
 FrameHandler = Callable[[int, int, int, bytes], None]  # slot, leg, seq, pcm
 
@@ -148,8 +149,6 @@ class WorkerLink:
                              "rc": self.proc.poll() if self.proc else None})
 
     def _read_frames(self) -> None:
-        from fenliu.sip.worker import FRAME_HEADER
-
         n = FRAME_HEADER.size
         while True:
             try:

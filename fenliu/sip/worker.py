@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -35,11 +34,10 @@ import pjsua2 as pj
 
 from fenliu.sip.endpoint import CLOCK_RATE, account_config, start_endpoint
 from fenliu.sip.framecopy import make_copier
+from fenliu.sip.protocol import FRAME_HEADER, LEG_CALLER, LEG_HOTLINE, LEG_NAMES, LEG_OPERATOR
 
 log = logging.getLogger("fenliu.sip.worker")
 
-# audio datagram: call slot (H), leg (B: 0 caller, 1 operator, 2 hotline), sequence (I), PCM
-FRAME_HEADER = struct.Struct("!HBI")
 FRAME_MS = 20
 
 
@@ -131,10 +129,6 @@ class TapPort(pj.AudioMediaPort):
         except Exception:
             self.worker.callback_errors += 1
         self.callback_ns += time.perf_counter_ns() - start
-
-
-LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE = 0, 1, 2
-LEG_NAMES = {LEG_CALLER: "caller", LEG_OPERATOR: "operator", LEG_HOTLINE: "hotline"}
 
 
 @dataclass
@@ -292,23 +286,11 @@ class Worker:
         call = LegCall(self, account, None, LEG_CALLER, prm.callId)
         source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
         if self.cfg.allow and source not in self.cfg.allow:
-            op = pj.CallOpParam()
-            op.statusCode = 403
-            op.reason = "Forbidden"
-            call.hangup(op)
-            self.ended.append(call)
-            self.uplink.event("call_rejected", status=403, source=source,
-                              reason=f"{source} is not an allowed peer (sip.allow)")
+            self._reject(call, 403, "Forbidden", f"{source} is not an allowed peer (sip.allow)", source=source)
             return
         user = request_user(prm.rdata.wholeMsg)
         if "*" not in self.cfg.users and user not in self.cfg.users:
-            op = pj.CallOpParam()
-            op.statusCode = 404
-            op.reason = "Not Found"
-            call.hangup(op)
-            self.ended.append(call)
-            self.uplink.event("call_rejected", status=404, user=user,
-                              reason=f"number {user!r} is not served here (sip.users)")
+            self._reject(call, 404, "Not Found", f"number {user!r} is not served here (sip.users)", user=user)
             return
         info = call.getInfo()
         slot = self._next_slot
@@ -326,6 +308,14 @@ class Worker:
         else:
             op.statusCode = 200
             call.answer(op)
+
+    def _reject(self, call: LegCall, status: int, reason: str, why: str, **data: Any) -> None:
+        op = pj.CallOpParam()
+        op.statusCode = status
+        op.reason = reason
+        call.hangup(op)
+        self.ended.append(call)
+        self.uplink.event("call_rejected", status=status, reason=why, **data)
 
     def _dial(self, conv: Conversation, leg: int, uri: str) -> LegCall:
         call = LegCall(self, self.account, conv, leg)
@@ -347,15 +337,14 @@ class Worker:
                 conv.answered = True
                 conv.state = "talking"
                 self.uplink.event("call_answered", call_id=conv.call_id)
-            elif leg == LEG_OPERATOR and not conv.answered:
+            elif leg == LEG_OPERATOR and not conv.answered and LEG_CALLER in conv.legs:
                 op = pj.CallOpParam()
                 op.statusCode = 200
                 conv.legs[LEG_CALLER].answer(op)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self._leg_gone(conv, leg, info.lastStatusCode, info.lastReason, info.connectDuration.sec > 0 or
-                           info.connectDuration.msec > 0)
+            self._leg_gone(conv, leg, info.lastStatusCode, info.lastReason)
 
-    def _leg_gone(self, conv: Conversation, leg: int, status: int, reason: str, was_connected: bool) -> None:
+    def _leg_gone(self, conv: Conversation, leg: int, status: int, reason: str) -> None:
         call = conv.legs.pop(leg, None)
         conv.media.pop(leg, None)
         tap = conv.taps.pop(leg, None)
