@@ -62,6 +62,7 @@ class StreamPipeline:
         self._in_speech = False
         self._speech_span: tuple[float, float] | None = None
         self._closed = False
+        self._reference_sent = False
 
     @property
     def t(self) -> float:
@@ -93,11 +94,7 @@ class StreamPipeline:
                 events += self._segment_event(seg)
         elif self.stream is not None:
             events += self._final(self.stream.end_utterance(), self.t)
-        if self.stream is None and self.reference_text:
-            t0, t1 = self._speech_span or (0.0, self.t)
-            self.utterance_id += 1
-            events += self._transcript_events(FinalTranscript(
-                self.stream_id, self.utterance_id, self.reference_text, t0, t1, source="reference"))
+        events += self._reference_events(self.t)
         events.append(StreamEnded(self.stream_id, self.t, self.frames, self.dropped_frames))
         return events
 
@@ -132,8 +129,19 @@ class StreamPipeline:
         events: list[Event] = []
         if self.stream is not None:
             events += self._final(self.stream.end_utterance(), seg.t)
+        else:  # no recogniser: the reference stands in once the caller first pauses (live calls too)
+            events += self._reference_events(seg.t)
         events.append(SpeechStopped(self.stream_id, seg.t))
         return events
+
+    def _reference_events(self, t1: float) -> list[Event]:
+        if self.stream is not None or not self.reference_text or self._reference_sent:
+            return []
+        self._reference_sent = True
+        t0 = self._speech_span[0] if self._speech_span else 0.0
+        self.utterance_id += 1
+        return self._transcript_events(FinalTranscript(
+            self.stream_id, self.utterance_id, self.reference_text, t0, t1, source="reference"))
 
     def _recognise(self, pcm: bytes) -> list[Event]:
         if self.stream is None:

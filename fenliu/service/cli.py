@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--fixtures", type=Path, help="fixture folder (default: audio_fixtures/)")
     dm.add_argument("--model", help="Vosk model path or name")
     dm.add_argument("--json", action="store_true")
+    dm.add_argument("--live", action="store_true",
+                    help="live: SIP workers, local test hotlines, fixtures dialled as real calls, one-key transfer")
+    dm.add_argument("--limit", type=int, help="--live: dial only the first N fixtures")
     return p
 
 
@@ -160,6 +163,16 @@ def _run(args: argparse.Namespace) -> int:
         sip = replace(sip, workers=args.workers or sip.workers, port=args.port or sip.port)
         settings = replace(settings, sip=sip)
         return run_serve(settings, router, build_engine(settings, args.model), args.json)
+    if cmd == "demo" and args.live:
+        from fenliu.errors import ModelError
+        from fenliu.service.live_demo import run_live_demo
+
+        try:
+            engine = build_engine(settings, args.model)
+        except ModelError as e:
+            print(f"注意 / note: {e}", file=sys.stderr)
+            engine = None
+        return run_live_demo(settings, router, engine, sys.stdout, args.fixtures, args.limit)
     if cmd == "demo":
         from fenliu.service.demo import run_demo
 

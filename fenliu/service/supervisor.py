@@ -80,11 +80,15 @@ class WorkerFact:
 
 class Supervisor:
     def __init__(self, settings: Settings, router: Router, engine: AsrEngine | None,
-                 on_event: Callable[[CallEvent | WorkerFact], None]) -> None:
+                 on_event: Callable[[CallEvent | WorkerFact], None],
+                 reference_for: Callable[[dict[str, Any]], str | None] | None = None) -> None:
         self.settings = settings
         self.router = router
         self.engine = engine
         self.on_event = on_event
+        # without a model (the demo on a machine with no Chinese model) the caller's reference
+        # transcript, labelled as such, stands in for recognition
+        self.reference_for = reference_for
         self.links: dict[str, WorkerLink] = {}
         self.sessions: dict[tuple[str, int], CallSession] = {}
         self._lock = threading.Lock()
@@ -175,8 +179,9 @@ class Supervisor:
         transcripts are separate speakers in the record."""
         name = LEG_NAMES.get(leg, f"leg{leg}")
         router = call_router(self.router, self.settings, s.call_id) if leg == 0 else None
+        reference = self.reference_for(s.info) if (self.engine is None and leg == 0 and self.reference_for) else None
         pipe = StreamPipeline(f"{s.call_id}/{name}", 16000, self.engine, vad=vad_config(self.settings),
-                              vad_enabled=self.settings.vad.enabled, router=router)
+                              vad_enabled=self.settings.vad.enabled, router=router, reference_text=reference)
         ls = LegStream(name)
         ls.thread = threading.Thread(target=self._recognise, args=(s, ls, pipe), name=f"asr-{s.call_id[:8]}-{name}",
                                      daemon=True)

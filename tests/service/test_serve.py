@@ -270,3 +270,33 @@ def test_serve_with_a_kamailio_front_takes_calls_on_one_address(ko_engine, route
     finally:
         sup.stop()
     assert sup.front.proc.poll() is not None
+
+
+def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
+    """The README's main job, on a machine with no Chinese model: real calls, reference
+    transcripts, a diversion transferred to a local test hotline, a police call kept."""
+    import shutil
+
+    folder = tmp_path / "fixtures"
+    (folder / "cmn").mkdir(parents=True)
+    rows = [json.loads(x) for x in (FIXTURES / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    pick = [r for r in rows if r["id"] in ("cmn-06-power", "cmn-11-knife")]
+    for r in pick:
+        shutil.copy(FIXTURES / r["file"], folder / r["file"])
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in pick), encoding="utf-8")
+    s = settings_for(1)
+    ports = [free_port(2) for _ in range(6)]
+    targets = ",".join(f"{t}=sip:{t}@127.0.0.1:{p}" for t, p in zip(
+        ("12345", "12348", "12328", "12338", "95598", "social"), ports, strict=True))
+    env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
+           "FENLIU_SIP__WORKERS": "1", "FENLIU_TRANSFER__TARGETS": targets,
+           "FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "demo", "--live", "--fixtures", str(folder)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout
+    assert "参考文本（非识别结果）" in out
+    power = next(line for line in out.splitlines() if line.startswith("cmn-06-power"))
+    assert "95598" in power and "transfer_completed" in power
+    knife = next(line for line in out.splitlines() if line.startswith("cmn-11-knife"))
+    assert "police" in knife and knife.rstrip().endswith("-")  # kept with 110: no transfer pressed
