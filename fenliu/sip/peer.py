@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         peer.start()
     except pj.Error as e:
         emit("error", where="start", message=e.info())
+        peer.account = None  # type: ignore[assignment]
+        peer.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
         return 3
     try:
         peer.run()

@@ -637,7 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker.start()
     except pj.Error as e:
-        uplink.event("error", message=f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {e.info()}")
+        uplink.event("error", message=f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {e.info()} "
+                                      f"(is the port in use? set sip.port / sip.rtp_port)")
+        worker.account = None  # type: ignore[assignment]
+        worker.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
         return 3
     try:
         worker.run()

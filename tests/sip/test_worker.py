@@ -73,3 +73,20 @@ def test_worker_refuses_a_call_with_no_common_codec(worker, tmp_path):
     assert r.returncode != 0  # SIPp expected 200 and got an error answer
     errors = (tmp_path / "sipp-errors.log").read_text(errors="replace") if (tmp_path / "sipp-errors.log").exists() else ""
     assert "488" in errors or "488" in r.stdout + r.stderr
+
+
+def test_a_worker_that_cannot_bind_its_port_says_so_and_exits_cleanly():
+    import socket
+
+    from fenliu.errors import FenliuError
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    link = WorkerLink("busy", sip_port=port, rtp_port=free_port(2) // 2 * 2)
+    try:
+        with pytest.raises(FenliuError, match="cannot start SIP endpoint"):
+            link.start()
+        assert link.proc.wait(10) == 3  # a clear exit code, not an abort
+    finally:
+        busy.close()
