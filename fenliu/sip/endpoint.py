@@ -10,8 +10,10 @@ CLOCK_RATE = 16000
 
 
 def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, max_calls: int = 4,
-                   codecs: tuple[str, ...] = ("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1")) -> list[str]:
-    """Create, initialise and start ``ep``; returns the codecs it did not know."""
+                   codecs: tuple[str, ...] = ("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1", "L16/44100/1"),
+                   exclusive: bool = False) -> list[str]:
+    """Create, initialise and start ``ep`` with ``codecs`` preferred in that order (``exclusive``:
+    offer nothing else); returns the codecs it did not know."""
     ep.libCreate()
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
@@ -32,6 +34,9 @@ def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, ma
     ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
     ep.libStart()
     unknown = []
+    if exclusive:
+        for info in ep.codecEnum2():
+            ep.codecSetPriority(info.codecId, 0)
     for i, codec in enumerate(codecs):
         try:
             ep.codecSetPriority(codec, 250 - i)

@@ -88,7 +88,8 @@ class Peer:
 
     def start(self) -> None:
         a = self.args
-        for codec in start_endpoint(self.ep, a.address, a.port, "fenliu-peer", codecs=tuple(a.codecs.split(","))):
+        for codec in start_endpoint(self.ep, a.address, a.port, "fenliu-peer", codecs=tuple(a.codecs.split(",")),
+                                    exclusive=True):
             emit("error", where="codec", message=f"unknown codec {codec}")
         acfg = account_config(f"sip:{a.user}@{a.address}:{a.port}", a.address, a.rtp_port, 20)
         self.account = Account(self)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hangup-after-play", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--exit-after-call", action="store_true", help="exit when the placed call ends")
     p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
-    p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codec priority, best first")
+    p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
     args = p.parse_args(argv)
     peer = Peer(args)
 

@@ -90,3 +90,28 @@ def test_a_worker_that_cannot_bind_its_port_says_so_and_exits_cleanly():
         assert link.proc.wait(10) == 3  # a clear exit code, not an abort
     finally:
         busy.close()
+
+
+@pytest.mark.parametrize("codec", ["G722/16000/1", "L16/44100/1", "PCMU/8000/1"])
+def test_wideband_and_linear_codecs_from_the_caller_reach_asr(worker, ko_engine, codec):
+    from tests.sip.peers import PeerProc
+
+    link, _ = worker
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--codecs", codec,
+                      "--play", str(FIXTURES / "ko" / "ko-01-greeting.wav"), "--hangup-after-play", "4",
+                      user="caller")
+    try:
+        started = link.wait_event(lambda e: e["event"] == "call_started")
+        media = link.wait_event(lambda e: e["event"] == "media_active")
+        assert media["codec"].upper() == codec.split("/")[0].upper()
+        link.wait_event(lambda e: e["event"] == "call_ended", timeout=20)
+    finally:
+        caller.stop()
+    time.sleep(0.2)
+    pcm = b"".join(link.frames[started["slot"]])
+    pipe = StreamPipeline("codec", 16000, ko_engine)
+    events = []
+    for i in range(0, len(pcm), 640):
+        events += pipe.push(pcm[i : i + 640])
+    events += pipe.close()
+    assert [e for e in events if isinstance(e, FinalTranscript) and e.text]
