@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tf = sub.add_parser("transfer", help="one key: transfer a live call to a hotline")
     tf.add_argument("call_id", help="call id (or its first characters) from fenliu calls")
     tf.add_argument("target", help="target id (12345, 12348, 12328, 12338, 95598, social) or a sip: URI")
-    tf.add_argument("--mode", choices=["three-way", "refer"], help="default: transfer.mode")
+    tf.add_argument("--mode", choices=["three-way", "refer", "attended"], help="default: transfer.mode")
     tf.add_argument("--url")
     rl = sub.add_parser("release", help="the operator leaves a three-way call (caller and hotline stay)")
     rl.add_argument("call_id")

@@ -123,8 +123,8 @@ def _validate(s: Settings) -> None:
             raise bad(f"vad.{k}", v, f"must be at least one frame ({s.vad.frame_ms} ms)")
     if s.vad.min_speech_ms > s.vad.start_window_ms:
         raise bad("vad.min_speech_ms", s.vad.min_speech_ms, "must not exceed vad.start_window_ms")
-    if s.transfer.mode not in ("three-way", "refer"):
-        raise bad("transfer.mode", s.transfer.mode, 'use "three-way" or "refer"')
+    if s.transfer.mode not in ("three-way", "refer", "attended"):
+        raise bad("transfer.mode", s.transfer.mode, 'use "three-way", "refer" or "attended"')
     if s.transfer.answer_timeout <= 0:
         raise bad("transfer.answer_timeout", s.transfer.answer_timeout, "use a positive number of seconds")
     for tid, uri in s.transfer.targets.items():

@@ -243,8 +243,8 @@ class Supervisor:
         if uri is None:
             raise ValueError(f"unknown target {target!r}; configured: {', '.join(sorted(t.targets))}")
         mode = mode or t.mode
-        if mode not in ("three-way", "refer"):
-            raise ValueError(f"unknown transfer mode {mode!r}: use three-way or refer")
+        if mode not in ("three-way", "refer", "attended"):
+            raise ValueError(f"unknown transfer mode {mode!r}: use three-way, refer or attended")
         s = self._session(call_id)
         self.links[s.worker].send(cmd="transfer", call_id=s.call_id, target=uri, mode=mode,
                                   timeout=t.answer_timeout, drop_operator_after=t.drop_operator_after)

@@ -56,6 +56,15 @@ class PeerCall(pj.Call):
         except Exception as e:
             emit("error", where="onCallMediaState", message=str(e))
 
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:  # noqa: N802
+        try:
+            emit("replaced", call_id=self.getInfo().callIdString)
+            new = PeerCall(self.peer, self.peer.account, prm.newCallId)
+            self.peer.calls.append(new)
+            prm.newCall = new  # keep the replacing call's callbacks (and the recording) alive
+        except Exception as e:
+            emit("error", where="onCallReplaced", message=str(e))
+
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
         try:
             emit("transfer_request", to=prm.dstUri)

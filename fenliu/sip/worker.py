@@ -353,7 +353,7 @@ class Worker:
             self.ended.extend(conv.players)
         self.uplink.event("leg_ended", call_id=conv.call_id, leg=LEG_NAMES[leg], status=status, reason=reason)
         if leg == LEG_CALLER:
-            if conv.transfer is not None and conv.state in ("transferring", "three-way"):
+            if conv.transfer is not None and conv.state in ("transferring", "three-way", "consulted"):
                 self._transfer_failed(conv, 0, "caller hung up during the transfer")
             self._end(conv, status, reason, tap)
         elif leg == LEG_OPERATOR:
@@ -370,7 +370,9 @@ class Worker:
             elif LEG_HOTLINE not in conv.legs:
                 self._hangup_all(conv)  # operator hung up on an ordinary call: end it
         elif leg == LEG_HOTLINE:
-            if conv.state == "transferring":
+            if conv.state == "consulted":
+                pass  # replaced by the caller's own call to the hotline: NOTIFY reports it
+            elif conv.state == "transferring":
                 self._transfer_failed(conv, status, reason or "rejected")
             elif conv.state == "three-way":
                 self._transfer_failed(conv, status, "hotline hung up before the operator left")
@@ -416,6 +418,14 @@ class Worker:
     def _bridge(self, conv: Conversation) -> None:
         """Connect every pair of live legs (startTransmit is idempotent)."""
         legs = [leg for leg in (LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE) if leg in conv.media]
+        if LEG_HOTLINE in legs and conv.state == "transferring" and conv.transfer is not None \
+                and conv.transfer.mode == "attended":
+            # the hotline answered the consultation: ask the caller's side to replace our
+            # hotline leg with a direct call (REFER with Replaces); NOTIFY decides the outcome
+            conv.state = "consulted"
+            self.uplink.event("transfer_consulted", call_id=conv.call_id, target=conv.transfer.target)
+            conv.legs[LEG_CALLER].xferReplaces(conv.legs[LEG_HOTLINE], pj.CallOpParam(True))
+            return
         if LEG_HOTLINE in legs and conv.state == "transferring":
             conv.state = "three-way"
             assert conv.transfer is not None
@@ -489,8 +499,8 @@ class Worker:
         self.uplink.event("transfer_started", call_id=conv.call_id, target=target, mode=mode)
         if mode == "refer":
             conv.legs[LEG_CALLER].xfer(target, pj.CallOpParam(True))
-        elif mode == "three-way":
-            self._dial(conv, LEG_HOTLINE, target)
+        elif mode in ("three-way", "attended"):
+            self._dial(conv, LEG_HOTLINE, target)  # attended: a consultation leg first
         else:
             self._transfer_failed(conv, 0, f"unknown transfer mode {mode!r}")
 
@@ -523,7 +533,7 @@ class Worker:
 
     def on_refer_status(self, call: LegCall, status: int, reason: str, final: bool) -> None:
         conv = call.conv
-        if conv is None or conv.transfer is None or conv.transfer.mode != "refer":
+        if conv is None or conv.transfer is None or conv.transfer.mode not in ("refer", "attended"):
             return
         self.uplink.event("transfer_progress", call_id=conv.call_id, status=status, reason=reason, final=final)
         if not final:
@@ -547,7 +557,7 @@ class Worker:
             t = conv.transfer
             if t is None:
                 continue
-            if conv.state == "transferring" and now > t.deadline:
+            if conv.state in ("transferring", "consulted") and now > t.deadline:
                 why = "no answer (timeout)" if t.mode == "three-way" else "no final NOTIFY (timeout)"
                 self._transfer_failed(conv, 408, why)
             elif conv.state == "three-way" and t.drop_operator_after and now > t.bridged_at + t.drop_operator_after:

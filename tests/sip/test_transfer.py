@@ -158,3 +158,25 @@ def test_refer_to_a_busy_hotline_keeps_the_call(tmp_path):
         caller.stop()
         hotline.stop()
         link.stop()
+
+
+def test_attended_transfer_replaces_our_hotline_leg_with_the_callers_own_call(tmp_path):
+    hotline = PeerProc("--answer", "200", user="12345")
+    link = WorkerLink("a1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--play", str(WAV), user="caller")
+    try:
+        cid = link.wait_event(ev("call_started"))["call_id"]
+        link.wait_event(ev("call_answered", call_id=cid))
+        link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="attended", timeout=15)
+        link.wait_event(ev("transfer_consulted", call_id=cid))  # the hotline answered our consultation call
+        caller.wait(ev("transfer_request"))  # REFER with Replaces reached the caller
+        hotline.wait(ev("replaced"))  # the hotline swapped our leg for the caller's own call
+        link.wait_event(ev("transfer_completed", call_id=cid), timeout=15)
+        link.wait_event(ev("call_ended", call_id=cid))
+        # the caller is now talking to the hotline directly, on its own new call
+        caller.wait(lambda e: e["event"] == "state" and e.get("state") == "CONFIRMED" and "12345" in e["remote"])
+    finally:
+        caller.stop()
+        hotline.stop()
+        link.stop()
