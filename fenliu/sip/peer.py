@@ -68,6 +68,9 @@ class PeerCall(pj.Call):
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
         try:
             emit("transfer_request", to=prm.dstUri)
+            if self.peer.args.refuse_refer:
+                prm.statusCode = 603  # a caller side that will not be transferred
+                return
             new = PeerCall(self.peer, self.peer.account)
             self.peer.calls.append(new)
             prm.newCall = new  # without this the new leg's callbacks are lost (FIELD-NOTES)
@@ -130,6 +133,8 @@ class Peer:
             call.recorder.createRecorder(a.record)
             aud.startTransmit(call.recorder)
         call.hangup_at = None  # type: ignore[attr-defined]  # answered: the ring timeout is over
+        if a.hangup_after:
+            call.hangup_at = time.monotonic() + a.hangup_after  # type: ignore[attr-defined]
         if a.play and call.player is None:
             call.player = pj.AudioMediaPlayer()
             call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hangup-after-play", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--exit-after-call", action="store_true", help="exit when the placed call ends")
     p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
+    p.add_argument("--hangup-after", type=float, default=0.0, help="hang up N s after media starts")
+    p.add_argument("--refuse-refer", action="store_true", help="answer REFER with 603 Decline")
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
     args = p.parse_args(argv)
     peer = Peer(args)

@@ -130,7 +130,7 @@ def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: 
     xml.write_text(scenario, encoding="utf-8")
     cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
            "-l", str(calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
-           "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err",
+           "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
            "-error_file", str(work / "sipp-errors.log")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)
 
@@ -226,3 +226,21 @@ def start_sipp_server(scenario: str, port: int, work: Path, timeout: float = 60)
                              "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_err",
                              "-error_file", str(work / f"server-{port}-errors.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=work)
+
+
+def refer_without_notify(audio: Path | None) -> str:
+    """A caller that accepts a REFER (202) and then never sends a NOTIFY."""
+    middle = """<recv request="REFER"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 202 Accepted
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="4000"/>"""
+    return caller_scenario(audio, talk_ms=500, middle=middle)

@@ -180,3 +180,62 @@ def test_attended_transfer_replaces_our_hotline_leg_with_the_callers_own_call(tm
         caller.stop()
         hotline.stop()
         link.stop()
+
+
+def test_hotline_hanging_up_before_the_operator_leaves_keeps_the_caller(b2bua, seat, tmp_path):
+    hotline = PeerProc("--answer", "200", "--hangup-after", "1", user="12345")
+    try:
+        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        cid = b2bua.wait_event(ev("call_started"))["call_id"]
+        b2bua.wait_event(ev("call_answered", call_id=cid))
+        b2bua.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="three-way")
+        b2bua.wait_event(ev("transfer_bridged", call_id=cid))
+        failed = b2bua.wait_event(ev("transfer_failed", call_id=cid), timeout=10)
+        assert "hotline hung up" in failed["reason"]
+        assert not seat.has("ended")  # caller and operator still together
+        t.join(60)
+        assert box["r"].returncode == 0
+    finally:
+        hotline.stop()
+
+
+def test_refer_refused_by_the_caller_side_keeps_the_call(tmp_path):
+    hotline = PeerProc("--answer", "200", user="12345")
+    link = WorkerLink("r3", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--refuse-refer", user="caller")
+    try:
+        cid = link.wait_event(ev("call_started"))["call_id"]
+        link.wait_event(ev("call_answered", call_id=cid))
+        link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer", timeout=10)
+        failed = link.wait_event(ev("transfer_failed", call_id=cid), timeout=15)
+        assert failed["status"] == 603
+        assert not hotline.has("incoming")
+        link.send(cmd="hangup", call_id=cid)
+        link.wait_event(ev("call_ended", call_id=cid))
+    finally:
+        caller.stop()
+        hotline.stop()
+        link.stop()
+
+
+def test_refer_whose_notify_never_comes_times_out_and_keeps_the_call(tmp_path):
+    from tests.sip.sipp import refer_without_notify
+
+    hotline = PeerProc("--answer", "200", user="12345")
+    link = WorkerLink("r4", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    try:
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(
+            refer_without_notify(alaw_file(WAV, tmp_path)), link.sip_port, tmp_path, timeout=30)))
+        t.start()
+        cid = link.wait_event(ev("call_answered"))["call_id"]
+        link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer", timeout=2)
+        failed = link.wait_event(ev("transfer_failed", call_id=cid), timeout=10)
+        assert failed["status"] == 408 and "NOTIFY" in failed["reason"]
+        t.join(40)
+        assert box["r"].returncode == 0, box["r"].stdout[-1500:]  # the caller's call went on to its own BYE
+    finally:
+        hotline.stop()
+        link.stop()
