@@ -161,11 +161,14 @@ def run_level(n: int, engine: VoskEngine, router: Router, audio: Path, dur: floa
             decision_delays.append(wall_t - (first + item.event.t))
     dropped = sum(int(i.data.get("dropped_frames", 0)) for _, i in log
                   if isinstance(i, WorkerFact) and i.data.get("event") in ("stopped", "call_asr_done"))
+    callback_us = [float(i.data["callback_us"]) for _, i in log
+                   if isinstance(i, WorkerFact) and i.data.get("event") == "call_ended" and i.data.get("frames")]
     audio_s = n * dur
     return {"n": n, "workers": workers, "calls": len(calls), "rtf": cpu / audio_s, "cpu_per_call": cpu / wall / n,
             "p50": pct(delays, 0.5), "p95": pct(delays, 0.95), "finals": len(delays),
             "d50": pct(decision_delays, 0.5), "dropped": dropped,
-            "mem_per_call": (peak[0] - rss0) / n, "wall": wall}
+            "mem_per_call": (peak[0] - rss0) / n, "wall": wall,
+            "callback_us": statistics.mean(callback_us) if callback_us else float("nan")}
 
 
 def transfer_timing(rounds: int, audio: Path, work: Path) -> tuple[list[float], list[float]]:
@@ -217,11 +220,11 @@ def main() -> None:
             base = base or r
             rows.append([n, r["workers"], r["calls"], f"{r['rtf']:.2f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}",
                          f"{r['d50']:.2f}", r["dropped"], f"{100 * r['cpu_per_call']:.0f}%",
-                         f"{r['mem_per_call']:.0f}", f"{r['p95'] / base['p95']:.2f}x"])
-        table(f"Concurrent live conversations ({os.cpu_count()} cores, model {engine.name}, {dur:.1f} s calls; "
+                         f"{r['mem_per_call']:.0f}", f"{r['callback_us']:.0f}", f"{r['p95'] / base['p95']:.2f}x"])
+        table(f"Concurrent live conversations ({os.cpu_count()} cores, model {a.model}, {dur:.1f} s calls; "
               "delay = end of utterance (VAD stop) -> final transcript)",
               ["N", "workers", "calls seen", "CPU s per audio s", "p50 s", "p95 s", "decision p50 s", "frames dropped",
-               "CPU/conv", "MB/conv", "p95 vs N=1"], rows)
+               "CPU/conv", "MB/conv", "tap callback µs", "p95 vs N=1"], rows)
         ring, bridged = transfer_timing(a.transfers, audio, work)
         table(f"One-key three-way transfer on loopback ({len(ring)} transfers)",
               ["step", "p50 ms", "p95 ms"],

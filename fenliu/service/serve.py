@@ -50,7 +50,16 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sup = Supervisor(settings, router, engine, printer(sys.stdout, as_json))
+    from fenliu.service.store import Store
+
+    store = Store(settings.store.url)
+    show = printer(sys.stdout, as_json)
+
+    def on_event(item: CallEvent | WorkerFact) -> None:
+        store.record(item)  # first: the record must not depend on the console keeping up
+        show(item)
+
+    sup = Supervisor(settings, router, engine, on_event)
     runner = web.AppRunner(create_app(sup))
     try:
         await loop.run_in_executor(None, sup.start)
@@ -64,5 +73,6 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     finally:
         await runner.cleanup()
         await loop.run_in_executor(None, sup.stop)
+        store.close()
     print("fenliu serve: stopped", file=sys.stderr, flush=True)
     return 0

@@ -139,7 +139,8 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
     api = free_port()
     env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
            "FENLIU_SIP__WORKERS": "1", "FENLIU_SIP__SEAT_URI": seat.uri, "FENLIU_ASR__MODEL": "ko-test",
-           "FENLIU_CONSOLE__PORT": str(api), "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri}"}
+           "FENLIU_CONSOLE__PORT": str(api), "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri}",
+           "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db"}
     proc = subprocess.Popen([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
@@ -199,6 +200,15 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
                 proc.kill()
             seat.stop()
             hotline.stop()
+    from fenliu.service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path}/fenliu.db")  # the record survived the service
+    rows = store.calls()
+    assert [r["call_id"] for r in rows] == [call_id] and rows[0]["ended_at"] is not None
+    kinds = [e["kind"] for e in store.events(call_id)]
+    assert "Decision" in kinds and "FinalTranscript" in kinds
+    assert kinds.index("transfer_started") < kinds.index("transfer_bridged") < kinds.index("transfer_completed")
+    store.close()
     unreachable = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "calls", "--url",
                                   f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True)
     assert unreachable.returncode == 2 and "cannot reach fenliu serve" in unreachable.stderr

@@ -1,0 +1,44 @@
+import sqlite3
+
+import pytest
+
+from fenliu.errors import ConfigError
+from fenliu.events import Decision, FinalTranscript, PartialTranscript
+from fenliu.service.store import Store
+from fenliu.service.supervisor import CallEvent, WorkerFact
+
+
+def test_store_keeps_calls_finals_decisions_and_transfer_steps(tmp_path, router):
+    store = Store(f"sqlite:///{tmp_path}/db/fenliu.db")
+    store.record(WorkerFact("w0", {"event": "call_started", "call_id": "c1", "remote": "<sip:138@pbx>", "t": 1.0}))
+    store.record(CallEvent("c1", "caller", "w0", PartialTranscript("c1", 1, "我们小区", 0.0, 1.0)))
+    store.record(CallEvent("c1", "caller", "w0", FinalTranscript("c1", 1, "我们小区停水了", 0.0, 2.0)))
+    d = router.decide("我们小区停水了")
+    store.record(CallEvent("c1", "caller", "w0", d))
+    store.record(WorkerFact("w0", {"event": "transfer_failed", "call_id": "c1", "status": 486, "reason": "Busy"}))
+    store.record(WorkerFact("w0", {"event": "call_ended", "call_id": "c1", "status": 200, "reason": "OK", "t": 9.0}))
+    rows = store.calls()
+    assert rows == [{"call_id": "c1", "worker": "w0", "remote": "<sip:138@pbx>", "started_at": 1.0, "ended_at": 9.0,
+                     "status": 200, "reason": "OK"}]
+    ev = store.events("c1")
+    assert [e["kind"] for e in ev] == ["FinalTranscript", "Decision", "transfer_failed"]  # partials are not kept
+    assert ev[1]["target"] == "12345" and ev[1]["category"] == "供水 / 漏水"
+    store.close()
+    # it is a real SQLite file another tool can read
+    con = sqlite3.connect(tmp_path / "db" / "fenliu.db")
+    assert con.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
+    con.close()
+
+
+def test_unsupported_store_url_is_refused():
+    with pytest.raises(ConfigError, match="sqlite"):
+        Store("postgresql://x@y/z")
+
+
+def test_decision_type_round_trips(tmp_path, router):
+    store = Store(f"sqlite:///{tmp_path}/f.db")
+    d: Decision = router.decide("他拿刀砍人了")
+    store.record(CallEvent("c2", "caller", "w0", d))
+    e = store.events("c2")[0]
+    assert e["target"] == "police" and e["urgent"] is True and e["vetoed_by"]
+    store.close()
