@@ -4,6 +4,7 @@ records requests and can fail on demand."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ SHARED = ROOT.parent / "shared"
 
 
 def minimal_rules(strong: str = "噪音", weak: str = "吵", danger: str = "打人", negator: str = "没",
-                  name: str = "噪声扰民", version: str = "t-1", decisive: str = "扰民") -> str:
+                  name: str = "噪声扰民", version: str = "t-1", decisive: str | list[str] = "扰民") -> str:
     """A one-category, one-danger-group negative list as TOML text (other languages welcome:
     the Korean end-to-end test routes on a word the Korean model really heard)."""
     return f"""
@@ -41,7 +42,7 @@ words = ["{danger}"]
 id = "noise"
 name = "{name}"
 target = "12345"
-decisive = ["{decisive}"]
+decisive = [{", ".join(json.dumps(w, ensure_ascii=False) for w in ([decisive] if isinstance(decisive, str) else decisive))}]
 strong = ["{strong}"]
 weak = ["{weak}"]
 """

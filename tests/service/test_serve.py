@@ -15,7 +15,7 @@ from fenliu.events import Decision, FinalTranscript, PartialTranscript
 from fenliu.service.settings import load_settings
 from fenliu.service.supervisor import CallEvent, Supervisor, WorkerFact
 from fenliu.sip.link import pid_alive
-from tests.conftest import FIXTURES, ROOT, free_port
+from tests.conftest import FIXTURES, ROOT, free_port, minimal_rules
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
 pytestmark = pytest.mark.slow
@@ -332,24 +332,8 @@ def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotli
     heard = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
     words = sorted({w for f in heard for w in f.text.split() if len(w) >= 2})
     assert words, "the model heard nothing in the probe"
-    rules = parse_rules(f"""
-[meta]
-version = "ko-e2e"
-[targets.police]
-number = "110"
-[targets."12345"]
-number = "12345"
-[cues]
-negators = ["안"]
-[[danger]]
-id = "help"
-words = ["살려줘요"]
-[[category]]
-id = "ko"
-name = "테스트"
-target = "12345"
-decisive = [{", ".join(json.dumps(w, ensure_ascii=False) for w in words)}]
-""")
+    rules = parse_rules(minimal_rules(decisive=words, strong="없는말하나", weak="없는말", danger="살려줘요",
+                                      negator="안", name="테스트", version="ko-e2e"))
     recording = tmp_path / "hotline.wav"
     hotline = PeerProc("--answer", "200", "--record", str(recording), user="12345")
     got = Collector()

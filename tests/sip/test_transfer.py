@@ -2,6 +2,7 @@
 seat and pjsua2 hotlines, through a real SIP worker in B2BUA seat mode."""
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,6 +39,24 @@ def sipp_call(link, tmp_path, talk_ms):
     t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, link.sip_port, tmp_path, timeout=60)))
     t.start()
     return t, box
+
+
+@contextmanager
+def answered_pjsua2_call(name, hotline_args, caller_args=()):
+    """A worker in answer mode, a hotline peer and a pjsua2 caller already talking to 110.
+    Yields (worker link, hotline, caller, call id); everything is stopped afterwards."""
+    hotline = PeerProc(*hotline_args, user="12345")
+    link = WorkerLink(name, sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
+    link.start()
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", *caller_args, user="caller")
+    try:
+        cid = link.wait_event(ev("call_started"))["call_id"]
+        link.wait_event(ev("call_answered", call_id=cid))
+        yield link, hotline, caller, cid
+    finally:
+        caller.stop()
+        hotline.stop()
+        link.stop()
 
 
 def ev(kind, **match):
@@ -122,52 +141,26 @@ def test_busy_seat_is_relayed_so_the_pbx_can_reroute(tmp_path):
 
 
 def test_blind_refer_moves_a_pjsua2_caller_to_the_hotline(tmp_path):
-    hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink("r1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
-    link.start()
-    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--play", str(WAV), user="caller")
-    try:
-        cid = link.wait_event(ev("call_started"))["call_id"]
-        link.wait_event(ev("call_answered", call_id=cid))
+    with answered_pjsua2_call("r1", ("--answer", "200"), ("--play", str(WAV))) as (link, hotline, caller, cid):
         link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer")
         caller.wait(ev("transfer_request", to=hotline.uri))
         hotline.wait(ev("incoming"))  # the target got the new INVITE
         link.wait_event(ev("transfer_completed", call_id=cid), timeout=15)
         link.wait_event(ev("call_ended", call_id=cid))  # our leg ended after NOTIFY 200
-    finally:
-        caller.stop()
-        hotline.stop()
-        link.stop()
 
 
 def test_refer_to_a_busy_hotline_keeps_the_call(tmp_path):
-    hotline = PeerProc("--answer", "486", user="12345")
-    link = WorkerLink("r2", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
-    link.start()
-    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", user="caller")
-    try:
-        cid = link.wait_event(ev("call_started"))["call_id"]
-        link.wait_event(ev("call_answered", call_id=cid))
+    with answered_pjsua2_call("r2", ("--answer", "486")) as (link, hotline, caller, cid):
         link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer", timeout=10)
         failed = link.wait_event(ev("transfer_failed", call_id=cid), timeout=15)
         assert failed["status"] == 486
         assert not caller.has("ended") or caller.wait(ev("state", state="CONFIRMED"))
         link.send(cmd="hangup", call_id=cid)
         link.wait_event(ev("call_ended", call_id=cid))
-    finally:
-        caller.stop()
-        hotline.stop()
-        link.stop()
 
 
 def test_attended_transfer_replaces_our_hotline_leg_with_the_callers_own_call(tmp_path):
-    hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink("a1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
-    link.start()
-    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--play", str(WAV), user="caller")
-    try:
-        cid = link.wait_event(ev("call_started"))["call_id"]
-        link.wait_event(ev("call_answered", call_id=cid))
+    with answered_pjsua2_call("a1", ("--answer", "200"), ("--play", str(WAV))) as (link, hotline, caller, cid):
         link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="attended", timeout=15)
         link.wait_event(ev("transfer_consulted", call_id=cid))  # the hotline answered our consultation call
         caller.wait(ev("transfer_request"))  # REFER with Replaces reached the caller
@@ -176,10 +169,6 @@ def test_attended_transfer_replaces_our_hotline_leg_with_the_callers_own_call(tm
         link.wait_event(ev("call_ended", call_id=cid))
         # the caller is now talking to the hotline directly, on its own new call
         caller.wait(lambda e: e["event"] == "state" and e.get("state") == "CONFIRMED" and "12345" in e["remote"])
-    finally:
-        caller.stop()
-        hotline.stop()
-        link.stop()
 
 
 def test_hotline_hanging_up_before_the_operator_leaves_keeps_the_caller(b2bua, seat, tmp_path):
@@ -200,23 +189,13 @@ def test_hotline_hanging_up_before_the_operator_leaves_keeps_the_caller(b2bua, s
 
 
 def test_refer_refused_by_the_caller_side_keeps_the_call(tmp_path):
-    hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink("r3", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2)
-    link.start()
-    caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--refuse-refer", user="caller")
-    try:
-        cid = link.wait_event(ev("call_started"))["call_id"]
-        link.wait_event(ev("call_answered", call_id=cid))
+    with answered_pjsua2_call("r3", ("--answer", "200"), ("--refuse-refer",)) as (link, hotline, caller, cid):
         link.send(cmd="transfer", call_id=cid, target=hotline.uri, mode="refer", timeout=10)
         failed = link.wait_event(ev("transfer_failed", call_id=cid), timeout=15)
         assert failed["status"] == 603
         assert not hotline.has("incoming")
         link.send(cmd="hangup", call_id=cid)
         link.wait_event(ev("call_ended", call_id=cid))
-    finally:
-        caller.stop()
-        hotline.stop()
-        link.stop()
 
 
 def test_refer_whose_notify_never_comes_times_out_and_keeps_the_call(tmp_path):
