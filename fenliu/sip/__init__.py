@@ -1,5 +1,9 @@
-"""pjsua2 user agent: SIP workers, B2BUA bridging, transfer (three-way, REFER), media taps.
+"""pjsua2 side of fenliu: one endpoint per process (the wheel holds four calls per endpoint).
 
-Not built yet: live calls arrive with issue #3. The offline chain in ``fenliu.asr`` is what a
-SIP worker will feed, with a call leg as the audio source instead of a WAV file.
+- ``worker``: a SIP worker process (answer or B2BUA seat mode, taps, transfers, DTMF, prompts,
+  registration, allow-list, media timeout);
+- ``link``: the supervisor's end of a worker; ``protocol``: what they say to each other;
+- ``peer``: a standalone UA used as test/demo hotline, seat and caller (`fenliu dial`);
+- ``kamailio``: the generated dispatcher front for a single trunk address;
+- ``endpoint`` and ``framecopy``: shared pjsua2 set-up and the fast frame copy.
 """
