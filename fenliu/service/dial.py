@@ -36,7 +36,7 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "dialer", "--call", to,
-               "--play", str(play), "--hangup-after-play", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
+               "--play", str(play), "--hangup-after", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
                "--ring-timeout", str(ring_timeout)]
         limit = ring_timeout + clip.duration + 30
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -4,6 +4,10 @@ canceller, one UDP transport bound to an address, G.711 preferred to match a tru
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
+from typing import Any
+
 import pjsua2 as pj
 
 CLOCK_RATE = 16000
@@ -53,3 +57,27 @@ def account_config(uri: str, address: str, rtp_port: int, rtp_range: int) -> pj.
     acfg.mediaConfig.transportConfig.portRange = rtp_range
     acfg.mediaConfig.transportConfig.boundAddress = address
     return acfg
+
+
+def serve_until_signalled(ua: Any, report_start_error: Callable[[str], None]) -> int:
+    """Run a user agent process (``ua.start/run/stop``, ``ua.running``, ``ua.ep``) until
+    SIGTERM/SIGINT or ``ua.running`` goes false. A start failure is reported, the endpoint is
+    destroyed (no abort at exit) and the exit code is 3."""
+
+    def on_term(_sig: int, _frm: object) -> None:
+        ua.running = False
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        ua.start()
+    except pj.Error as e:
+        report_start_error(e.info())
+        ua.account = None
+        ua.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+        return 3
+    try:
+        ua.run()
+    finally:
+        ua.stop()
+    return 0

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from typing import Any
 
 import pjsua2 as pj
 
-from fenliu.sip.endpoint import account_config, start_endpoint
+from fenliu.sip.endpoint import account_config, serve_until_signalled, start_endpoint
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -95,7 +94,7 @@ class Peer:
         self.args = args
         self.ep = pj.Endpoint()
         self.calls: list[PeerCall] = []
-        self.done = False
+        self.running = True
         self.finished_calls = 0
 
     def start(self) -> None:
@@ -139,8 +138,6 @@ class Peer:
             call.player = pj.AudioMediaPlayer()
             call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
             call.player.startTransmit(aud)
-            if a.hangup_after_play:
-                call.hangup_at = time.monotonic() + a.hangup_after_play  # type: ignore[attr-defined]
         emit("media", call_id=call.getInfo().callIdString)
 
     def on_ended(self, call: PeerCall, info: pj.CallInfo) -> None:
@@ -148,10 +145,10 @@ class Peer:
              duration=info.connectDuration.sec + info.connectDuration.msec / 1000)
         self.finished_calls += 1
         if self.args.call and self.args.exit_after_call:
-            self.done = True
+            self.running = False
 
     def run(self) -> None:
-        while not self.done:
+        while self.running:
             self.ep.libHandleEvents(20)
             now = time.monotonic()
             for call in list(self.calls):
@@ -191,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", help="record what this peer hears to a WAV file")
     p.add_argument("--play", help="play this WAV into the call once media is up")
     p.add_argument("--call", help="place a call to this URI instead of waiting")
-    p.add_argument("--hangup-after-play", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--exit-after-call", action="store_true", help="exit when the placed call ends")
     p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
     p.add_argument("--hangup-after", type=float, default=0.0, help="hang up N s after media starts")
@@ -199,23 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
     args = p.parse_args(argv)
     peer = Peer(args)
-
-    def on_term(_s: int, _f: object) -> None:
-        peer.done = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    try:
-        peer.start()
-    except pj.Error as e:
-        emit("error", where="start", message=e.info())
-        peer.account = None  # type: ignore[assignment]
-        peer.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
-        return 3
-    try:
-        peer.run()
-    finally:
-        peer.stop()
+    rc = serve_until_signalled(peer, lambda why: emit("error", where="start", message=why))
+    if rc:
+        return rc
     emit("stopped")
     return 0
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from fenliu.sip.endpoint import CLOCK_RATE, account_config, start_endpoint
+from fenliu.sip.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
 from fenliu.sip.framecopy import make_copier
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CALLER, LEG_HOTLINE, LEG_NAMES, LEG_OPERATOR
 
@@ -638,25 +637,9 @@ def main(argv: list[str] | None = None) -> int:
                        reg_expires=a.reg_expires, reg_retry=a.reg_retry)
     uplink = Uplink(cfg.control_path, cfg.audio_path)
     worker = Worker(cfg, uplink)
-
-    def on_term(_sig: int, _frm: object) -> None:
-        worker.running = False
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    try:
-        worker.start()
-    except pj.Error as e:
-        uplink.event("error", message=f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {e.info()} "
-                                      f"(is the port in use? set sip.port / sip.rtp_port)")
-        worker.account = None  # type: ignore[assignment]
-        worker.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
-        return 3
-    try:
-        worker.run()
-    finally:
-        worker.stop()
-    return 0
+    return serve_until_signalled(worker, lambda why: uplink.event(
+        "error", message=f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {why} "
+                         f"(is the port in use? set sip.port / sip.rtp_port)"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,23 @@ CALLER_HEADERS = """From: "caller" <sip:13800000000@[local_ip]:[local_port]>;tag
       To: <sip:USER@[remote_ip]:[remote_port]>"""
 
 
+def reply(status: str, to_tag: bool = False, headers: str = "") -> str:
+    """A response to the last request received (``status`` like "200 OK")."""
+    to = "[last_To:];tag=[pid]reg[call_number]" if to_tag else "[last_To:]"
+    extra = "".join(f"\n      {h}" for h in headers.splitlines() if h.strip())
+    return f"""<send>
+    <![CDATA[
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      {to}
+      [last_Call-ID:]
+      [last_CSeq:]{extra}
+      Content-Length: 0
+    ]]>
+  </send>"""
+
+
 def alaw_file(wav: Path, out_dir: Path) -> Path:
     out = out_dir / (wav.stem + ".al")
     sox(str(wav), "-r", "8000", "-c", "1", "-e", "a-law", "-t", "raw", str(out))
@@ -35,18 +52,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
       a=sendrecv"""
     stream = f'<nop><action><exec rtp_stream="{audio},1,8"/></action></nop>' if audio else ""
     if callee_hangs_up:
-        ending = """<recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>"""
+        ending = '<recv request="BYE"/>\n  ' + reply("200 OK")
     else:
         ending = f"""<pause milliseconds="{talk_ms}"/>
   <send retrans="500">
@@ -164,52 +170,20 @@ def dtmf_rfc4733(digit: str) -> str:
 def registrar_scenario(user: str, password: str, expires: int, refreshes: int) -> str:
     """A registrar that challenges (401), checks the digest answer (403 if wrong), accepts
     with a short Expires, then answers ``refreshes`` refresh REGISTERs."""
-    ok = f"""<send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]reg[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      [last_Contact:];expires={expires}
-      Expires: {expires}
-      Content-Length: 0
-    ]]>
-  </send>"""
+    ok = reply("200 OK", to_tag=True, headers=f"[last_Contact:];expires={expires}\nExpires: {expires}")
     refresh = "\n  ".join(f'<recv request="REGISTER"/>\n  {ok}' for _ in range(refreshes))
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="registrar">
   <recv request="REGISTER"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 401 Unauthorized
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]reg[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      WWW-Authenticate: Digest realm="fenliu-test", nonce="[pid]n[call_number]x", algorithm=MD5
-      Content-Length: 0
-    ]]>
-  </send>
+  {reply("401 Unauthorized", to_tag=True,
+         headers='WWW-Authenticate: Digest realm="fenliu-test", nonce="[pid]n[call_number]x", algorithm=MD5')}
   <recv request="REGISTER">
     <action>
       <verifyauth assign_to="authvalid" username="{user}" password="{password}"/>
     </action>
   </recv>
   <nop hide="true" test="authvalid" next="goodauth"/>
-  <send next="done">
-    <![CDATA[
-      SIP/2.0 403 Forbidden
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]reg[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
+  {reply("403 Forbidden", to_tag=True).replace("<send>", '<send next="done">', 1)}
   <label id="goodauth"/>
   {ok}
   {refresh}
@@ -230,17 +204,5 @@ def start_sipp_server(scenario: str, port: int, work: Path, timeout: float = 60)
 
 def refer_without_notify(audio: Path | None) -> str:
     """A caller that accepts a REFER (202) and then never sends a NOTIFY."""
-    middle = """<recv request="REFER"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 202 Accepted
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <pause milliseconds="4000"/>"""
+    middle = '<recv request="REFER"/>\n  ' + reply("202 Accepted") + '\n  <pause milliseconds="4000"/>'
     return caller_scenario(audio, talk_ms=500, middle=middle)

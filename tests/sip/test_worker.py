@@ -98,7 +98,7 @@ def test_wideband_and_linear_codecs_from_the_caller_reach_asr(worker, ko_engine,
 
     link, _ = worker
     caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--codecs", codec,
-                      "--play", str(FIXTURES / "ko" / "ko-01-greeting.wav"), "--hangup-after-play", "4",
+                      "--play", str(FIXTURES / "ko" / "ko-01-greeting.wav"), "--hangup-after", "4",
                       user="caller")
     try:
         started = link.wait_event(lambda e: e["event"] == "call_started")
