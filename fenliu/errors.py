@@ -19,3 +19,7 @@ class AudioInputError(FenliuError):
 
 class ModelError(FenliuError):
     """The ASR model is missing, incomplete or cannot be loaded."""
+
+
+class RouterModelError(FenliuError):
+    """The router's learned-layer artefact is missing, corrupt or does not fit the code."""

@@ -62,8 +62,20 @@ class Match:
     start: int
     end: int
     group: str = ""  # category id or danger group id
-    kind: str = "word"  # "word", "pattern" or "homophone"
+    kind: str = "word"  # "word", "pattern", "homophone", or "model" (an n-gram the learned layer weighed)
     heard: str = ""  # the text actually heard, when it differs from ``word``
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A diversion the operator may pick with one key when the router keeps the call because two
+    destinations had equal evidence (ROUTING.md: ``alternatives``)."""
+
+    target: str
+    category: str
+    category_id: str
+    dept: str
+    evidence: tuple[Match, ...]
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class Decision:
     category_id: str = ""
     text: str = ""
     t: float = 0.0
+    model_version: str = ""  # the learned layer's artefact version ("" when the rules decided alone)
+    alternatives: tuple[Alternative, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -94,6 +108,9 @@ class Decision:
         d = asdict(self)
         d["matched"] = [_match_dict(m) for m in self.matched]
         d["vetoed_by"] = [_match_dict(m) for m in self.vetoed_by]
+        d["alternatives"] = [{"target": a.target, "category": a.category, "category_id": a.category_id,
+                              "dept": a.dept, "evidence": [_match_dict(m) for m in a.evidence]}
+                             for a in self.alternatives]
         if not d["extra"]:
             del d["extra"]
         return d

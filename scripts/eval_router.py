@@ -1,74 +1,132 @@
 #!/usr/bin/env python3
-"""Evaluate the router on labelled JSON lines ({id, text, target, category, urgent}).
+"""Evaluate the router honestly: held-out authors first, the naive baseline beside it.
 
-    python scripts/eval_router.py ../shared/eval/dev_cases.jsonl tests/router/regression_cases.jsonl
+    python scripts/eval_router.py                  # the default sets (below)
+    python scripts/eval_router.py FILE… [--misses] # any labelled JSON lines
+    python scripts/eval_router.py --cv             # re-run the author-held-out cross-validation
 
-Prints, per file: police cases diverted (must be 0), exact target+category on non-police cases,
-urgent-flag agreement on police cases, and precision/recall per target; then lists the misses.
+Default sets: the held-out authors of fenliu/router/corpus/split.toml (never used to train the
+learned layer, choose its thresholds or tune the list), their generated ASR-style copies, the
+shared dev set (../shared/eval/dev_cases.jsonl) and, for reference only, the training corpus
+(which the model has learnt).
+
+For each set and router (naive substring baseline, rules alone, rules + learned layer): police
+cases diverted (must be 0), non-police to the exact target, exact target + category, and to an
+acceptable target (its own target or 12345); then for the full router per-target precision and
+recall and a confusion matrix of expected (rows) against decided (columns) targets.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from fenliu.router import Router  # noqa: E402
+from fenliu.router import Router, load_rules  # noqa: E402
+from fenliu.router.dataset import Case, asr_variant, corpus_files, load_jsonl, load_split  # noqa: E402
+from fenliu.router.evaluation import TARGETS, NaiveRouter, Result, measure  # noqa: E402
 
 
-def evaluate(router: Router, path: Path, show_misses: bool) -> None:
-    cases = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    tp: Counter[str] = Counter()
-    fp: Counter[str] = Counter()
-    fn: Counter[str] = Counter()
-    diverted, exact, non_police, urgent_ok, urgent_n, police = [], 0, 0, 0, 0, 0
-    misses = []
-    for c in cases:
-        d = router.decide(c["text"])
-        if d.target == c["target"]:
-            tp[c["target"]] += 1
-        else:
-            fp[d.target] += 1
-            fn[c["target"]] += 1
-        if c["target"] == "police":
-            police += 1
-            if d.target != "police":
-                diverted.append(c["id"])
-                misses.append((c, d))
-            elif "urgent" in c:
-                urgent_n += 1
-                urgent_ok += d.urgent == c["urgent"]
-        else:
-            non_police += 1
-            if (d.target, d.category) == (c["target"], c["category"]):
-                exact += 1
-            else:
-                misses.append((c, d))
-    print(f"\n{path} ({len(cases)} cases)")
-    print(f"  police cases diverted: {len(diverted)}/{police} {diverted if diverted else ''}")
-    print(f"  non-police, exact target+category: {exact}/{non_police} ({exact / max(non_police, 1):.0%})")
-    print(f"  urgent flag agrees (police cases kept, labelled): {urgent_ok}/{urgent_n}")
-    print(f"  {'target':8} {'precision':>9} {'recall':>7} {'n':>4}")
-    for t in sorted(set(tp) | set(fn) | set(fp)):
-        p = tp[t] / max(tp[t] + fp[t], 1)
-        r = tp[t] / max(tp[t] + fn[t], 1)
-        print(f"  {t:8} {p:9.2f} {r:7.2f} {tp[t] + fn[t]:4}")
-    if show_misses:
-        for c, d in misses:
-            print(f"  ✘ {c['id']}: expected {c['target']} {c.get('category', '')}, got {d.target} {d.category} — "
-                  f"{d.reason[:80]}")
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, r in enumerate(cells):
+        print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("  " + "-+-".join("-" * w for w in widths))
+
+
+def default_sets(rules) -> list[tuple[str, list[Case]]]:  # type: ignore[no-untyped-def]
+    heldout = set(load_split())
+    held: list[Case] = []
+    train: list[Case] = []
+    for p in corpus_files():
+        cases = load_jsonl(p, rules)
+        (held if p.stem in heldout else train).extend(cases)
+    sets = [(f"held-out authors {'+'.join(sorted(heldout))} ({len(held)})", held),
+            (f"held-out authors, ASR-style copies ({len(held)})", [asr_variant(c) for c in held]),
+            (f"held-out, written complaints only ({sum(c.register == 'written' for c in held)})",
+             [c for c in held if c.register == "written"])]
+    dev = ROOT.parent / "shared" / "eval" / "dev_cases.jsonl"
+    if dev.exists():
+        sets.append((f"shared dev set (list tuned on it; model never trained on it) ({sum(1 for _ in dev.open())})",
+                     load_jsonl(dev, rules)))
+    sets.append((f"training corpus (learnt: reference only) ({len(train)})", train))
+    return sets
+
+
+def report(sets: list[tuple[str, list[Case]]], routers: dict, show_misses: bool) -> None:
+    rows = []
+    full: dict[str, Result] = {}
+    for name, cases in sets:
+        for label, decide in routers.items():
+            r = measure(cases, decide)
+            if label == "rules + learned layer":
+                full[name] = r
+            rows.append([name if label == "naive baseline" else "", label,
+                         f"{len(r.police_diverted)}/{r.police}", r.pct(r.exact_target), r.pct(r.exact_category),
+                         r.pct(r.acceptable)])
+    table("Router quality (police diverted must be 0)",
+          ["set", "router", "police diverted", "non-police exact target", "exact target+category",
+           "acceptable target"], rows)
+    for name, r in full.items():
+        table(f"rules + learned layer on {name}: per target",
+              ["target", "precision", "recall", "n"],
+              [[t, f"{p:.2f}", f"{rc:.2f}", n] for t in TARGETS
+               for p, rc, n in [r.precision_recall(t)] if n or r.confusion.get((t, t))])
+        present = [t for t in TARGETS if any(r.confusion[(t, d)] or r.confusion[(d, t)] for d in TARGETS)]
+        table("confusion (rows expected, columns decided)", ["expected \\ decided", *present],
+              [[e, *(r.confusion[(e, d)] or "." for d in present)] for e in present])
+        if show_misses:
+            for c, target, cat, reason in r.misses:
+                print(f"  ✘ {c.id} [{c.register}] expected {c.target}/{c.category} got {target}/{cat}: "
+                      f"{c.text[:60]} — {reason[:70]}")
+
+
+def cross_validation() -> None:
+    """Re-run the author-held-out cross-validation the thresholds were chosen with."""
+    from fenliu.router.training import Report, Trainer
+
+    tr = Trainer()
+    heldout = set(load_split())
+    written = [c for p in corpus_files() if p.stem not in heldout for c in load_jsonl(p, tr.rules)]
+    cases = written + [asr_variant(c) for c in written]
+    rep = Report()
+    views = tr.out_of_fold(cases, tr.counts(cases))
+    tr.choose_thresholds(cases, views, rep)
+    print("\nAuthor-held-out cross-validation on the training authors (each fold's model never saw its authors)")
+    print("\n".join("  " + x for x in rep.lines))
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--misses"]
-    if not args:
-        sys.exit(__doc__)
-    router = Router()
-    for a in args:
-        evaluate(router, Path(a), "--misses" in sys.argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--misses", action="store_true", help="list every miss of the full router")
+    ap.add_argument("--cv", action="store_true", help="re-run the author-held-out cross-validation (slow)")
+    args = ap.parse_args()
+    rules = load_rules()
+    full = Router()
+    alone = Router(rules, model=None)
+    naive = NaiveRouter(rules)
+
+    def via(router: Router):  # type: ignore[no-untyped-def]
+        def decide(text: str) -> tuple[str, str, str]:
+            d = router.decide(text)
+            return d.target, d.category_id or "police", d.reason
+        return decide
+
+    routers = {"naive baseline": naive.decide, "rules alone": via(alone), "rules + learned layer": via(full)}
+    sets = [(str(p), load_jsonl(p, rules)) for p in args.files] if args.files else default_sets(rules)
+    print(f"negative list {rules.version}; learned layer {full.model_version}")
+    for line in full.model.meta.get("validation", []) if full.model else []:
+        print(f"  (training) {line}")
+    report(sets, routers, args.misses)
+    if args.cv:
+        cross_validation()
 
 
 if __name__ == "__main__":

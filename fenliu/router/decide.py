@@ -3,16 +3,25 @@
 Safety rules (ROUTING.md):
 - any danger signal that is not negated keeps the call with 110, whatever else matched;
 - a single weak word, or homophones alone, never divert;
-- two categories with different targets and equal evidence: keep with 110 and say so;
+- two categories with different targets and equal evidence: keep with 110 and carry both as
+  ``alternatives`` (the operator may pick one) — unless the learned layer clearly prefers one;
 - the same caller reporting the same matter again within the flow-back window stays with 110.
+
+The learned layer (``model.py``) sits behind the same ``decide``; it can
+- keep a rule diversion with 110 when its police-matter detector says so (a veto, never a diversion);
+- suggest a category where the rules are silent (says so in ``reason``, lower confidence, the
+  n-grams that drove it as ``matched`` with kind ``model``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fenliu.events import Decision, Match
+from fenliu.events import Alternative, Decision, Match
+from fenliu.router.features import clean
+from fenliu.router.features import shown as shown_feature
 from fenliu.router.matcher import DANGER, DECISIVE, STRONG, WEAK, Hit, Matcher
+from fenliu.router.model import Evidence, ModelView, RouterModel, Thresholds, load_model
 from fenliu.router.normalize import Normalized, Normalizer
 from fenliu.router.rules import RuleSet, load_rules
 
@@ -23,6 +32,9 @@ from fenliu.router.rules import RuleSet, load_rules
 W_DECISIVE, W_STRONG, W_WEAK, W_PATTERN = 3.0, 2.0, 1.0, 2.5
 HOMOPHONE_FACTOR = 0.5
 DIVERT_SCORE = 3.0
+# the model suggests nothing for a text shorter than this (a word or two is no evidence: ROUTING's
+# "a single weak word never diverts" holds for the model too)
+MODEL_MIN_CHARS = 6
 WEIGHTS = {DECISIVE: W_DECISIVE, STRONG: W_STRONG, WEAK: W_WEAK}
 
 
@@ -68,6 +80,7 @@ class Analysis:
     danger: list[Hit]
     negated: list[Hit]
     scores: list[CategoryScore]  # best first, eligible or not
+    model: ModelView | None = None  # the learned layer's view (None: no model, or no opinion)
 
     @property
     def best(self) -> CategoryScore | None:
@@ -75,14 +88,53 @@ class Analysis:
         return next((s for s in self.scores if s.eligible), None)
 
 
-class Router:
-    """Holds the rule set and its matcher; ``decide`` is pure and safe to call from threads."""
+# Choice kinds
+DANGER_KEEP = "danger"  # a danger signal: police
+RULES = "rules"  # the rules divert
+MODEL = "model"  # the learned layer suggests a category the rules did not find
+TIE = "tie"  # two destinations with equal evidence: police, with alternatives
+MODEL_VETO = "model_veto"  # the rules would divert, the police-matter detector keeps the call
+FLOW_BACK = "flow_back"  # the same matter again within the flow-back window: police
+INSUFFICIENT = "insufficient"  # not enough evidence: police
 
-    def __init__(self, rules: RuleSet | None = None) -> None:
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``decide`` chose and why, before it is dressed as a Decision."""
+
+    kind: str
+    category_id: str = ""  # the diverted (or vetoed, or flowed-back) category
+    best: CategoryScore | None = None  # the rules' evidence for it, when the rules found it
+    tied: tuple[CategoryScore, ...] = ()  # TIE: the categories with equal evidence
+    tie_broken_by_model: bool = False
+    prior: PriorReport | None = None
+
+    @property
+    def diverts(self) -> bool:
+        return self.kind in (RULES, MODEL)
+
+
+_AUTO = object()
+
+
+class Router:
+    """Holds the rule set, its matcher and the learned layer; ``decide`` is pure and thread-safe.
+
+    ``model``: a loaded ``RouterModel``, ``None`` for the rules alone, or (default) the artefact
+    shipped with fenliu when the rules are the shipped list too (a custom list gets no model
+    unless one is passed: the model knows the shipped list's categories)."""
+
+    def __init__(self, rules: RuleSet | None = None, model: RouterModel | None | object = _AUTO) -> None:
+        if model is _AUTO:
+            model = load_model() if rules is None else None
         self.rules = rules or load_rules()
         self.matcher = Matcher(self.rules)
         self.normalize = Normalizer(self.rules.cues.fillers)
         self._danger = {g.id: g for g in self.rules.danger}
+        self.model: RouterModel | None = model  # type: ignore[assignment]
+        self.model_version = self.model.version if self.model else ""
+        # the model never suggests a category this list does not have
+        self._categories = frozenset(c.id for c in self.rules.categories)
 
     # -- analysis --------------------------------------------------------------------
     def analyze(self, text: str) -> Analysis:
@@ -106,7 +158,8 @@ class Router:
             cs.score = _score(cs.hits)
         order = {c.id: i for i, c in enumerate(self.rules.categories)}
         scores = sorted(per_cat.values(), key=lambda c: (-c.score, order[c.category_id]))
-        return Analysis(norm=norm, danger=danger, negated=negated, scores=scores)
+        view = self.model.view(norm.text) if self.model is not None and not danger else None
+        return Analysis(norm=norm, danger=danger, negated=negated, scores=scores, model=view)
 
     def _negated(self, text: str, h: Hit) -> bool:
         """A negator right before the danger word, separated only by filler characters
@@ -124,61 +177,142 @@ class Router:
                 return True
         return False
 
+    # -- choice ------------------------------------------------------------------------
+    def choose(self, a: Analysis, ctx: Context | None = None, thresholds: Thresholds | None = None) -> Choice:
+        """Danger, then the rules' best category (ties, the model's veto, flow-back), then the
+        model's suggestion where the rules found nothing. ``thresholds`` (default: the model's
+        own) lets training try candidates on validation folds through this same code."""
+        if a.danger:
+            return Choice(DANGER_KEEP)
+        mv, th = a.model, thresholds or (self.model.thresholds if self.model else None)
+        best = a.best
+        if best is None:
+            if mv is not None and th is not None:
+                cid, p = next(((c, p) for c, p in mv.categories if c in self._categories), ("", 0.0))
+                if cid and mv.p_police < th.model_police and p >= th.model_category \
+                        and len(clean(a.norm.text)) >= MODEL_MIN_CHARS:
+                    return self._flow_back(Choice(MODEL, category_id=cid), ctx)
+            return Choice(INSUFFICIENT)
+        target = self.rules.category(best.category_id).target
+        rivals = [s for s in a.scores if s is not best and s.score >= best.score
+                  and self.rules.category(s.category_id).target != target]
+        tie_broken = False
+        if rivals:
+            tied = (best, *rivals)
+            pick = _model_tie_break(tied, mv, th.tie_margin) if th is not None and mv is not None \
+                and mv.p_police < th.veto else None
+            if pick is None:
+                return Choice(TIE, tied=tied)
+            best, tie_broken = pick, True
+        if mv is not None and th is not None and mv.p_police >= th.veto:
+            return Choice(MODEL_VETO, category_id=best.category_id, best=best)
+        return self._flow_back(Choice(RULES, category_id=best.category_id, best=best,
+                                      tie_broken_by_model=tie_broken), ctx)
+
+    def _flow_back(self, choice: Choice, ctx: Context | None) -> Choice:
+        for prior in (ctx.history if ctx else ()):
+            if (prior.category_id == choice.category_id and prior.age_days <= self.rules.flow_back_days
+                    and prior.target != "police"):
+                return Choice(FLOW_BACK, category_id=choice.category_id, best=choice.best, prior=prior)
+        return choice
+
     # -- decision --------------------------------------------------------------------
     def decide(self, text: str, context: Context | None = None) -> Decision:
-        return self.decision_from(self.analyze(text), context or Context())
+        ctx = context or Context()
+        a = self.analyze(text)
+        return self.decision_from(a, ctx, self.choose(a, ctx))
 
-    def decision_from(self, a: Analysis, ctx: Context, best: CategoryScore | None = None) -> Decision:
-        """Turn an analysis into a decision; ``best`` lets the stable router keep its choice."""
+    def decision_from(self, a: Analysis, ctx: Context, choice: Choice | None = None) -> Decision:
+        """Turn an analysis and a choice into a decision; the stable router passes its own choice."""
         rules = self.rules
+        choice = choice or self.choose(a, ctx)
         base = dict(call_id=ctx.call_id, utterance_id=ctx.utterance_id, rule_version=rules.version,
-                    text=a.norm.original, t=ctx.t)
+                    model_version=self.model_version, text=a.norm.original, t=ctx.t)
         negated = [self._match(a.norm, h) for h in a.negated]
-        extra = {"negated": [m.word for m in negated]} if negated else {}
-        if a.danger:
-            return self._police_for_danger(a, base, extra)
+        extra: dict = {"negated": [m.word for m in negated]} if negated else {}
+        if a.model is not None:
+            top, p = a.model.top
+            extra["model"] = {"p_police": round(a.model.p_police, 3), "category": top, "p": round(p, 3)}
+        keep = dict(target="police", category="police", dept="110 接警员", vetoed_by=(), urgent=False)
 
-        best = best if best is not None else a.best
-        if best is None:
+        if choice.kind == DANGER_KEEP:
+            return self._police_for_danger(a, base, extra)
+        if choice.kind == INSUFFICIENT:
             reason = "未匹配到可分流的类别，留110接警员处理"
             if a.scores:
-                top = a.scores[0]
-                reason = (f"证据不足（{rules.category(top.category_id).name} 得分 {top.score:.1f}，需 {DIVERT_SCORE:.0f}："
+                top_s = a.scores[0]
+                reason = (f"证据不足（{rules.category(top_s.category_id).name} 得分 {top_s.score:.1f}，需 {DIVERT_SCORE:.0f}："
                           f"一个决定词，或强词/组合再加其他证据；弱词和近音词只作补充），留110")
-            return Decision(target="police", category="police", dept="110 接警员", confidence=0.5,
-                            matched=tuple(self._match(a.norm, h) for h in (a.scores[0].hits if a.scores else [])),
-                            vetoed_by=(), urgent=False, reason=reason, extra=extra, **base)
+            if a.model is not None:
+                reason += f"；模型也不确定（警情可能 {a.model.p_police:.2f}）"
+            return Decision(confidence=0.5, reason=reason, extra=extra, **keep, **base,
+                            matched=tuple(self._match(a.norm, h) for h in (a.scores[0].hits if a.scores else [])))
+        if choice.kind == TIE:
+            alts = tuple(self._alternative(a.norm, s) for s in choice.tied)
+            names = "”与“".join(alt.category for alt in alts)
+            return Decision(confidence=0.5, alternatives=alts, extra=extra, **keep, **base,
+                            matched=tuple(m for alt in alts for m in alt.evidence),
+                            reason=f"“{names}”证据相当、去向不同，留110；接警员可一键选择其一")
 
-        cat = rules.category(best.category_id)
-        # the strongest evidence for another destination (eligible or not): as much as ours
-        # means the operator should decide; less lowers our confidence
+        cat = rules.category(choice.category_id)
+        if choice.best is not None:
+            matched = tuple(self._match(a.norm, h) for h in sorted(choice.best.hits, key=lambda h: h.start))
+        else:
+            assert a.model is not None
+            matched = self._model_matches(a.norm, a.model.category_evidence(cat.id), cat.id)
+        if choice.kind == MODEL_VETO:
+            assert a.model is not None and self.model is not None
+            vetoes = self._model_matches(a.norm, a.model.police_evidence, "model:police")
+            words = "、".join(dict.fromkeys(m.word for m in vetoes))
+            return Decision(confidence=round(a.model.p_police, 3), matched=matched, extra=extra,
+                            **{**keep, "vetoed_by": vetoes}, **base,
+                            reason=f"模型判断疑似警情（警情可能 {a.model.p_police:.2f} ≥ {self.model.thresholds.veto:.2f}，"
+                                   f"依据：{words}）；虽命中“{cat.name}”，留110核实")
+        if choice.kind == FLOW_BACK:
+            assert choice.prior is not None
+            veto = Match(word=f"{rules.flow_back_days}天内同一事项再次报警", start=0, end=0,
+                         group="repeat_caller", kind="history")
+            return Decision(confidence=0.8, matched=matched, extra=extra, **{**keep, "vetoed_by": (veto,)}, **base,
+                            reason=f"防回流：该号码 {choice.prior.age_days:.1f} 天前已就“{cat.name}”分流过，"
+                                   f"问题未解决，留110跟进")
+
+        words = "、".join(dict.fromkeys(_shown(m) for m in matched))
+        if choice.kind == MODEL:
+            assert a.model is not None
+            p = a.model.prob(cat.id)
+            return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
+                            confidence=round(0.6 * p, 3), matched=matched, vetoed_by=(), urgent=False, extra=extra,
+                            reason=f"模型建议（规则未命中）：像“{cat.name}”（概率 {p:.2f}，警情可能 "
+                                   f"{a.model.p_police:.2f}），依据：{words}；无危险信号，请接警员确认", **base)
+
+        best = choice.best
+        assert best is not None
+        # the strongest evidence for another destination (eligible or not) lowers our confidence
         rival = next((s for s in a.scores if s is not best
                       and rules.category(s.category_id).target != cat.target), None)
-        matched = tuple(self._match(a.norm, h) for h in sorted(best.hits, key=lambda h: h.start))
-        if rival is not None and rival.score >= best.score:
-            rcat = rules.category(rival.category_id)
-            return Decision(target="police", category="police", dept="110 接警员", confidence=0.5,
-                            matched=matched, vetoed_by=(), urgent=False,
-                            reason=f"“{cat.name}”与“{rcat.name}”证据相当、去向不同，留110由接警员判断",
-                            extra=extra, **base)
-
-        for prior in ctx.history:
-            if prior.category_id == cat.id and prior.age_days <= rules.flow_back_days and prior.target != "police":
-                veto = Match(word=f"{rules.flow_back_days}天内同一事项再次报警", start=0, end=0,
-                             group="repeat_caller", kind="history")
-                return Decision(target="police", category="police", dept="110 接警员", confidence=0.8,
-                                matched=matched, vetoed_by=(veto,), urgent=False,
-                                reason=f"防回流：该号码 {prior.age_days:.1f} 天前已就“{cat.name}”分流过，"
-                                       f"问题未解决，留110跟进",
-                                extra=extra, **base)
-
         confidence = 1 - 0.5 ** (best.score / 1.5)
         if rival is not None:
-            confidence *= 1 - 0.5 * rival.score / best.score
-        words = "、".join(dict.fromkeys(_shown(m) for m in matched))
+            confidence *= 1 - 0.5 * min(rival.score / best.score, 1.0)
+        reason = f"命中“{cat.name}”：{words}；无危险信号"
+        if choice.tie_broken_by_model:
+            assert a.model is not None
+            reason += f"（与其他去向证据相当，模型倾向本类：{a.model.prob(cat.id):.2f}）"
         return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
                         confidence=round(min(confidence, 0.99), 3), matched=matched, vetoed_by=(),
-                        urgent=False, reason=f"命中“{cat.name}”：{words}；无危险信号", extra=extra, **base)
+                        urgent=False, reason=reason, extra=extra, **base)
+
+    def _alternative(self, norm: Normalized, s: CategoryScore) -> Alternative:
+        c = self.rules.category(s.category_id)
+        return Alternative(target=c.target, category=c.name, category_id=c.id, dept=c.dept,
+                           evidence=tuple(self._match(norm, h) for h in sorted(s.hits, key=lambda h: h.start)))
+
+    @staticmethod
+    def _model_matches(norm: Normalized, evidence: tuple[Evidence, ...], group: str) -> tuple[Match, ...]:
+        out = []
+        for ev in evidence:
+            s, e = norm.span(ev.start, ev.end)
+            out.append(Match(word=shown_feature(ev.feature), start=s, end=e, group=group, kind="model"))
+        return tuple(out)
 
     def _police_for_danger(self, a: Analysis, base: dict, extra: dict) -> Decision:
         groups = [self._danger[gid] for gid in dict.fromkeys(h.group for h in a.danger)]
@@ -208,6 +342,14 @@ class Router:
     def _match(norm: Normalized, h: Hit) -> Match:
         s, e = norm.span(h.start, h.end)
         return Match(word=h.word, start=s, end=e, group=h.group, kind=h.kind, heard=h.heard)
+
+
+def _model_tie_break(tied: tuple[CategoryScore, ...], mv: ModelView, margin: float) -> CategoryScore | None:
+    """The tied category the model clearly prefers (by ``margin`` in probability), if any."""
+    ranked = sorted(tied, key=lambda s: -mv.prob(s.category_id))
+    if mv.prob(ranked[0].category_id) - mv.prob(ranked[1].category_id) >= margin:
+        return ranked[0]
+    return None
 
 
 def _shown(m: Match) -> str:
@@ -244,4 +386,4 @@ def _score(hits: list[Hit]) -> float:
     return total
 
 
-__all__ = ["Analysis", "CategoryScore", "Context", "PriorReport", "Router"]
+__all__ = ["Analysis", "CategoryScore", "Choice", "Context", "PriorReport", "Router"]

@@ -2,9 +2,14 @@
 
 Pure code: jieba (segmentation) and pypinyin (homophones) are libraries, not I/O.
 
-- Words of two or more characters match as substrings of the compact text.
-- Single-character words match only whole jieba tokens ("打车" is not "打"); the list's own
-  words are added to jieba's dictionary so it keeps them whole.
+- Category words count only where segmentation agrees they are words: a jieba token, a dictionary
+  word inside a longer token (公交 in 公交车), or a run of whole tokens — so 动手 is not read out
+  of 移动手机 for a category. The list's own words are added to jieba's dictionary so it keeps
+  them whole.
+- Danger words err toward matching: any substring counts (noisy ASR text segments badly), except
+  inside a longer word the list names as harmless (``[segmentation] keep_whole``: 移动手机,
+  拆除钢管, 打不着火 …) or inside a longer category word.
+- Single-character words match only whole jieba tokens ("打车" is not "打").
 - Strong words of two or more characters (danger words of three or more) also match by fuzzy
   pinyin, so an ASR error like 工自 for 工资 still counts, flagged ``homophone``.
 - A pattern matches when one alternative of each term is found within its window.
@@ -31,6 +36,7 @@ WEAK = "weak"
 DANGER = "danger"
 KEEP = "keep"  # [segmentation] keep_whole words: they only shadow danger words inside them
 DANGER_HOMOPHONE_MIN = 3
+CATEGORY_ROLES = frozenset({DECISIVE, STRONG, WEAK})
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,22 @@ class Matcher:
     def tokens(self, text: str) -> list[tuple[str, int, int]]:
         return list(self.tokenizer.tokenize(text, HMM=False))
 
+    def _segments(self, tokens: list[tuple[str, int, int]]) -> tuple[set[tuple[int, int]], set[int]]:
+        """(word spans, token boundaries): every token, and the dictionary words of two or three
+        characters inside a longer token (jieba's search mode: 公交 in 公交车)."""
+        words: set[tuple[int, int]] = set()
+        bounds: set[int] = set()
+        freq = self.tokenizer.FREQ
+        for tok, s, e in tokens:
+            words.add((s, e))
+            bounds.update((s, e))
+            for n in (2, 3):
+                if len(tok) > n:
+                    for i in range(len(tok) - n + 1):
+                        if freq.get(tok[i : i + n]):
+                            words.add((s + i, s + i + n))
+        return words, bounds
+
     def find(self, text: str) -> list[Hit]:
         hits: list[Hit] = []
         exact_spans: set[tuple[int, int]] = set()
@@ -141,9 +163,14 @@ class Matcher:
                     hits.append(Hit(w, s, e, group, role, "word"))
             if w in self.owners:
                 exact_spans.update(spans)
-        # single characters: whole tokens only
-        if not self.single.isdisjoint(text):  # segmentation only when a single-char word occurs
-            for tok, s, e in self.tokens(text):
+        # segmentation, when a category word or a single-character word needs it
+        if any(h.role in CATEGORY_ROLES for h in hits) or not self.single.isdisjoint(text):
+            tokens = self.tokens(text)
+            words, bounds = self._segments(tokens)
+            hits = [h for h in hits if h.role not in CATEGORY_ROLES
+                    or (h.start, h.end) in words or (h.start in bounds and h.end in bounds)]
+            # single characters: whole tokens only
+            for tok, s, e in tokens:
                 if tok in self.single:
                     exact_spans.add((s, e))
                     for group, role in self.owners[tok]:

@@ -41,11 +41,11 @@ def classify_lines(router: Router, lines: Iterable[str]) -> Iterator[dict[str, A
 _worker_router: Router | None = None
 
 
-def _init_worker(rules_path: str | None) -> None:
+def _init_worker(rules_path: str | None, model: str) -> None:
     global _worker_router
-    from fenliu.router import load_rules
+    from fenliu.service.wiring import make_router
 
-    _worker_router = Router(load_rules(rules_path))
+    _worker_router = make_router(rules_path, model)
 
 
 def _classify_chunk(chunk: list[tuple[int, str]]) -> list[dict[str, Any]]:
@@ -59,7 +59,7 @@ def _classify_chunk(chunk: list[tuple[int, str]]) -> list[dict[str, Any]]:
     return out
 
 
-def classify_lines_parallel(lines: Iterable[str], workers: int, rules_path: str | None,
+def classify_lines_parallel(lines: Iterable[str], workers: int, rules_path: str | None, model: str = "default",
                             chunk: int = 250) -> Iterator[dict[str, Any]]:
     """``classify_lines`` over ``workers`` processes, output in input order."""
     import multiprocessing as mp
@@ -72,6 +72,6 @@ def classify_lines_parallel(lines: Iterable[str], workers: int, rules_path: str 
             yield batch
 
     ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(rules_path,)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(rules_path, model)) as pool:
         for result in pool.imap(_classify_chunk, chunks()):
             yield from result

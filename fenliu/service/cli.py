@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rules", help="negative list TOML (default: router.rules_path or the built-in list)")
     c.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
                    help="processes for --jsonl (default: CPU cores, at most 4)")
+    c.add_argument("--router-model", help='learned layer: "default", "none" (rules alone) or an artefact folder '
+                                          "(default: router.model)")
+
+    rm = sub.add_parser("router-model", help="the router's learned layer (trained on fenliu/router/corpus)")
+    rms = rm.add_subparsers(dest="router_model_command", required=True)
+    rmb = rms.add_parser("build", help="retrain from the corpus (deterministic) and write the artefact")
+    rmb.add_argument("--out", type=Path, help="artefact folder (default: the one shipped in fenliu/router/model)")
+    rmb.add_argument("--corpus", type=Path, help="corpus folder (default: fenliu/router/corpus)")
+    rmc = rms.add_parser("check", help="load an artefact and say what it is")
+    rmc.add_argument("path", nargs="?", help="artefact folder (default: router.model)")
 
     r = sub.add_parser("rules", help="negative list tools")
     rs = r.add_subparsers(dest="rules_command", required=True)
@@ -120,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"✔ {rules.source}: version {rules.version}, {len(rules.categories)} categories, "
               f"{len(rules.danger)} danger groups, {words} words")
         return 0
+    if cmd == "router-model":
+        return _router_model(args, settings.router.model)
     if cmd == "doctor":
         from fenliu.service.doctor import format_checks, run_checks
 
@@ -152,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     from fenliu.service.wiring import build_engine, build_router
 
     if cmd == "classify":
-        return _classify(args, args.rules or settings.router.rules_path or None)
+        return _classify(args, args.rules or settings.router.rules_path or None, args.router_model or settings.router.model)
     router = build_router(settings, getattr(args, "rules", None))
     if cmd == "serve":
         from dataclasses import replace
@@ -244,11 +256,11 @@ def _api_command(args: argparse.Namespace, settings) -> int:  # type: ignore[no-
     return 0
 
 
-def _classify(args: argparse.Namespace, rules_path: str | None) -> int:
-    from fenliu.router import Router, load_rules
+def _classify(args: argparse.Namespace, rules_path: str | None, model: str) -> int:
     from fenliu.service.classify import classify_lines, classify_lines_parallel
+    from fenliu.service.wiring import make_router
 
-    rules = load_rules(rules_path)  # validate once, up front, so a bad list fails clearly
+    router = make_router(rules_path, model)  # validate once, up front, so a bad list or model fails clearly
 
     if args.jsonl:
         if args.jsonl == "-":
@@ -260,16 +272,36 @@ def _classify(args: argparse.Namespace, rules_path: str | None) -> int:
                 raise FenliuError(f"{args.jsonl}: 无法打开 / cannot open ({e.strerror})") from e
         out = sys.stdout
         with src:
-            results = (classify_lines_parallel(src, args.workers, rules_path) if args.workers > 1
-                       else classify_lines(Router(rules), src))
+            results = (classify_lines_parallel(src, args.workers, rules_path, model) if args.workers > 1
+                       else classify_lines(router, src))
             for obj in results:
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         out.flush()
         return 0
     if not args.text:
         raise FenliuError("给出文本或 --jsonl FILE / give a text, or --jsonl FILE")
-    d = Router(rules).decide(args.text)
+    d = router.decide(args.text)
     print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _router_model(args: argparse.Namespace, configured: str) -> int:
+    from fenliu.router.model import default_dir, load_model
+
+    if args.router_model_command == "build":
+        from fenliu.router.training import Trainer
+
+        out = args.out or default_dir()
+        report = Trainer().build(out, args.corpus)
+        print("\n".join(report.lines))
+        return 0
+    path = args.path or (None if configured in ("default", "none") else configured)
+    m = load_model(path)
+    t = m.meta.get("trained_on", {})
+    print(f"✔ {m.source}: version {m.version}, {len(m.index)} features, {len(m.categories)} categories; "
+          f"trained on {t.get('cases', '?')} cases (+{t.get('asr_copies', '?')} ASR copies) by "
+          f"{len(t.get('authors', {}))} authors; held out: {', '.join(t.get('heldout', []))}")
+    print(f"  thresholds: {m.thresholds}")
     return 0
 
 

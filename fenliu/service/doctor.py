@@ -52,6 +52,8 @@ def run_checks(settings: Settings, load_model: bool = True) -> list[Check]:
                             f"apt-get install {pkg} ({why})", required))
     checks.append(_guard("negative list", lambda: _rules(settings),
                          "fix the file named in the error (fenliu rules check FILE)"))
+    checks.append(_guard("router model (learned layer)", lambda: _router_model(settings),
+                         "fenliu router-model build (or router.model = \"none\" for the rules alone)"))
     checks.append(_model_check(settings, load_model))
     checks.append(_port_check("SIP port", settings.sip.address, settings.sip.port, socket.SOCK_DGRAM, "sip.port"))
     checks.append(_port_check("console port", settings.console.host, settings.console.port, socket.SOCK_STREAM,
@@ -79,6 +81,15 @@ def _rules(settings: Settings) -> str:
 
     r = load_rules(settings.router.rules_path or None)
     return f"{r.source} version {r.version}: {len(r.categories)} categories, {len(r.danger)} danger groups"
+
+
+def _router_model(settings: Settings) -> str:
+    if settings.router.model == "none":
+        return "off (router.model = none): the rules decide alone"
+    from fenliu.router.model import load_model
+
+    m = load_model(None if settings.router.model == "default" else settings.router.model)
+    return f"{m.source} version {m.version}, {len(m.index)} features"
 
 
 def _model_check(settings: Settings, load: bool) -> Check:

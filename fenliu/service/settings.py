@@ -41,6 +41,7 @@ class VadSettings:
 @dataclass(frozen=True)
 class RouterSettings:
     rules_path: str = ""  # empty: the negative list shipped with fenliu
+    model: str = "default"  # learned layer: "default" (shipped artefact), "none" (rules alone), or a folder
     switch_margin: float = 1.0
 
 

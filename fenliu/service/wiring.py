@@ -10,7 +10,16 @@ from fenliu.service.settings import Settings
 
 
 def build_router(settings: Settings, rules_path: str | None = None) -> Router:
-    return Router(load_rules(rules_path or settings.router.rules_path or None))
+    """The configured negative list and learned layer; raises RuleListError / RouterModelError."""
+    return make_router(rules_path or settings.router.rules_path or None, settings.router.model)
+
+
+def make_router(rules_path: str | None, model: str = "default") -> Router:
+    """``model``: "default" (the artefact shipped with fenliu), "none" (the rules alone) or a folder."""
+    from fenliu.router.model import load_model
+
+    rules = load_rules(rules_path)
+    return Router(rules, model=None if model == "none" else load_model(None if model == "default" else model))
 
 
 def build_engine(settings: Settings, model: str | None = None) -> VoskEngine:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import SHARED
 
-HERE = Path(__file__).parent
+CORPUS = Path(__file__).resolve().parents[2] / "fenliu" / "router" / "corpus"
 
 
 def _load(path: Path) -> list[dict]:
@@ -37,7 +37,7 @@ def test_dev_cases_no_police_case_diverted(router):
 
 
 def test_paraphrase_cases_no_police_case_diverted(router):
-    diverted, accuracy = _measure(router, _load(HERE / "paraphrase_cases.jsonl"))
+    diverted, accuracy = _measure(router, _load(CORPUS / "paraphrase_p.jsonl"))
     assert diverted == []
     assert accuracy >= 0.75
 
@@ -45,6 +45,6 @@ def test_paraphrase_cases_no_police_case_diverted(router):
 def test_regression_cases_no_police_case_diverted(router):
     """450 cases written blind by a separate author (h-*, b-*, c-*), then used to widen the list:
     a regression set now, not a blind measure (see README for the blind numbers)."""
-    diverted, accuracy = _measure(router, _load(HERE / "regression_cases.jsonl"))
+    diverted, accuracy = _measure(router, _load(CORPUS / "regression_hbc.jsonl"))
     assert diverted == []
     assert accuracy >= 0.72

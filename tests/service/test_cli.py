@@ -196,3 +196,36 @@ def test_replay_realtime_paces_the_audio_like_a_live_call(tmp_path):
     assert wall >= duration  # fed no faster than the audio plays
     last = [json.loads(x) for x in r.stdout.splitlines()][-1]
     assert last["type"] == "StreamEnded" and abs(last["t"] - duration) < 0.1
+
+
+def test_a_corrupt_router_model_stops_start_up_and_doctor_names_the_fix(tmp_path):
+    import shutil
+
+    from fenliu.router.model import NPY_NAME, default_dir
+
+    bad = tmp_path / "rm"
+    shutil.copytree(default_dir(), bad)
+    raw = bytearray((bad / NPY_NAME).read_bytes())
+    raw[-3] ^= 0x55
+    (bad / NPY_NAME).write_bytes(bytes(raw))
+    env = {"FENLIU_ROUTER__MODEL": str(bad), "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db",
+           "FENLIU_SIP__PORT": "15997", "FENLIU_CONSOLE__PORT": "18997"}
+    r = run("classify", "我们整栋楼从早上就停电了", env=env)
+    assert r.returncode == 2 and "checksum" in r.stderr and "fenliu router-model build" in r.stderr
+    assert r.stdout == ""
+    r = run("doctor", "--no-load", env=env)
+    assert r.returncode == 1
+    assert "✘ router model" in r.stdout and "fenliu router-model build" in r.stdout
+    r = run("router-model", "check", str(bad))
+    assert r.returncode == 2 and "checksum" in r.stderr
+    # the rules alone still work when a site chooses so
+    r = run("classify", "我们整栋楼从早上就停电了", env={**env, "FENLIU_ROUTER__MODEL": "none"})
+    assert r.returncode == 0 and json.loads(r.stdout)["model_version"] == ""
+
+
+def test_router_model_check_describes_the_shipped_artefact():
+    r = run("router-model", "check")
+    assert r.returncode == 0, r.stderr
+    assert "version rm-" in r.stdout and "held out" in r.stdout and "thresholds" in r.stdout
+    d = json.loads(run("classify", "我们整栋楼从早上就停电了").stdout)
+    assert d["model_version"].startswith("rm-")
