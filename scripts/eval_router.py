@@ -45,8 +45,8 @@ def default_sets(rules) -> list[tuple[str, list[Case]]]:  # type: ignore[no-unty
     held: list[Case] = []
     train: list[Case] = []
     for p in corpus_files():
-        cases = load_jsonl(p, rules)
-        (held if p.stem in heldout else train).extend(cases)
+        for c in load_jsonl(p, rules):
+            (held if c.author in heldout else train).append(c)
     sets = [(f"held-out authors {'+'.join(sorted(heldout))} ({len(held)})", held),
             (f"held-out authors, ASR-style copies ({len(held)})", [asr_variant(c) for c in held]),
             (f"held-out, written complaints only ({sum(c.register == 'written' for c in held)})",
@@ -93,7 +93,7 @@ def cross_validation() -> None:
 
     tr = Trainer()
     heldout = set(load_split())
-    written = [c for p in corpus_files() if p.stem not in heldout for c in load_jsonl(p, tr.rules)]
+    written = [c for p in corpus_files() for c in load_jsonl(p, tr.rules) if c.author not in heldout]
     cases = written + [asr_variant(c) for c in written]
     rep = Report()
     views = tr.out_of_fold(cases, tr.counts(cases))

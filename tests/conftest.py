@@ -65,9 +65,18 @@ def ko_engine():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def router():  # type: ignore[no-untyped-def]
+    """The product router: the shipped negative list and learned layer."""
     from fenliu.router import Router
 
     return Router()
+
+
+@pytest.fixture(scope="session")
+def rules_router():  # type: ignore[no-untyped-def]
+    """The shipped negative list alone (tests of the rules' own mechanics)."""
+    from fenliu.router import Router, load_rules
+
+    return Router(load_rules(), model=None)
 
 
 def sox(*args: str) -> None:

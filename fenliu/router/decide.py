@@ -4,7 +4,7 @@ Safety rules (ROUTING.md):
 - any danger signal that is not negated keeps the call with 110, whatever else matched;
 - a single weak word, or homophones alone, never divert;
 - two categories with different targets and equal evidence: keep with 110 and carry both as
-  ``alternatives`` (the operator may pick one) — unless the learned layer clearly prefers one;
+  ``alternatives`` (the operator may pick one with one key);
 - the same caller reporting the same matter again within the flow-back window stays with 110.
 
 The learned layer (``model.py``) sits behind the same ``decide``; it can
@@ -106,7 +106,6 @@ class Choice:
     category_id: str = ""  # the diverted (or vetoed, or flowed-back) category
     best: CategoryScore | None = None  # the rules' evidence for it, when the rules found it
     tied: tuple[CategoryScore, ...] = ()  # TIE: the categories with equal evidence
-    tie_broken_by_model: bool = False
     prior: PriorReport | None = None
 
     @property
@@ -189,25 +188,20 @@ class Router:
         if best is None:
             if mv is not None and th is not None:
                 cid, p = next(((c, p) for c, p in mv.categories if c in self._categories), ("", 0.0))
-                if cid and mv.p_police < th.model_police and p >= th.model_category \
-                        and len(clean(a.norm.text)) >= MODEL_MIN_CHARS:
+                partial = any(s.category_id == cid and s.score > 0 for s in a.scores)
+                bound_police, bound_p = ((th.partial_police, th.partial_category) if partial
+                                         else (th.silent_police, th.silent_category))
+                if cid and mv.p_police < bound_police and p >= bound_p and len(clean(a.norm.text)) >= MODEL_MIN_CHARS:
                     return self._flow_back(Choice(MODEL, category_id=cid), ctx)
             return Choice(INSUFFICIENT)
         target = self.rules.category(best.category_id).target
         rivals = [s for s in a.scores if s is not best and s.score >= best.score
                   and self.rules.category(s.category_id).target != target]
-        tie_broken = False
-        if rivals:
-            tied = (best, *rivals)
-            pick = _model_tie_break(tied, mv, th.tie_margin) if th is not None and mv is not None \
-                and mv.p_police < th.veto else None
-            if pick is None:
-                return Choice(TIE, tied=tied)
-            best, tie_broken = pick, True
-        if mv is not None and th is not None and mv.p_police >= th.veto:
+        if rivals:  # when unsure, keep: the operator may pick one of them with one key
+            return Choice(TIE, tied=(best, *rivals))
+        if mv is not None and th is not None and th.vetoes(mv.p_police, mv.prob(best.category_id)):
             return Choice(MODEL_VETO, category_id=best.category_id, best=best)
-        return self._flow_back(Choice(RULES, category_id=best.category_id, best=best,
-                                      tie_broken_by_model=tie_broken), ctx)
+        return self._flow_back(Choice(RULES, category_id=best.category_id, best=best), ctx)
 
     def _flow_back(self, choice: Choice, ctx: Context | None) -> Choice:
         for prior in (ctx.history if ctx else ()):
@@ -266,7 +260,7 @@ class Router:
             words = "、".join(dict.fromkeys(m.word for m in vetoes))
             return Decision(confidence=round(a.model.p_police, 3), matched=matched, extra=extra,
                             **{**keep, "vetoed_by": vetoes}, **base,
-                            reason=f"模型判断疑似警情（警情可能 {a.model.p_police:.2f} ≥ {self.model.thresholds.veto:.2f}，"
+                            reason=f"模型判断疑似警情（警情可能 {a.model.p_police:.2f}，阈值 {self.model.thresholds.veto:.2f}，"
                                    f"依据：{words}）；虽命中“{cat.name}”，留110核实")
         if choice.kind == FLOW_BACK:
             assert choice.prior is not None
@@ -282,7 +276,7 @@ class Router:
             p = a.model.prob(cat.id)
             return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
                             confidence=round(0.6 * p, 3), matched=matched, vetoed_by=(), urgent=False, extra=extra,
-                            reason=f"模型建议（规则未命中）：像“{cat.name}”（概率 {p:.2f}，警情可能 "
+                            reason=f"模型建议（规则证据不足）：像“{cat.name}”（概率 {p:.2f}，警情可能 "
                                    f"{a.model.p_police:.2f}），依据：{words}；无危险信号，请接警员确认", **base)
 
         best = choice.best
@@ -294,9 +288,6 @@ class Router:
         if rival is not None:
             confidence *= 1 - 0.5 * min(rival.score / best.score, 1.0)
         reason = f"命中“{cat.name}”：{words}；无危险信号"
-        if choice.tie_broken_by_model:
-            assert a.model is not None
-            reason += f"（与其他去向证据相当，模型倾向本类：{a.model.prob(cat.id):.2f}）"
         return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
                         confidence=round(min(confidence, 0.99), 3), matched=matched, vetoed_by=(),
                         urgent=False, reason=reason, extra=extra, **base)
@@ -308,10 +299,14 @@ class Router:
 
     @staticmethod
     def _model_matches(norm: Normalized, evidence: tuple[Evidence, ...], group: str) -> tuple[Match, ...]:
+        """Evidence as the operator reads it: the stretch of the transcript a feature stands for
+        (a pinyin pair shows the characters heard), with its position in the original text."""
         out = []
         for ev in evidence:
             s, e = norm.span(ev.start, ev.end)
-            out.append(Match(word=shown_feature(ev.feature), start=s, end=e, group=group, kind="model"))
+            heard = norm.text[ev.start : ev.end]
+            out.append(Match(word=heard or shown_feature(ev.feature), start=s, end=e, group=group, kind="model",
+                             heard=ev.feature))
         return tuple(out)
 
     def _police_for_danger(self, a: Analysis, base: dict, extra: dict) -> Decision:
@@ -342,14 +337,6 @@ class Router:
     def _match(norm: Normalized, h: Hit) -> Match:
         s, e = norm.span(h.start, h.end)
         return Match(word=h.word, start=s, end=e, group=h.group, kind=h.kind, heard=h.heard)
-
-
-def _model_tie_break(tied: tuple[CategoryScore, ...], mv: ModelView, margin: float) -> CategoryScore | None:
-    """The tied category the model clearly prefers (by ``margin`` in probability), if any."""
-    ranked = sorted(tied, key=lambda s: -mv.prob(s.category_id))
-    if mv.prob(ranked[0].category_id) - mv.prob(ranked[1].category_id) >= margin:
-        return ranked[0]
-    return None
 
 
 def _shown(m: Match) -> str:

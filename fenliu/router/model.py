@@ -79,12 +79,30 @@ class ModelView:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Chosen on author-held-out validation folds at training time (see training.py)."""
+    """Chosen on author-held-out validation folds at training time (see training.py).
 
-    veto: float  # p_police at or above this keeps a rule diversion with 110
-    model_police: float  # a model-only suggestion needs p_police below this …
-    model_category: float  # … and its category's probability at or above this
-    tie_margin: float  # the model breaks a rule tie only with this lead in probability
+    The model suggests a category the rules could not divert only when the police-matter
+    detector is below a bound and the category's probability above one; the bounds differ by
+    whether the rules found some (not enough) evidence for that same category ("partial") or
+    none ("silent"), because the two pools carry different risk."""
+
+    veto: float  # p_police at or above this keeps a rule diversion with 110 …
+    veto_agree: float  # … unless the category model agrees with the rules at least this much …
+    veto_high: float  # … and p_police stays below this (at or above it, the call is kept whatever)
+    partial_police: float
+    partial_category: float
+    silent_police: float
+    silent_category: float
+
+    @staticmethod
+    def never(veto: float = 2.0) -> Thresholds:
+        """No model suggestion at all (and, by default, no veto)."""
+        return Thresholds(veto, 2.0, veto, 0.0, 2.0, 0.0, 2.0)
+
+    def vetoes(self, p_police: float, agree: float) -> bool:
+        """Does the police-matter detector keep a rule diversion whose category the category
+        model gives probability ``agree``?"""
+        return p_police >= self.veto and (agree < self.veto_agree or p_police >= self.veto_high)
 
 
 class RouterModel:
@@ -99,10 +117,7 @@ class RouterModel:
         self.idf = np.ascontiguousarray(matrix[:, 0], dtype=np.float64)
         self.weights = np.ascontiguousarray(matrix[:, 1:], dtype=np.float64)
         self.bias = np.asarray(meta["bias"], dtype=np.float64)
-        t = meta["thresholds"]
-        self.thresholds = Thresholds(veto=float(t["veto"]), model_police=float(t["model_police"]),
-                                     model_category=float(t["model_category"]),
-                                     tie_margin=float(t["tie_margin"]))
+        self.thresholds = Thresholds(**{k: float(v) for k, v in meta["thresholds"].items()})
         self.featurize = featurizer or Featurizer()
 
     # -- inference ---------------------------------------------------------------
@@ -194,6 +209,9 @@ def load_model(path: str | Path | None = None) -> RouterModel:
     missing = [k for k in ("version", "features", "classes", "bias", "thresholds", "weights_sha256") if k not in meta]
     if missing:
         raise RouterModelError(f"{jpath}: 缺少字段 / missing fields {missing}. {REBUILD}")
+    if set(meta["thresholds"]) != set(Thresholds.__dataclass_fields__):
+        raise RouterModelError(f"{jpath}: 阈值字段不符 / thresholds {sorted(meta['thresholds'])} do not fit this "
+                               f"version of fenliu. {REBUILD}")
     raw = npath.read_bytes()
     if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
         raise RouterModelError(f"{npath}: 校验和不符（文件损坏或与 {JSON_NAME} 不配套）/ checksum mismatch "

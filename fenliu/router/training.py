@@ -9,9 +9,10 @@
    the training part and the validation part of the same fold), through ``Router.choose``:
    - ``veto``: below the lowest police probability of any police case the rules would divert,
      so that on validation the veto keeps every such case;
-   - ``model_police`` and ``model_category``: the pair that adds the most exact non-police
-     decisions where the rules are silent while diverting no validation police case, then
-     tightened by a safety margin.
+   - for the model's own suggestions, in two pools (the rules found part of the evidence for the
+     model's category, or none): the bounds on police probability and category probability that
+     add the most exact non-police decisions while diverting no validation police case, the
+     police bound then tightened by a safety margin.
 4. The final models are fitted on all training cases; the folder gets ``router_model.json`` and
    ``router_model.npy``. Deterministic: the same corpus gives the same bytes (one BLAS thread,
    sorted features, fixed solver).
@@ -32,20 +33,20 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from fenliu.router.dataset import Case, asr_variant, corpus_digest, corpus_files, load_jsonl, load_split
-from fenliu.router.decide import MODEL, RULES, Router
-from fenliu.router.features import Featurizer
+from fenliu.router.decide import MODEL_MIN_CHARS, RULES, Router
+from fenliu.router.features import Featurizer, clean
 from fenliu.router.model import FORMAT, JSON_NAME, NPY_NAME, RouterModel, Thresholds
 from fenliu.router.normalize import Normalizer
 from fenliu.router.rules import RuleSet, load_rules
 
 MIN_DF = 2
-C_POLICE = 4.0
-C_CATEGORY = 8.0
+C_POLICE = 20.0
+C_CATEGORY = 50.0
 FOLDS = 5
-TIE_MARGIN = 0.2
 VETO_MARGIN = 0.85  # veto threshold = this × the lowest police probability it must catch
 VETO_CAP = 0.5
 MODEL_POLICE_MARGIN = 0.8
+AGREE_MARGIN = 0.1  # added to the agreement the veto waives for
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Trainer:
         return sparse.csr_matrix((data, cols, indptr), shape=(len(counts), len(index)))
 
     def model(self, meta: dict, matrix: np.ndarray, thresholds: Thresholds | None = None) -> RouterModel:
-        th = thresholds or Thresholds(0.5, 0.0, 2.0, TIE_MARGIN)
+        th = thresholds or Thresholds.never(0.5)
         full = {**meta, "version": "validation", "thresholds": th.__dict__}
         return RouterModel(full, matrix, "<memory>", self.featurizer)
 
@@ -141,54 +142,79 @@ class Trainer:
             analyses.append(a)
         # 1. veto: every police case the rules would divert must be kept
         rule_div = [(c, a) for c, a in zip(cases, analyses, strict=True)
-                    if self.rules_router.choose(a, None, Thresholds(2.0, 0.0, 2.0, TIE_MARGIN)).kind == RULES]
+                    if self.rules_router.choose(a, None, Thresholds.never()).kind == RULES]
         police_p = sorted(a.model.p_police for c, a in rule_div if c.police and a.model is not None)
-        veto = min(VETO_CAP, police_p[0] * VETO_MARGIN) if police_p else VETO_CAP
-        report.add(f"rules would divert {sum(c.police for c, _ in rule_div)} of {sum(c.police for c in cases)} "
+        veto = round(min(VETO_CAP, police_p[0] * VETO_MARGIN) if police_p else VETO_CAP, 4)
+        # … unless the category model confidently agrees with the rules (police cases the rules
+        # divert rarely look like their category to it), below a higher bound
+        agree_rows = [(c.police, a.model.p_police, a.model.prob(a.best.category_id), c.category == a.best.category_id)
+                      for c, a in rule_div if a.model is not None and a.best is not None]
+        best_keep, veto_agree, veto_high = -1, 2.0, veto
+        for v_high in [x / 100 for x in range(30, 96, 5)]:
+            for agree in [x / 100 for x in range(50, 100, 5)]:
+                if any(pol and pp >= veto and (pp < v_high and pa >= agree) for pol, pp, pa, _ in agree_rows):
+                    continue  # would divert a validation police case
+                kept = sum(ok and not pol and not (pp >= veto and (pa < agree or pp >= v_high))
+                           for pol, pp, pa, ok in agree_rows)
+                if kept > best_keep:
+                    best_keep, veto_agree, veto_high = kept, agree, v_high
+        veto_agree = round(min(veto_agree + AGREE_MARGIN, 0.99), 4)
+        veto_high = round(max(veto, veto_high * VETO_MARGIN), 4)
+        report.add(f"rules alone would divert {sum(c.police for c, _ in rule_div)} of {sum(c.police for c in cases)} "
                    f"validation police cases; their police probability: "
                    f"{', '.join(f'{p:.3f}' for p in police_p[:8])}{' …' if len(police_p) > 8 else ''}")
-        # 2. the model's own suggestions, where the rules are silent
-        silent = [(c, a) for c, a in zip(cases, analyses, strict=True)
-                  if a.model is not None and self.rules_router.choose(a, None, Thresholds(veto, 0.0, 2.0, TIE_MARGIN)).kind
-                  not in (RULES, MODEL) and not a.danger]
-        best = (0, 0.0, 2.0)
-        grid_p = sorted({round(a.model.p_police, 4) for _, a in silent} | {1.0})
-        for t_cat in [x / 100 for x in range(30, 96, 5)]:
-            pool = [(c, a) for c, a in silent if a.model.top[1] >= t_cat]
-            for t_pol in grid_p:
-                chosen = [(c, a) for c, a in pool if a.model.p_police < t_pol]
-                if any(c.police for c, _ in chosen):
-                    break  # a higher t_pol only adds cases
-                gain = sum(c.category == a.model.top[0] for c, a in chosen)
-                if gain > best[0]:
-                    best = (gain, t_pol, t_cat)
-        th = Thresholds(veto=round(veto, 4), model_police=round(best[1] * MODEL_POLICE_MARGIN, 4),
-                        model_category=best[2], tie_margin=TIE_MARGIN)
+        # 2. the model's own suggestions where the rules cannot divert, in two pools
+        pools: dict[bool, list[tuple[Case, float, float, bool]]] = {True: [], False: []}
+        for c, a in zip(cases, analyses, strict=True):
+            if a.model is None or a.danger or a.best is not None or len(clean(a.norm.text)) < MODEL_MIN_CHARS:
+                continue
+            top, p = next((x for x in a.model.categories if x[0] in self.categories), ("", 0.0))
+            partial = any(s.category_id == top and s.score > 0 for s in a.scores)
+            pools[partial].append((c, a.model.p_police, p, c.category == top))
+        bounds = {}
+        for partial, pool in pools.items():
+            best = (0, 0.0, 2.0)
+            grid_p = sorted({round(pp, 4) for _, pp, _, _ in pool} | {1.0})
+            for t_cat in [x / 100 for x in range(30, 96, 5)]:
+                for t_pol in grid_p:
+                    chosen = [(c, ok) for c, pp, p, ok in pool if p >= t_cat and pp < t_pol]
+                    if any(c.police for c, _ in chosen):
+                        break  # a higher bound only adds cases
+                    gain = sum(ok for _, ok in chosen)
+                    if gain > best[0]:
+                        best = (gain, t_pol, t_cat)
+            bounds[partial] = (round(best[1] * MODEL_POLICE_MARGIN, 4), best[2])
+        th = Thresholds(veto=veto, veto_agree=veto_agree, veto_high=veto_high, partial_police=bounds[True][0], partial_category=bounds[True][1],
+                        silent_police=bounds[False][0], silent_category=bounds[False][1])
         # the chosen thresholds, through the router's own code
-        div_police = exact = non_police = 0
+        div_police = exact = non_police = alone = 0
         for c, a in zip(cases, analyses, strict=True):
             ch = self.rules_router.choose(a, None, th)
+            base = self.rules_router.choose(a, None, Thresholds.never())
             if c.police:
                 div_police += ch.diverts
             else:
                 non_police += 1
                 exact += ch.diverts and ch.category_id == c.category
-        report.add(f"thresholds: veto {th.veto}, model-only suggestion needs p_police < {th.model_police} and "
-                   f"category p ≥ {th.model_category} (tie margin {th.tie_margin})")
-        report.add(f"author-held-out validation ({len(cases)} cases incl. ASR copies): police diverted {div_police}, "
-                   f"non-police exact {exact}/{non_police} ({exact / max(non_police, 1):.1%})")
+                alone += base.diverts and base.category_id == c.category
+        report.add(f"thresholds: veto at p_police ≥ {th.veto} unless the category model agrees with the rules at "
+                   f"p ≥ {th.veto_agree} and p_police < {th.veto_high}; the model suggests where the rules found part of the "
+                   f"evidence if p_police < {th.partial_police} and category p ≥ {th.partial_category}, where they "
+                   f"found none if p_police < {th.silent_police} and p ≥ {th.silent_category}")
+        report.add(f"author-held-out validation ({len(cases)} cases incl. ASR copies): police diverted {div_police} "
+                   f"(rules alone {sum(c.police for c, _ in rule_div)}), non-police exact {exact}/{non_police} "
+                   f"({exact / max(non_police, 1):.1%}; rules alone {alone / max(non_police, 1):.1%})")
         return th
 
     # -- the whole build -----------------------------------------------------------------
     def build(self, out: Path, corpus: Path | None = None) -> Report:
         report = Report()
         heldout = set(load_split(corpus))
-        files = [p for p in corpus_files(corpus)]
-        train_files = [p for p in files if not _held_out_file(p, heldout)]
+        train_files = training_files(corpus)
         written = [c for p in train_files for c in load_jsonl(p, self.rules) if c.author not in heldout]
         cases = written + [asr_variant(c) for c in written]
         report.authors = dict(sorted(Counter(c.author for c in written).items()))
-        report.add(f"training authors {report.authors}; held out (never read): {sorted(heldout)}")
+        report.add(f"training authors {report.authors}; held out (never trained or tuned on): {sorted(heldout)}")
         counts = self.counts(cases)
         views = self.out_of_fold(cases, counts)
         th = self.choose_thresholds(cases, views, report)
@@ -211,10 +237,6 @@ class Trainer:
         return report
 
 
-def _held_out_file(path: Path, heldout: set[str]) -> bool:
-    return path.stem in heldout
-
-
 def _npy_bytes(matrix: np.ndarray) -> bytes:
     import io
 
@@ -224,8 +246,10 @@ def _npy_bytes(matrix: np.ndarray) -> bytes:
 
 
 def training_files(corpus: Path | None = None) -> list[Path]:
+    """Corpus files with training cases: a file named after a held-out author is not even read
+    (cases of held-out authors inside mixed files are dropped by author)."""
     heldout = set(load_split(corpus))
-    return [p for p in corpus_files(corpus) if not _held_out_file(p, heldout)]
+    return [p for p in corpus_files(corpus) if p.stem not in heldout]
 
 
 __all__ = ["Report", "Trainer", "training_files"]

@@ -77,7 +77,9 @@ def test_repeat_caller_with_the_same_matter_stays_with_police(router):
     assert router.decide(text, old).target == "12345"
 
 
-def test_asr_homophone_counts_but_alone_never_diverts(router):
+def test_asr_homophone_counts_but_alone_never_diverts(rules_router):
+    """The rules' homophone matching (with the learned layer the short text may also be vetoed)."""
+    router = rules_router
     alone = router.decide("工自")
     assert alone.target == "police"
     d = router.decide("包工头 不给 工自")  # 工自 ≈ 工资

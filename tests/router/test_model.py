@@ -128,7 +128,7 @@ TINY = [
 def tiny():
     tr = Trainer(RULES)
     meta, matrix = tr.fit(TINY, tr.counts(TINY))
-    return tr.model(meta, matrix, Thresholds(veto=0.5, model_police=0.5, model_category=0.3, tie_margin=0.2))
+    return tr.model(meta, matrix, Thresholds(veto=0.5, veto_agree=2.0, veto_high=0.5, partial_police=0.5, partial_category=0.3, silent_police=0.5, silent_category=0.3))
 
 
 def test_veto_keeps_a_rule_diversion_when_the_detector_says_police(tiny):
@@ -174,13 +174,10 @@ def test_tie_between_two_diversions_keeps_the_call_with_alternatives():
     assert {a["target"] for a in obj["alternatives"]} == {"12345", "social"}
 
 
-def test_the_model_breaks_a_tie_it_is_clear_about(tiny):
-    text = "整个小区自来水总阀"
-    tied = Router(RULES, model=None).decide(text)
-    assert tied.target == "police" and len(tied.alternatives) == 2
-    d = Router(RULES, model=tiny).decide(text)
-    assert (d.target, d.category_id) == ("12345", "water_supply")
-    assert "模型倾向本类" in d.reason
+def test_a_tie_stays_with_110_even_when_the_model_prefers_one(tiny):
+    """ROUTING.md: when two diversions tie, the target stays police; the operator picks."""
+    d = Router(RULES, model=tiny).decide("整个小区自来水总阀")
+    assert d.target == "police" and {a.category_id for a in d.alternatives} == {"water_supply", "water_repair"}
 
 
 def test_a_custom_list_gets_no_model_unless_given():
