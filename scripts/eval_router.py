@@ -25,19 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import table  # noqa: E402  (scripts/bench.py, this folder)
+
 from fenliu.router import Router, load_rules  # noqa: E402
 from fenliu.router.dataset import Case, asr_variant, corpus_files, load_jsonl, load_split  # noqa: E402
 from fenliu.router.evaluation import TARGETS, NaiveRouter, Result, measure  # noqa: E402
-
-
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for i, r in enumerate(cells):
-        print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("  " + "-+-".join("-" * w for w in widths))
 
 
 def default_sets(rules) -> list[tuple[str, list[Case]]]:  # type: ignore[no-untyped-def]
