@@ -48,3 +48,17 @@ def test_regression_cases_no_police_case_diverted(router):
     diverted, accuracy = _measure(router, _load(CORPUS / "regression_hbc.jsonl"))
     assert diverted == []
     assert accuracy >= 0.72
+
+
+def test_held_out_authors_no_police_case_diverted(router):
+    """The corpus authors kept out of training and tuning (split.toml), and their ASR-style copies:
+    the safety contract holds on wording the system never learnt from."""
+    from fenliu.router.dataset import asr_variant, corpus_files, load_jsonl, load_split
+
+    held = set(load_split())
+    cases = [c for p in corpus_files() for c in load_jsonl(p, router.rules) if c.author in held]
+    assert len({c.author for c in cases}) >= 2 and len(cases) > 500
+    for c in cases + [asr_variant(c) for c in cases]:
+        if c.police:
+            d = router.decide(c.text)
+            assert d.target == "police", (c.id, c.text, d.reason)
