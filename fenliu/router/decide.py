@@ -186,12 +186,12 @@ class Router:
         mv, th = a.model, thresholds or (self.model.thresholds if self.model else None)
         best = a.best
         if best is None:
-            if mv is not None and th is not None:
-                cid, p = next(((c, p) for c, p in mv.categories if c in self._categories), ("", 0.0))
-                partial = any(s.category_id == cid and s.score > 0 for s in a.scores)
+            cand = self.model_candidate(a)
+            if cand is not None and th is not None:
+                cid, p, partial = cand
                 bound_police, bound_p = ((th.partial_police, th.partial_category) if partial
                                          else (th.silent_police, th.silent_category))
-                if cid and mv.p_police < bound_police and p >= bound_p and len(clean(a.norm.text)) >= MODEL_MIN_CHARS:
+                if mv is not None and mv.p_police < bound_police and p >= bound_p:
                     return self._flow_back(Choice(MODEL, category_id=cid), ctx)
             return Choice(INSUFFICIENT)
         target = self.rules.category(best.category_id).target
@@ -202,6 +202,17 @@ class Router:
         if mv is not None and th is not None and th.vetoes(mv.p_police, mv.prob(best.category_id)):
             return Choice(MODEL_VETO, category_id=best.category_id, best=best)
         return self._flow_back(Choice(RULES, category_id=best.category_id, best=best), ctx)
+
+    def model_candidate(self, a: Analysis) -> tuple[str, float, bool] | None:
+        """The category the model would suggest where the rules cannot divert: (category id, its
+        probability, whether the rules found part of the evidence for it); None when the model
+        has no opinion or the text is too short to be evidence."""
+        if a.model is None or len(clean(a.norm.text)) < MODEL_MIN_CHARS:
+            return None
+        cid, p = next(((c, p) for c, p in a.model.categories if c in self._categories), ("", 0.0))
+        if not cid:
+            return None
+        return cid, p, any(s.category_id == cid and s.score > 0 for s in a.scores)
 
     def _flow_back(self, choice: Choice, ctx: Context | None) -> Choice:
         for prior in (ctx.history if ctx else ()):
@@ -286,7 +297,7 @@ class Router:
                       and rules.category(s.category_id).target != cat.target), None)
         confidence = 1 - 0.5 ** (best.score / 1.5)
         if rival is not None:
-            confidence *= 1 - 0.5 * min(rival.score / best.score, 1.0)
+            confidence *= 1 - 0.5 * rival.score / best.score
         reason = f"命中“{cat.name}”：{words}；无危险信号"
         return Decision(target=cat.target, category=cat.name, category_id=cat.id, dept=cat.dept,
                         confidence=round(min(confidence, 0.99), 3), matched=matched, vetoed_by=(),

@@ -33,8 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from fenliu.router.dataset import Case, asr_variant, corpus_digest, corpus_files, load_jsonl, load_split
-from fenliu.router.decide import MODEL_MIN_CHARS, RULES, Router
-from fenliu.router.features import Featurizer, clean
+from fenliu.router.decide import RULES, Router
+from fenliu.router.features import Featurizer
 from fenliu.router.model import FORMAT, JSON_NAME, NPY_NAME, RouterModel, Thresholds
 from fenliu.router.normalize import Normalizer
 from fenliu.router.rules import RuleSet, load_rules
@@ -166,11 +166,10 @@ class Trainer:
         # 2. the model's own suggestions where the rules cannot divert, in two pools
         pools: dict[bool, list[tuple[Case, float, float, bool]]] = {True: [], False: []}
         for c, a in zip(cases, analyses, strict=True):
-            if a.model is None or a.danger or a.best is not None or len(clean(a.norm.text)) < MODEL_MIN_CHARS:
-                continue
-            top, p = next((x for x in a.model.categories if x[0] in self.categories), ("", 0.0))
-            partial = any(s.category_id == top and s.score > 0 for s in a.scores)
-            pools[partial].append((c, a.model.p_police, p, c.category == top))
+            cand = None if a.danger or a.best is not None else self.rules_router.model_candidate(a)
+            if cand is not None and a.model is not None:
+                top, p, partial = cand
+                pools[partial].append((c, a.model.p_police, p, c.category == top))
         bounds = {}
         for partial, pool in pools.items():
             best = (0, 0.0, 2.0)
