@@ -84,12 +84,9 @@ def cross_validation() -> None:
     from fenliu.router.training import Report, Trainer
 
     tr = Trainer()
-    heldout = set(load_split())
-    written = [c for p in corpus_files() for c in load_jsonl(p, tr.rules) if c.author not in heldout]
-    cases = written + [asr_variant(c) for c in written]
+    _, cases = tr.training_cases()
     rep = Report()
-    views = tr.out_of_fold(cases, tr.counts(cases))
-    tr.choose_thresholds(cases, views, rep)
+    tr.validate(cases, tr.counts(cases), rep)
     print("\nAuthor-held-out cross-validation on the training authors (each fold's model never saw its authors)")
     print("\n".join("  " + x for x in rep.lines))
 

@@ -38,7 +38,6 @@ class Case:
     group: str = ""  # danger group id for police cases ("other" for other police matters)
     register: str = ""
     variant: str = ""  # "" for the written case, "asr" for a generated ASR-style copy
-    source: str = ""  # file it came from
 
     @property
     def police(self) -> bool:
@@ -74,16 +73,12 @@ def load_jsonl(path: Path, rules: RuleSet) -> list[Case]:
             raise ValueError(f"{path}:{n}: category {obj['category']!r} does not fit target {target!r}")
         author = obj.get("author") or obj["id"].split("-")[0]
         cases.append(Case(id=obj["id"], author=author, text=obj["text"], target=target, category=cat,
-                          group=obj.get("group", ""), register=obj.get("register", ""), source=path.name))
+                          group=obj.get("group", ""), register=obj.get("register", "")))
     return cases
 
 
 def corpus_files(folder: Path | None = None) -> list[Path]:
     return sorted((folder or corpus_dir()).glob("*.jsonl"))
-
-
-def load_corpus(rules: RuleSet, folder: Path | None = None) -> list[Case]:
-    return [c for p in corpus_files(folder) for c in load_jsonl(p, rules)]
 
 
 def corpus_digest(paths: list[Path]) -> str:
@@ -142,5 +137,5 @@ def asr_variant(case: Case, rate: float = 0.08) -> Case:
     return replace(case, id=case.id + "~asr", text=sep.join(out), variant="asr", register="asr")
 
 
-__all__ = ["Case", "asr_variant", "corpus_dir", "corpus_digest", "corpus_files", "load_corpus", "load_jsonl",
+__all__ = ["Case", "asr_variant", "corpus_dir", "corpus_digest", "corpus_files", "load_jsonl",
            "load_split"]

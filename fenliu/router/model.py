@@ -52,11 +52,10 @@ class ModelView:
     when a decision shows it."""
 
     def __init__(self, model: RouterModel, text: str, ix: np.ndarray, vals: np.ndarray, rows: np.ndarray,
-                 p_police: float, categories: tuple[tuple[str, float], ...], known_share: float) -> None:
+                 p_police: float, categories: tuple[tuple[str, float], ...]) -> None:
         self._model, self._text, self._ix, self._vals, self._rows = model, text, ix, vals, rows
         self.p_police = p_police
         self.categories = categories  # (category id, probability), best first
-        self.known_share = known_share
 
     @property
     def top(self) -> tuple[str, float]:
@@ -148,7 +147,7 @@ class RouterModel:
         probs = e / e.sum()
         order = np.argsort(-probs, kind="stable")
         cats = tuple((self.categories[k], float(probs[k])) for k in order)
-        return ModelView(self, normalized_text, ix, vals, rows, p_police, cats, share)
+        return ModelView(self, normalized_text, ix, vals, rows, p_police, cats)
 
     def evidence(self, text: str, ix: np.ndarray, contrib: np.ndarray, k: int = 5) -> tuple[Evidence, ...]:
         """The k features that pushed hardest toward the answer, located in the normalised text:

@@ -51,7 +51,6 @@ AGREE_MARGIN = 0.1  # added to the agreement the veto waives for
 
 @dataclass
 class Report:
-    authors: dict[str, int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
 
     def add(self, line: str) -> None:
@@ -152,10 +151,10 @@ class Trainer:
         best_keep, veto_agree, veto_high = -1, 2.0, veto
         for v_high in [x / 100 for x in range(30, 96, 5)]:
             for agree in [x / 100 for x in range(50, 100, 5)]:
-                if any(pol and pp >= veto and (pp < v_high and pa >= agree) for pol, pp, pa, _ in agree_rows):
+                candidate = Thresholds(veto, agree, v_high, 0.0, 2.0, 0.0, 2.0)
+                if any(pol and not candidate.vetoes(pp, pa) for pol, pp, pa, _ in agree_rows):
                     continue  # would divert a validation police case
-                kept = sum(ok and not pol and not (pp >= veto and (pa < agree or pp >= v_high))
-                           for pol, pp, pa, ok in agree_rows)
+                kept = sum(ok and not pol and not candidate.vetoes(pp, pa) for pol, pp, pa, ok in agree_rows)
                 if kept > best_keep:
                     best_keep, veto_agree, veto_high = kept, agree, v_high
         veto_agree = round(min(veto_agree + AGREE_MARGIN, 0.99), 4)
@@ -205,21 +204,29 @@ class Trainer:
                    f"({exact / max(non_police, 1):.1%}; rules alone {alone / max(non_police, 1):.1%})")
         return th
 
+    def training_cases(self, corpus: Path | None = None) -> tuple[list[Case], list[Case]]:
+        """(the training authors' written cases, the same plus their ASR-style copies)."""
+        heldout = set(load_split(corpus))
+        written = [c for p in training_files(corpus) for c in load_jsonl(p, self.rules) if c.author not in heldout]
+        return written, written + [asr_variant(c) for c in written]
+
+    def validate(self, cases: list[Case], counts: list[Counter[str]], report: Report) -> Thresholds:
+        """Author-fold cross-validation and the thresholds chosen on it."""
+        return self.choose_thresholds(cases, self.out_of_fold(cases, counts), report)
+
     # -- the whole build -----------------------------------------------------------------
     def build(self, out: Path, corpus: Path | None = None) -> Report:
         report = Report()
-        heldout = set(load_split(corpus))
+        heldout = sorted(load_split(corpus))
         train_files = training_files(corpus)
-        written = [c for p in train_files for c in load_jsonl(p, self.rules) if c.author not in heldout]
-        cases = written + [asr_variant(c) for c in written]
-        report.authors = dict(sorted(Counter(c.author for c in written).items()))
-        report.add(f"training authors {report.authors}; held out (never trained or tuned on): {sorted(heldout)}")
+        written, cases = self.training_cases(corpus)
+        authors = dict(sorted(Counter(c.author for c in written).items()))
+        report.add(f"training authors {authors}; held out (never trained or tuned on): {heldout}")
         counts = self.counts(cases)
-        views = self.out_of_fold(cases, counts)
-        th = self.choose_thresholds(cases, views, report)
+        th = self.validate(cases, counts, report)
         meta, matrix = self.fit(cases, counts)
         meta["thresholds"] = th.__dict__
-        meta["trained_on"] = {"authors": report.authors, "heldout": sorted(heldout), "cases": len(written),
+        meta["trained_on"] = {"authors": authors, "heldout": heldout, "cases": len(written),
                               "asr_copies": len(cases) - len(written),
                               "corpus_sha256": corpus_digest(train_files),
                               "files": [p.name for p in train_files]}
