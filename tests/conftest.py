@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,19 @@ decisive = [{", ".join(json.dumps(w, ensure_ascii=False) for w in ([decisive] if
 strong = ["{strong}"]
 weak = ["{weak}"]
 """
+
+
+def wait_udp_bound(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Until a server has bound this UDP port (instead of sleeping and hoping)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing bound udp {host}:{port} within {timeout} s")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

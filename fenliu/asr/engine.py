@@ -108,6 +108,10 @@ class VoskEngine:
         self.sample_rate = sample_rate
         self.partial_every_ms = partial_every_ms
 
+    def __reduce__(self) -> tuple[type, tuple[Path, int, int]]:
+        """To another process (an ASR process) as its recipe: it loads the model itself."""
+        return VoskEngine, (self.path, self.sample_rate, self.partial_every_ms)
+
     def open_stream(self) -> VoskStream:
         import vosk
 

@@ -16,6 +16,7 @@ The learned layer (``model.py``) sits behind the same ``decide``; it can
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fenliu.events import Alternative, Decision, Match
 from fenliu.router.features import clean
@@ -134,6 +135,11 @@ class Router:
         self.model_version = self.model.version if self.model else ""
         # the model never suggests a category this list does not have
         self._categories = frozenset(c.id for c in self.rules.categories)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Sent to another process (an ASR process) as its recipe: the rule set and where the
+        model artefact is; the receiver rebuilds matcher, normaliser and model itself."""
+        return _rebuild_router, (self.rules, self.model.source if self.model else None)
 
     # -- analysis --------------------------------------------------------------------
     def analyze(self, text: str) -> Analysis:
@@ -385,3 +391,7 @@ def _score(hits: list[Hit]) -> float:
 
 
 __all__ = ["Analysis", "CategoryScore", "Choice", "Context", "PriorReport", "Router"]
+
+
+def _rebuild_router(rules: RuleSet, model_source: str | None) -> Router:
+    return Router(rules, model=load_model(model_source) if model_source else None)

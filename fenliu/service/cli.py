@@ -78,15 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="first SIP port (overrides sip.port)")
     sv.add_argument("--json", action="store_true", help="events as JSON lines")
 
+    fr = sub.add_parser("front", help="run only the Kamailio front (one trunk address, fail-open) for the "
+                                      "workers of one or more fenliu instances")
+    fr.add_argument("--instances", help="worker SIP addresses, comma separated, host:port or host:first-last "
+                                        "(default: this config's workers, sip.address:sip.port..+workers-1)")
+    fr.add_argument("--address", help="address to listen on (default: sip.address)")
+    fr.add_argument("--port", type=int, help="port to listen on (default: sip.front_port, else 5060)")
+    fr.add_argument("--fallback", help="fail-open SIP URI, the operators (default: sip.fallback_uri; empty: 503)")
+
     cl = sub.add_parser("calls", help="list live calls (asks the running fenliu serve)")
     cl.add_argument("--url", help="API base URL (default: http://console.host:console.port)")
     tf = sub.add_parser("transfer", help="one key: transfer a live call to a hotline")
     tf.add_argument("call_id", help="call id (or its first characters) from fenliu calls")
     tf.add_argument("target", help="target id (12345, 12348, 12328, 12338, 95598, social) or a sip: URI")
     tf.add_argument("--mode", choices=["three-way", "refer", "attended"], help="default: transfer.mode")
+    tf.add_argument("--timeout", type=float, help="wait this long for the outcome (default: transfer.answer_timeout + 5 s)")
     tf.add_argument("--url")
     rl = sub.add_parser("release", help="the operator leaves a three-way call (caller and hotline stay)")
     rl.add_argument("call_id")
+    rl.add_argument("--timeout", type=float, default=10.0, help="wait this long for the outcome")
     rl.add_argument("--url")
 
     dl = sub.add_parser("dial", help="place a real SIP call that plays a recording (拨测)")
@@ -152,6 +162,15 @@ def _run(args: argparse.Namespace) -> int:
                            zip_base=args.base_url, progress=sys.stderr.isatty())
         print(f"✔ {path}\n  使用 / use it: set asr.model = \"{path}\" or pass --model {path}")
         return 0
+
+    if cmd == "front":
+        from fenliu.sip.kamailio import parse_workers, run_front
+
+        sip = settings.sip
+        workers = parse_workers(args.instances or f"{sip.address}:{sip.port}-{sip.port + sip.workers - 1}")
+        return run_front(args.address or sip.address, args.port or sip.front_port or 5060, workers,
+                         sip.fallback_uri if args.fallback is None else args.fallback,
+                         lambda line: print(line, flush=True))
 
     if cmd in ("calls", "transfer", "release"):
         return _api_command(args, settings)
@@ -229,19 +248,33 @@ def _api_command(args: argparse.Namespace, settings) -> int:  # type: ignore[no-
     import urllib.request
 
     base = (args.url or f"http://{settings.console.host}:{settings.console.port}").rstrip("/")
+    wait = 0.0
     if args.command == "calls":
         req = urllib.request.Request(f"{base}/api/calls")
     else:
         path = "transfer" if args.command == "transfer" else "release-operator"
-        body = {"target": args.target, "mode": args.mode} if args.command == "transfer" else {}
+        wait = args.timeout if args.timeout is not None else settings.transfer.answer_timeout + 5
+        body = {"target": args.target, "mode": args.mode, "wait": wait} if args.command == "transfer" \
+            else {"wait": wait}
         req = urllib.request.Request(f"{base}/api/calls/{args.call_id}/{path}", method="POST",
                                      data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=wait + 10) as r:
             data = json.load(r)
     except urllib.error.HTTPError as e:
-        detail = json.loads(e.read() or b"{}").get("error", e.reason)
-        raise FenliuError(f"{e.code}: {detail}") from e
+        try:
+            data = json.loads(e.read() or b"{}")
+        except ValueError:
+            data = {}
+        if e.code in (502, 504) and "status" in data:  # the outcome: failed, or none in time
+            print(json.dumps(data, ensure_ascii=False))
+            what = "转接失败 / transfer failed" if args.command == "transfer" else "操作失败 / release failed"
+            if e.code == 504:
+                what = "没有结果 / no outcome"
+            print(f"✘ {what}: {data.get('reason') or data.get('error', '')}; 来电仍由接警员处理 / the caller stays "
+                  f"with the operator", file=sys.stderr)
+            return 1
+        raise FenliuError(f"{e.code}: {data.get('error', e.reason)}") from e
     except urllib.error.URLError as e:
         raise FenliuError(f"无法连接 fenliu serve / cannot reach fenliu serve at {base} ({e.reason}); "
                           f"is it running? (console.host / console.port)") from e
@@ -250,9 +283,11 @@ def _api_command(args: argparse.Namespace, settings) -> int:  # type: ignore[no-
         if not rows:
             print("没有通话 / no live calls")
         for c in rows:
-            print(f"{c['call_id']}  {c['worker']}  {c['remote']}")
+            flag = f"  ⚠ {c['degraded']}" if c.get("degraded") else ""
+            print(f"{c['call_id']}  {c['worker']}  {c.get('state', '')}  {c['remote']}{flag}")
     else:
         print(json.dumps(data, ensure_ascii=False))
+        print(f"✔ {data.get('status')}", file=sys.stderr)
     return 0
 
 

@@ -23,10 +23,12 @@ from typing import IO, Any
 from fenliu.asr.engine import AsrEngine
 from fenliu.events import Decision, FinalTranscript
 from fenliu.router import Router
+from fenliu.service.bus import EventBus, Item, WorkerFact
 from fenliu.service.demo import default_fixtures, load_manifest
 from fenliu.service.offline import format_event
 from fenliu.service.settings import Settings
-from fenliu.service.supervisor import CallEvent, Supervisor, WorkerFact
+from fenliu.service.supervisor import Supervisor
+from fenliu.sip import protocol as P
 
 
 def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[str]]:
@@ -50,29 +52,27 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
     folder = fixtures or default_fixtures()
     current: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
-    lock = threading.Lock()
     sup: Supervisor
 
-    def on_event(item: CallEvent | WorkerFact) -> None:
-        with lock:
-            row = current.get("row")
-            if isinstance(item, WorkerFact):
-                kind = item.data.get("event")
-                if kind in ("transfer_started", "transfer_bridged", "transfer_completed", "transfer_failed"):
-                    out.write(f"    ☎ {kind} {item.data.get('target', '')} {item.data.get('reason', '')}\n")
-                    if row is not None:
-                        results[row["id"]]["transfer"] = kind + (f" ({item.data.get('reason')})"
-                                                                 if kind == "transfer_failed" else "")
-                return
-            ev = item.event
-            if isinstance(ev, FinalTranscript | Decision):
-                out.write(f"    {format_event(ev)}\n")
-            if isinstance(ev, Decision) and row is not None:
-                results[row["id"]]["decision"] = f"{ev.target} {ev.category}"
-                if ev.diverted and not results[row["id"]].get("pressed"):
-                    results[row["id"]]["pressed"] = True
-                    threading.Thread(target=lambda: press_key(item.call_id, ev.target), daemon=True).start()
-            out.flush()
+    def on_item(item: Item) -> None:  # a bus subscriber: runs on the bus thread, one item at a time
+        row = current.get("row")
+        if isinstance(item, WorkerFact):
+            f = item.fact
+            if isinstance(f, P.TransferUpdate) and f.step != P.TransferStep.PROGRESS:
+                out.write(f"    ☎ {item.kind} {f.target} {f.reason}\n")
+                if row is not None:
+                    results[row["id"]]["transfer"] = item.kind + (f" ({f.reason})" if f.step == P.TransferStep.FAILED
+                                                                  else "")
+            return
+        ev = item.event
+        if isinstance(ev, FinalTranscript | Decision):
+            out.write(f"    {format_event(ev)}\n")
+        if isinstance(ev, Decision) and row is not None:
+            results[row["id"]]["decision"] = f"{ev.target} {ev.category}"
+            if ev.diverted and not results[row["id"]].get("pressed"):
+                results[row["id"]]["pressed"] = True
+                threading.Thread(target=lambda: press_key(item.call_id, ev.target), daemon=True).start()
+        out.flush()
 
     def press_key(call_id: str, target: str) -> None:
         time.sleep(0.5)  # the operator reads the suggestion
@@ -81,13 +81,15 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
         except (LookupError, ValueError) as e:
             out.write(f"    ✘ transfer: {e}\n")
 
-    def reference_for(info: dict[str, Any]) -> str | None:
+    def reference_for(call_id: str) -> str | None:
         row = current.get("row")
         return row["text"] if row else None
 
     with tempfile.TemporaryDirectory(prefix="fenliu-live-demo-") as tmp:
         hotlines = start_hotlines(settings, Path(tmp))
-        sup = Supervisor(settings, router, engine, on_event, reference_for=reference_for)
+        bus = EventBus.on_thread()
+        bus.subscribe(on_item)
+        sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
         try:
             sup.start()
             s = settings.sip
@@ -98,9 +100,9 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
             from fenliu.service.dial import dial
 
             for row in rows:
-                with lock:
-                    current["row"] = row
-                    results[row["id"]] = {"expected": f"{row['expected']['target']} {row['expected']['category']}"}
+                bus.drain()
+                current["row"] = row
+                results[row["id"]] = {"expected": f"{row['expected']['target']} {row['expected']['category']}"}
                 out.write(f"\n── 拨打 dialling {row['id']}\n")
                 try:
                     dial(folder / row["file"], f"sip:{s.users.split(',')[0]}@{s.address}:{s.port}", tail_s=3.0,
@@ -110,6 +112,7 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                 time.sleep(1.0)
         finally:
             sup.stop()
+            bus.close()
             for p in hotlines:
                 p.terminate()
                 p.wait(10)

@@ -23,6 +23,11 @@ class AsrSettings:
     model_dir: str = ""  # where named models are looked for / fetched into (default ~/.cache/vosk)
     sample_rate: int = 16000
     partial_every_ms: int = 200  # how often to ask the recogniser for a partial transcript
+    mode: str = "processes"  # "processes": ASR processes get the audio straight from the SIP workers;
+    # "threads": one recognition thread per leg inside the supervisor (the issue-3 design, the baseline)
+    processes: int = 0  # ASR processes (0: one per CPU core)
+    streams_per_process: int = 8  # legs one ASR process recognises; beyond: the call is marked "no live suggestion"
+    max_delay: float = 3.0  # a leg whose recognition falls this many seconds behind the call is marked degraded
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,15 @@ class SipSettings:
     rtp_range: int = 40
     seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
-    media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller
+    media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller (or with no audio at all)
+    max_duration: float = 7200.0  # end any call after this many seconds (0: no limit)
+    reserve_transfer_leg: bool = True  # admit only as many calls per worker as leave a SIP leg for each transfer
+    session_expires: int = 1800  # SIP session timer (RFC 4028), used when the peer supports it
     allow: str = ""  # static-peer mode: comma list of PBX addresses allowed to send calls (empty = any)
     front_port: int = 0  # single trunk address: Kamailio dispatcher on this port in front of the workers (0: none)
+    # fail-open (with front_port): when no worker can take a call (all down, full or failing) the front
+    # sends it straight to this operator seat / ACD queue, marked "X-Fenliu-Failopen" (empty: 503)
+    fallback_uri: str = ""
     registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty: static peer, no REGISTER)
     reg_user: str = ""  # per worker; "{i}" becomes the worker number: "fenliu{i}" -> fenliu0, fenliu1, …
     reg_password: str = ""  # set it with FENLIU_SIP__REG_PASSWORD, never in a committed file
@@ -112,6 +123,16 @@ def _validate(s: Settings) -> None:
         raise bad("asr.partial_every_ms", s.asr.partial_every_ms, "use 20..5000 ms (200 is a good balance)")
     if s.asr.sample_rate not in (8000, 16000):
         raise bad("asr.sample_rate", s.asr.sample_rate, "use 16000 (Vosk small models) or 8000")
+    if s.asr.mode not in ("processes", "threads"):
+        raise bad("asr.mode", s.asr.mode, 'use "processes" (default) or "threads"')
+    if not 0 <= s.asr.processes <= 64:
+        raise bad("asr.processes", s.asr.processes, "use 0 (one per core) .. 64")
+    if not 1 <= s.asr.streams_per_process <= 64:
+        raise bad("asr.streams_per_process", s.asr.streams_per_process, "use 1..64 (8 suits one core)")
+    if s.asr.max_delay <= 0:
+        raise bad("asr.max_delay", s.asr.max_delay, "use a positive number of seconds (3 is a good start)")
+    if s.sip.media_timeout < 0 or s.sip.max_duration < 0:
+        raise bad("sip.media_timeout", s.sip.media_timeout, "use 0 (off) or a positive number of seconds")
     if not 0 <= s.vad.aggressiveness <= 3:
         raise bad("vad.aggressiveness", s.vad.aggressiveness, "use 0 (least) .. 3 (most aggressive)")
     if not -100 <= s.vad.energy_floor_dbfs <= -20:
@@ -133,6 +154,8 @@ def _validate(s: Settings) -> None:
             raise bad(f"transfer.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")
     if s.sip.seat_uri and not s.sip.seat_uri.startswith("sip:"):
         raise bad("sip.seat_uri", s.sip.seat_uri, "a SIP URI such as sip:seat01@pbx:5060, or empty")
+    if s.sip.fallback_uri and (not s.sip.fallback_uri.startswith("sip:") or any(c in s.sip.fallback_uri for c in ' "\\')):
+        raise bad("sip.fallback_uri", s.sip.fallback_uri, "the operators' SIP URI, e.g. sip:acd@pbx:5060, or empty")
     if s.router.switch_margin < 0:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
     for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):

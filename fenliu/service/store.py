@@ -15,6 +15,8 @@ from typing import Any
 
 from fenliu.errors import ConfigError
 from fenliu.events import Decision, FinalTranscript, event_to_dict
+from fenliu.service.bus import CallEvent, WorkerFact
+from fenliu.sip import protocol as P
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -38,7 +40,8 @@ CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
 """
 
 KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
-              "media_timeout", "call_rejected", "dtmf", "worker_lost", "worker_restarted", "registration", "error"}
+              "media_timeout", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
+              "restart_failed", "registration", "error"}
 
 
 class Store:
@@ -53,10 +56,8 @@ class Store:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
-    def record(self, item: Any) -> None:
-        """Take a supervisor event (CallEvent or WorkerFact) and keep what matters."""
-        from fenliu.service.supervisor import CallEvent, WorkerFact
-
+    def record(self, item: CallEvent | WorkerFact) -> None:
+        """A bus subscriber: keep what matters of every call."""
         now = time.time()
         with self._lock:
             if isinstance(item, CallEvent):
@@ -65,20 +66,24 @@ class Store:
                                      (item.call_id, item.leg, type(item.event).__name__, now,
                                       json.dumps(event_to_dict(item.event), ensure_ascii=False)))
                 return
-            if not isinstance(item, WorkerFact):
-                return
-            d = item.data
-            kind = d.get("event")
-            if kind == "call_started":
+            f = item.fact
+            if isinstance(f, P.CallStarted):
                 self._db.execute("INSERT OR IGNORE INTO calls(call_id, worker, remote, started_at) VALUES (?,?,?,?)",
-                                 (d["call_id"], item.worker, d.get("remote", ""), d.get("t", now)))
-            elif kind == "call_ended":
-                self._db.execute("UPDATE calls SET ended_at=?, status=?, reason=? WHERE call_id=?",
-                                 (d.get("t", now), d.get("status"), d.get("reason"), d["call_id"]))
-            elif kind in KEPT_FACTS:
+                                 (f.call_id, item.worker, f.remote, f.t))
+            elif isinstance(f, P.CallEnded):
+                self._db.execute("UPDATE calls SET ended_at=?, status=?, reason=? WHERE call_id=? AND ended_at IS NULL",
+                                 (f.t, f.status, f.reason, f.call_id))
+            elif isinstance(f, P.CallRejected):
+                # a refused caller is a call too: 110 must be able to see who could not get through
+                call_id = f.call_id or f"rejected-{f.t:.6f}"
+                self._db.execute("INSERT OR IGNORE INTO calls(call_id, worker, remote, started_at, ended_at, status, "
+                                 "reason) VALUES (?,?,?,?,?,?,?)",
+                                 (call_id, item.worker, f.remote, f.t, f.t, f.status, f.reason))
+            if item.kind in KEPT_FACTS:
+                d = f.to_dict()
                 self._db.execute("INSERT INTO events(call_id, leg, kind, at, data) VALUES (?,?,?,?,?)",
-                                 (d.get("call_id"), d.get("leg"), kind, d.get("t", now),
-                                  json.dumps({"worker": item.worker, **d}, ensure_ascii=False)))
+                                 (getattr(f, "call_id", None) or None, getattr(f, "leg", None), item.kind,
+                                  getattr(f, "t", now), json.dumps({"worker": item.worker, **d}, ensure_ascii=False)))
 
     def calls(self) -> list[dict[str, Any]]:
         with self._lock:

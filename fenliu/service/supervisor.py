@@ -1,18 +1,21 @@
-"""`fenliu serve`'s core: N SIP worker processes, one ASR pipeline per live call.
+"""`fenliu serve`'s core: N SIP worker processes, recognition for every live leg, one event bus.
 
-Thread boundaries (one each, documented here):
-- a worker link's frame thread puts 20 ms frames on the call's queue and returns at once
-  (a full queue drops the frame and counts it: the media path is never held up by ASR);
-- one ASR thread per call takes frames off its queue and runs the ``StreamPipeline``
-  (Vosk releases the GIL in its C calls, so calls recognise in parallel);
-- a worker link's event thread turns worker facts into call sessions, and restarts a worker
-  that died, with back-off.
-Every event the chain produces, tagged with the call id and leg, goes to ``on_event``.
+Where the work happens:
+- each SIP worker (a process) holds up to 4 SIP legs and sends each leg's audio as datagrams;
+- recognition (``asr.mode``):
+  - ``processes`` (default): ASR processes receive the workers' audio directly and publish
+    transcripts and decisions back (``fenliu.asr.service``) — the supervisor never sees a frame;
+  - ``threads``: the issue-3 design, kept as the benchmark's baseline and for running without a
+    model (the demo's reference transcripts): a frame thread per worker and one recognition
+    thread per leg in this process, sharing its GIL;
+- this process keeps the live-call table, sends the operator's commands, restarts a worker that
+  died (with back-off, for ever), and publishes every fact and chain event on the ``EventBus``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,21 +25,26 @@ from typing import Any
 
 from fenliu.asr.engine import AsrEngine
 from fenliu.asr.pipeline import StreamPipeline
-from fenliu.events import Event
+from fenliu.errors import ConfigError, FenliuError
 from fenliu.router import Router
+from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.settings import Settings
 from fenliu.service.wiring import call_router, vad_config
+from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
-from fenliu.sip.protocol import LEG_NAMES
+from fenliu.sip.protocol import LEG_NAMES, WorkerSettings
 
 log = logging.getLogger("fenliu.supervisor")
 
-QUEUE_FRAMES = 500  # 10 s of audio per leg before frames are dropped
+QUEUE_FRAMES = 500  # threads mode: 10 s of audio per leg before frames are dropped
+RESTART_MAX_DELAY = 30.0
+
+__all__ = ["CallEvent", "CallSession", "Supervisor", "WorkerFact"]
 
 
 @dataclass
 class LegStream:
-    """One leg's audio on its way to recognition: a bounded queue and the thread draining it."""
+    """Threads mode: one leg's audio on its way to recognition."""
 
     leg: str
     frames: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(QUEUE_FRAMES))
@@ -51,8 +59,10 @@ class CallSession:
     slot: int
     remote: str
     started: float
+    state: str = "ringing"
+    degraded: str = ""
+    transfer: str = ""
     legs: dict[int, LegStream] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
 
     @property
@@ -60,126 +70,190 @@ class CallSession:
         return sum(ls.dropped for ls in self.legs.values())
 
 
-@dataclass(frozen=True)
-class CallEvent:
-    """A chain event of one live call, with where it came from."""
-
-    call_id: str
-    leg: str
-    worker: str
-    event: Event
-
-
-@dataclass(frozen=True)
-class WorkerFact:
-    """Something a worker reported (call started/answered/ended, restarts, errors)."""
-
-    worker: str
-    data: dict[str, Any]
+@dataclass
+class WorkerState:
+    name: str
+    index: int
+    state: str = "starting"  # starting, alive, restarting, dead, stopped
+    pid: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    capacity: int = 0
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, router: Router, engine: AsrEngine | None,
-                 on_event: Callable[[CallEvent | WorkerFact], None],
-                 reference_for: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+    def __init__(self, settings: Settings, router: Router, engine: AsrEngine | None, bus: EventBus,
+                 reference_for: Callable[[str], str | None] | None = None) -> None:
         self.settings = settings
         self.router = router
         self.engine = engine
-        self.on_event = on_event
+        self.bus = bus
         # without a model (the demo on a machine with no Chinese model) the caller's reference
-        # transcript, labelled as such, stands in for recognition
+        # transcript, labelled as such, stands in for recognition (threads mode)
         self.reference_for = reference_for
+        self.mode = settings.asr.mode if engine is not None else "threads"
         self.links: dict[str, WorkerLink] = {}
+        self.workers: dict[str, WorkerState] = {}
         self.sessions: dict[tuple[str, int], CallSession] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._watchers: list[threading.Thread] = []
-        self.restarts: dict[str, int] = {}
+        self.pool: Any = None
         self.front: Any = None  # the Kamailio front, when sip.front_port is set
 
-    # -- workers -----------------------------------------------------------------------
+    # -- start-up ------------------------------------------------------------------------
+    def check_targets(self) -> None:
+        """Every hotline the rules can suggest must be dialable: a start-up error, not a surprise
+        at the key."""
+        targets = self.settings.transfer.targets
+        missing = sorted({c.target for c in self.router.rules.categories} - set(targets))
+        if missing:
+            raise ConfigError(f"配置错误 / the negative list diverts to {', '.join(missing)} but [transfer.targets] "
+                              f"has no SIP URI for {'it' if len(missing) == 1 else 'them'}; add e.g. "
+                              f"{missing[0]} = \"sip:{missing[0]}@pbx.example:5060\"")
+
     def worker_ports(self, i: int) -> tuple[int, int]:
         s = self.settings.sip
         return s.port + i, s.rtp_port + i * s.rtp_range
 
+    def worker_settings(self, name: str, index: int) -> WorkerSettings:
+        """The one place SIP settings become a worker's configuration."""
+        s = self.settings.sip
+        sip_port, rtp_port = self.worker_ports(index)
+        split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
+        return WorkerSettings(
+            name=name, address=s.address, sip_port=sip_port, rtp_port=rtp_port, rtp_range=s.rtp_range,
+            audio_path=self.pool.audio_path(name) if self.pool is not None else "",
+            seat_uri=s.seat_uri, users=split(s.users) or ("*",), media_timeout=s.media_timeout,
+            max_duration=s.max_duration,
+            reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
+            allow=split(s.allow), registrar=s.registrar, reg_user=s.reg_user.replace("{i}", str(index)),
+            reg_password=s.reg_password, reg_expires=s.reg_expires, reg_retry=s.reg_retry,
+            session_expires=s.session_expires)
+
     def start(self) -> None:
+        self.check_targets()
         sip = self.settings.sip
-        for i in range(sip.workers):
-            self._start_worker(f"w{i}", i)
+        names = [f"w{i}" for i in range(sip.workers)]
+        if self.mode == "processes":
+            from fenliu.asr.service import AsrJob, AsrPool
+
+            n = self.settings.asr.processes or os.cpu_count() or 1
+            self.pool = AsrPool(n, names, lambda name, socks: AsrJob(name, self.settings, self.router, self.engine,
+                                                                     socks), self._from_asr)
+            self.pool.start()
+        for i, name in enumerate(names):
+            self.workers[name] = WorkerState(name, i)
+            self._start_worker(name, i)
         if sip.front_port:
             from fenliu.sip.kamailio import KamailioFront
 
             self.front = KamailioFront(sip.address, sip.front_port,
-                                       [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)])
+                                       [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)],
+                                       fallback_uri=sip.fallback_uri)
             self.front.start()
-            self.on_event(WorkerFact("front", {"event": "front_ready", "address": sip.address,
-                                               "port": sip.front_port, "workers": sip.workers}))
+            self._publish("front", P.FrontReady(sip.address, sip.front_port, sip.workers))
 
     def _start_worker(self, name: str, index: int) -> None:
-        sip_port, rtp_port = self.worker_ports(index)
-        link = WorkerLink(name, sip_port, rtp_port, address=self.settings.sip.address,
-                          on_frame=lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm),
-                          rtp_range=self.settings.sip.rtp_range, seat_uri=self.settings.sip.seat_uri,
-                          users=self.settings.sip.users, media_timeout=self.settings.sip.media_timeout,
-                          allow=self.settings.sip.allow, registrar=self.settings.sip.registrar,
-                          reg_user=self.settings.sip.reg_user.replace("{i}", str(index)),
-                          reg_password=self.settings.sip.reg_password, reg_expires=self.settings.sip.reg_expires,
-                          reg_retry=self.settings.sip.reg_retry)
+        ws = self.workers[name]
+        link = WorkerLink(self.worker_settings(name, index),
+                          on_frame=(lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm))
+                          if self.pool is None else None,
+                          on_fact=lambda fact, n=name: self._on_fact(n, fact))
         ready = link.start()
         self.links[name] = link
-        self.on_event(WorkerFact(name, ready))
-        t = threading.Thread(target=self._watch, args=(name, index, link), name=f"watch-{name}", daemon=True)
-        t.start()
-        self._watchers.append(t)
+        ws.state, ws.pid, ws.capacity, ws.last_error = "alive", ready.pid, ready.capacity, ""
 
-    def _watch(self, name: str, index: int, link: WorkerLink) -> None:
+    def _publish(self, worker: str, fact: P.Fact) -> None:
+        self.bus.publish(WorkerFact(worker, fact))
+
+    # -- facts from workers (a link's reader thread) ----------------------------------------
+    def _on_fact(self, name: str, fact: P.Fact) -> None:
+        if isinstance(fact, P.CallStarted):
+            self._open_session(name, fact)
+        elif isinstance(fact, P.CallAnswered | P.TransferUpdate):
+            with self._lock:
+                s = self._find(fact.call_id)
+                if s is not None:
+                    if isinstance(fact, P.CallAnswered):
+                        s.state = "talking"
+                    else:
+                        s.transfer = fact.kind
+        self._publish(name, fact)
+        if isinstance(fact, P.CallEnded):
+            self._close_session(name, fact.slot, fact.call_id)
+        elif isinstance(fact, P.WorkerLost):
+            threading.Thread(target=self._restart, args=(name,), name=f"restart-{name}", daemon=True).start()
+
+    def _restart(self, name: str) -> None:
+        """A crashed worker affects only its own calls: record them as ended, start it again —
+        with back-off, for as long as it takes (a held port, a slow machine)."""
+        ws = self.workers[name]
+        ws.state = "restarting"
+        old = self.links.pop(name, None)
+        with self._lock:
+            orphans = [s for k, s in self.sessions.items() if k[0] == name]
+        for s in orphans:
+            self._publish(name, P.CallEnded(s.call_id, s.slot, 0, f"worker {name} lost (crashed); call ended"))
+            self._close_session(name, s.slot, s.call_id)
+        if self.pool is not None:
+            self.pool.worker_gone(name)
+        if old is not None:
+            old.stop(timeout=1)
+        attempt = 0
         while not self._stopping.is_set():
-            try:
-                ev = link.events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            kind = ev.get("event")
-            if kind == "call_started":
-                self._open_session(name, ev)
-            elif kind == "call_ended":
-                self._close_session(name, ev)
-            self.on_event(WorkerFact(name, ev))
-            if kind == "worker_lost":
-                self._restart(name, index, link)
+            attempt += 1
+            delay = min(0.5 * 2 ** (attempt - 1), RESTART_MAX_DELAY)
+            if self._stopping.wait(0.5 if attempt == 1 else 0):
                 return
-
-    def _restart(self, name: str, index: int, link: WorkerLink) -> None:
-        """A crashed worker affects only its own calls: close them, start it again."""
-        for key in [k for k in self.sessions if k[0] == name]:
-            self._close_session(name, {"slot": key[1], "call_id": self.sessions[key].call_id,
-                                       "reason": "worker lost"})
-        link.stop(timeout=1)
-        n = self.restarts.get(name, 0) + 1
-        self.restarts[name] = n
-        delay = min(0.5 * 2 ** (n - 1), 10.0)
-        if self._stopping.wait(delay):
+            try:
+                self._start_worker(name, ws.index)
+            except FenliuError as e:
+                ws.state, ws.last_error = "dead", str(e)
+                self._publish(name, P.RestartFailed(name, attempt, str(e), delay))
+                if self._stopping.wait(delay):
+                    return
+                continue
+            ws.restarts += 1
+            self._publish(name, P.WorkerRestarted(name, ws.restarts))
             return
-        try:
-            self._start_worker(name, index)
-            self.on_event(WorkerFact(name, {"event": "worker_restarted", "restarts": n}))
-        except Exception as e:
-            self.on_event(WorkerFact(name, {"event": "error", "message": f"restart failed: {e}"}))
+
+    # -- facts from ASR processes ----------------------------------------------------------
+    def _from_asr(self, item: Any) -> None:
+        kind = item[0]
+        if kind == "event":
+            _, call_id, leg, worker, ev = item
+            self.bus.publish(CallEvent(call_id, leg, worker, ev))
+        elif kind == "fact":
+            _, worker, fact = item
+            if isinstance(fact, P.CallDegraded):
+                with self._lock:
+                    s = self._find(fact.call_id)
+                    if s is not None:
+                        s.degraded = fact.reason
+            self._publish(worker, fact)
+        elif kind == "lost" and not self._stopping.is_set():
+            self._publish("asr", P.WorkerError(f"ASR process {item[1]} died; restarting it (its legs lose live "
+                                               f"suggestions until then)"))
+            threading.Thread(target=self.pool.restart, args=(item[1],), daemon=True).start()
 
     # -- calls ------------------------------------------------------------------------
-    def _open_session(self, worker: str, ev: dict[str, Any]) -> None:
-        s = CallSession(call_id=ev["call_id"], worker=worker, slot=ev["slot"], remote=ev.get("remote", ""),
-                        started=time.time(), info=ev)
+    def _open_session(self, worker: str, ev: P.CallStarted) -> None:
+        s = CallSession(call_id=ev.call_id, worker=worker, slot=ev.slot, remote=ev.remote, started=time.time())
         with self._lock:
             self.sessions[(worker, s.slot)] = s
-            self._open_leg(s, 0)
+            if self.pool is None:
+                self._open_leg(s, 0)
+
+    def _find(self, call_id: str) -> CallSession | None:
+        return next((s for s in self.sessions.values() if s.call_id == call_id), None)
 
     def _open_leg(self, s: CallSession, leg: int) -> LegStream:
-        """A recognition stream for one leg (caller at call start, the others on their first
-        frame). Only the caller's words drive the router; the operator's and the hotline's
-        transcripts are separate speakers in the record."""
-        name = LEG_NAMES.get(leg, f"leg{leg}")
+        """Threads mode: a recognition stream for one leg (caller at call start, the others on
+        their first frame). Only the caller's words drive the router."""
+        name = LEG_NAMES.get(leg, f"leg{leg}")  # type: ignore[call-overload]
         router = call_router(self.router, self.settings, s.call_id) if leg == 0 else None
-        reference = self.reference_for(s.info) if (self.engine is None and leg == 0 and self.reference_for) else None
+        reference = self.reference_for(s.call_id) if (self.engine is None and leg == 0 and self.reference_for) \
+            else None
         pipe = StreamPipeline(f"{s.call_id}/{name}", 16000, self.engine, vad=vad_config(self.settings),
                               vad_enabled=self.settings.vad.enabled, router=router, reference_text=reference)
         ls = LegStream(name)
@@ -189,18 +263,15 @@ class Supervisor:
         ls.thread.start()
         return ls
 
-    def _close_session(self, worker: str, ev: dict[str, Any]) -> None:
+    def _close_session(self, worker: str, slot: int, call_id: str) -> None:
         with self._lock:
-            s = self.sessions.pop((worker, ev["slot"]), None) if "slot" in ev else None
-            if s is None:
-                s = next((x for k, x in self.sessions.items() if x.call_id == ev.get("call_id")), None)
-                if s is not None:
-                    del self.sessions[(s.worker, s.slot)]
-        if s is not None:
-            with self._lock:
-                s.closed = True
-                for ls in s.legs.values():
-                    ls.frames.put(None)  # the end of the stream: FinalResult and close
+            s = self.sessions.get((worker, slot))
+            if s is None or s.call_id != call_id:
+                return
+            del self.sessions[(worker, slot)]
+            s.closed = True
+            for ls in s.legs.values():
+                ls.frames.put(None)  # the end of the stream: FinalResult and close
 
     def _frame(self, worker: str, slot: int, leg: int, pcm: bytes) -> None:
         s = self.sessions.get((worker, slot))
@@ -224,20 +295,17 @@ class Supervisor:
                 if pcm is None:
                     break
                 for ev in pipe.push(pcm):
-                    self.on_event(CallEvent(s.call_id, ls.leg, s.worker, ev))
+                    self.bus.publish(CallEvent(s.call_id, ls.leg, s.worker, ev))
             for ev in pipe.close():
-                self.on_event(CallEvent(s.call_id, ls.leg, s.worker, ev))
-            self.on_event(WorkerFact(s.worker, {"event": "call_asr_done", "call_id": s.call_id, "leg": ls.leg,
-                                                "dropped_frames": ls.dropped, "audio_s": round(pipe.t, 2),
-                                                "recognised_s": round(pipe.recognised_seconds, 2)}))
+                self.bus.publish(CallEvent(s.call_id, ls.leg, s.worker, ev))
+            self._publish(s.worker, P.AsrDone(s.call_id, ls.leg, ls.dropped, round(pipe.t, 2),
+                                              round(pipe.recognised_seconds, 2)))
         except Exception as e:  # one call's failure must not take down the others
             log.exception("ASR failed for call %s", s.call_id)
-            self.on_event(WorkerFact(s.worker, {"event": "error", "call_id": s.call_id, "message": str(e)}))
+            self._publish(s.worker, P.WorkerError(f"recognition failed: {e}", s.call_id))
 
     # -- the one key ------------------------------------------------------------------
-    def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
-        """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
-        social) from settings, or a SIP URI. Progress and the outcome arrive as events."""
+    def resolve_target(self, target: str, mode: str | None) -> tuple[str, str]:
         t = self.settings.transfer
         uri = target if target.startswith("sip:") else t.targets.get(target)
         if uri is None:
@@ -245,20 +313,37 @@ class Supervisor:
         mode = mode or t.mode
         if mode not in ("three-way", "refer", "attended"):
             raise ValueError(f"unknown transfer mode {mode!r}: use three-way, refer or attended")
+        return uri, mode
+
+    def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
+        """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
+        social) from settings, or a SIP URI. Progress and the outcome arrive on the bus."""
+        uri, mode = self.resolve_target(target, mode)
         s = self._session(call_id)
-        self.links[s.worker].send(cmd="transfer", call_id=s.call_id, target=uri, mode=mode,
-                                  timeout=t.answer_timeout, drop_operator_after=t.drop_operator_after)
+        t = self.settings.transfer
+        self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after))
         return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}
 
     def release_operator(self, call_id: str) -> dict[str, Any]:
         s = self._session(call_id)
-        self.links[s.worker].send(cmd="release_operator", call_id=s.call_id)
+        self._link(s).send(P.ReleaseOperator(s.call_id))
         return {"call_id": s.call_id, "status": "requested"}
 
     def hangup(self, call_id: str) -> dict[str, Any]:
         s = self._session(call_id)
-        self.links[s.worker].send(cmd="hangup", call_id=s.call_id)
+        self._link(s).send(P.Hangup(s.call_id))
         return {"call_id": s.call_id, "status": "requested"}
+
+    def play(self, call_id: str, wav: str, leg: str = "caller") -> dict[str, Any]:
+        s = self._session(call_id)
+        self._link(s).send(P.Play(s.call_id, wav, leg))
+        return {"call_id": s.call_id, "status": "requested"}
+
+    def _link(self, s: CallSession) -> WorkerLink:
+        link = self.links.get(s.worker)
+        if link is None:
+            raise LookupError(f"the worker of call {s.call_id} is restarting; the call has ended")
+        return link
 
     def _session(self, call_id: str) -> CallSession:
         """Exact call id, or a prefix that names exactly one live call."""
@@ -274,10 +359,33 @@ class Supervisor:
     def calls(self) -> list[dict[str, Any]]:
         with self._lock:
             return [{"call_id": s.call_id, "worker": s.worker, "slot": s.slot, "remote": s.remote,
-                     "since": s.started, "dropped_frames": s.dropped} for s in self.sessions.values()]
+                     "since": s.started, "state": s.state, "transfer": s.transfer, "degraded": s.degraded,
+                     "dropped_frames": s.dropped} for s in self.sessions.values()]
+
+    def health(self) -> dict[str, Any]:
+        """Each worker as it really is (a dead one is reported dead), the ASR processes, the front."""
+        from fenliu.sip.link import pid_alive
+
+        workers = []
+        for ws in self.workers.values():
+            state = ws.state
+            if state == "alive" and ws.pid and not pid_alive(ws.pid):
+                state = "dead"
+            workers.append({"name": ws.name, "state": state, "pid": ws.pid, "restarts": ws.restarts,
+                            "capacity": ws.capacity, "error": ws.last_error})
+        asr = []
+        if self.pool is not None:
+            for p in self.pool.procs:
+                st = p.stats
+                asr.append({"name": p.name, "pid": p.pid, "alive": bool(p.pid) and pid_alive(p.pid),
+                            "streams": st.streams if st else 0, "degraded": st.degraded if st else 0,
+                            "lag_max_s": st.lag_max_s if st else 0.0})
+        ok = all(w["state"] == "alive" for w in workers) and all(a["alive"] for a in asr)
+        return {"ok": ok, "mode": self.mode, "workers": workers, "asr": asr, "calls": len(self.sessions),
+                "front": bool(self.front)}
 
     def stop(self) -> None:
-        """Idempotent: workers hang up politely and exit; ASR threads finish their calls."""
+        """Idempotent: workers hang up politely and exit; recognition finishes its calls."""
         if self._stopping.is_set():
             return
         self._stopping.set()
@@ -285,11 +393,16 @@ class Supervisor:
             self.front.stop()
         for link in list(self.links.values()):
             link.stop()
-        sessions = list(self.sessions.values())
+        for ws in self.workers.values():
+            ws.state = "stopped"
+        with self._lock:
+            sessions = list(self.sessions.values())
         for s in sessions:
-            self._close_session(s.worker, {"slot": s.slot})
+            self._close_session(s.worker, s.slot, s.call_id)
         for s in sessions:
             for ls in s.legs.values():
                 if ls.thread is not None:
                     ls.thread.join(10)
-        self.sessions.clear()
+        if self.pool is not None:
+            self.pool.stop()
+        self.bus.drain()

@@ -15,7 +15,7 @@ CLOCK_RATE = 16000
 
 def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, max_calls: int = 4,
                    codecs: tuple[str, ...] = ("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1", "L16/44100/1"),
-                   exclusive: bool = False) -> list[str]:
+                   exclusive: bool = False, max_media_ports: int = 0) -> list[str]:
     """Create, initialise and start ``ep`` with ``codecs`` preferred in that order (``exclusive``:
     offer nothing else); returns the codecs it did not know."""
     ep.libCreate()
@@ -30,6 +30,8 @@ def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, ma
     cfg.medConfig.sndClockRate = CLOCK_RATE
     cfg.medConfig.noVad = True
     cfg.medConfig.ecTailLen = 0
+    if max_media_ports:
+        cfg.medConfig.maxMediaPorts = max_media_ports
     ep.libInit(cfg)
     ep.audDevManager().setNullDev()
     tcfg = pj.TransportConfig()

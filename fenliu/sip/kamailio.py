@@ -1,25 +1,47 @@
 """A single trunk address in front of the SIP workers: Kamailio's ``dispatcher`` module.
 
 One pjsua2 endpoint holds four calls, so a PBX that can only point at one address needs a
-dispatcher: new INVITEs go round-robin over the workers, and a worker that answers 486/503/408
-(full, or gone) is skipped for the next one. The configuration is generated from settings,
-Kamailio (Debian package ``kamailio``) is started in the foreground as a child and stopped with
-the supervisor. Media goes straight between the PBX and the worker (SDP is not touched).
+dispatcher: new INVITEs go round-robin over the workers, and a worker that answers
+486/503/408/480/500 (full, or failing) is skipped for the next one. The configuration is
+generated from settings, Kamailio (Debian package ``kamailio``) is started in the foreground as a
+child and stopped with the supervisor. Media goes straight between the PBX and the worker (SDP
+is not touched), and no Record-Route is added: only the INVITE passes the front.
+
+Fail-open (``fallback_uri``): fenliu sits in the path of 110 calls, so when no worker can take
+a call — all dead, all full, or all failing — the INVITE goes straight to the operators (an
+operator seat or the ACD queue) with ``X-Fenliu-Failopen: workers unavailable``, and fenliu is out
+of that call's path. Dead workers are found two ways: a new INVITE that gets no reply at all
+within ``fr_timer_ms`` (UDP gives no error when a process is gone) marks that worker inactive at
+once, and the dispatcher sends OPTIONS to every worker each ``ping_interval`` seconds (pjsua2
+answers 200 by itself), marking silent ones inactive and bringing them back on the first 200.
+Without a fallback, a call no worker takes gets 503 (or the last worker's answer), as before.
+
+Every state change is written as one ``fenliu-front:`` line on Kamailio's stderr, which
+:class:`KamailioFront` keeps (``lines``, ``wait_log``) and can pass on (``on_line``).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from fenliu.errors import FenliuError
 
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules")
+FAILOPEN_HEADER = "X-Fenliu-Failopen"
+LOG_TAG = "fenliu-front:"
+# a SIP URI that is safe to paste into a Kamailio string literal
+_SAFE_URI = re.compile(r"^sips?:[A-Za-z0-9_.!~*'()%&=+$,;?/:@\[\]-]+$")
 
 
 def module_dir() -> str:
@@ -29,9 +51,48 @@ def module_dir() -> str:
     raise FenliuError("找不到 Kamailio 的 dispatcher 模块 / Kamailio modules not found; apt-get install kamailio")
 
 
-def render_config(address: str, port: int, list_file: str, modules: str) -> str:
+def check_fallback(uri: str) -> str:
+    """``uri`` if it can be a fail-open target ("" = none); raises FenliuError otherwise."""
+    if uri and not (_SAFE_URI.match(uri) and '"' not in uri):
+        raise FenliuError(f"fail-open 目标无效 / bad fallback URI {uri!r}: use a SIP URI such as "
+                          "sip:acd@pbx.example:5060 (the operator seat or ACD queue)")
+    return uri
+
+
+def render_config(address: str, port: int, list_file: str, modules: str, fallback_uri: str = "",
+                  ping_interval: int = 1, fr_timer_ms: int = 1500, fr_inv_timer_ms: int = 30000,
+                  fallback_ring_ms: int = 120000) -> str:
+    """The Kamailio configuration.
+
+    ``fr_timer_ms``: a worker that sends nothing (not even 100 Trying, which pjsua2 sends at
+    once) within this time is taken as dead; ``fr_inv_timer_ms``: how long a worker's call may
+    ring (B2BUA seat mode) before the front gives up; ``fallback_ring_ms``: the same for the
+    fail-open target, which is a person's phone or a queue."""
+    check_fallback(fallback_uri)
+    if fallback_uri:
+        no_worker = 'route(FAILOPEN);'
+        all_failed = '$var(why) = "every worker failed, last " + $T_reply_code;\n    route(FAILOPEN);'
+        failopen = f"""
+route[FAILOPEN] {{
+    # fenliu out of the path: straight to the operators
+    xlog("L_NOTICE", "{LOG_TAG} failopen $ci -> {fallback_uri} ($var(why))\\n");
+    $ru = "{fallback_uri}";
+    $du = $null;
+    append_hf("{FAILOPEN_HEADER}: workers unavailable\\r\\n");
+    t_set_fr({fallback_ring_ms}, 5000);
+    t_relay();
+    exit;
+}}
+"""
+    else:  # no fail-open target (sip.fallback_uri): the PBX gets the answer, as before fail-open
+        no_worker = ('xlog("L_NOTICE", "' + LOG_TAG + ' no-worker $ci ($var(why)), no fallback\\n");\n'
+                     '        sl_send_reply("503", "No fenliu worker available");\n        exit;')
+        all_failed = ('xlog("L_NOTICE", "' + LOG_TAG + ' no-worker $ci (every worker failed), no fallback\\n");'
+                      '\n    exit;')
+        failopen = ""
     return f"""#!KAMAILIO
-# generated by fenliu: single trunk address -> SIP workers (dispatcher, round-robin + failover)
+# generated by fenliu: single trunk address -> SIP workers (dispatcher, round-robin + failover,
+# OPTIONS probing{", fail-open to " + fallback_uri if fallback_uri else ""})
 debug=1
 log_stderror=yes
 fork=yes
@@ -41,6 +102,7 @@ listen=udp:{address}:{port}
 mpath="{modules}"
 
 loadmodule "tm.so"
+loadmodule "tmx.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
 loadmodule "pv.so"
@@ -51,8 +113,15 @@ loadmodule "xlog.so"
 loadmodule "dispatcher.so"
 
 modparam("dispatcher", "list_file", "{list_file}")
-modparam("dispatcher", "flags", 2)
-modparam("tm", "fr_inv_timer", 30000)
+modparam("dispatcher", "flags", 2)                 # failover: keep the other workers for ds_next_dst
+modparam("dispatcher", "ds_ping_method", "OPTIONS")
+modparam("dispatcher", "ds_ping_from", "sip:fenliu-front@{address}")
+modparam("dispatcher", "ds_ping_interval", {ping_interval})
+modparam("dispatcher", "ds_probing_mode", 1)       # probe every worker, not only the ones marked down
+modparam("dispatcher", "ds_probing_threshold", 2)  # two missed probes: inactive (a silent INVITE: at once)
+modparam("dispatcher", "ds_inactive_threshold", 1) # one 200 to OPTIONS: active again
+modparam("tm", "fr_timer", {fr_timer_ms})          # no reply at all within this: the worker is gone
+modparam("tm", "fr_inv_timer", {fr_inv_timer_ms})  # ringing (after a provisional reply)
 
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{
@@ -67,6 +136,7 @@ request_route {{
             forward();
             exit;
         }}
+        t_set_fr(0, 8000);
         t_relay();
         exit;
     }}
@@ -76,6 +146,11 @@ request_route {{
         }}
         exit;
     }}
+    if (is_method("OPTIONS")) {{
+        # the PBX's trunk keep-alive: the front is up (and routes calls even with no worker)
+        sl_send_reply("200", "OK");
+        exit;
+    }}
     if (!is_method("INVITE")) {{
         sl_send_reply("405", "Method Not Allowed");
         exit;
@@ -83,8 +158,8 @@ request_route {{
     # no record_route(): only the INVITE passes here; the dialog then runs directly between
     # the PBX and the worker (the front is not a single point of failure for live calls)
     if (!ds_select_dst("1", "4")) {{
-        sl_send_reply("503", "No fenliu worker available");
-        exit;
+        $var(why) = "no worker active";
+        {no_worker}
     }}
     t_on_failure("NEXT_WORKER");
     t_relay();
@@ -95,47 +170,98 @@ failure_route[NEXT_WORKER] {{
     if (t_is_canceled()) {{
         exit;
     }}
-    if (t_check_status("486|503|408|480|500")) {{
-        if (ds_next_dst()) {{
-            t_on_failure("NEXT_WORKER");
-            t_relay();
-            exit;
+    if (t_branch_timeout()) {{
+        if (t_branch_replied()) {{
+            exit;  # it rang (B2BUA seat mode) and nobody answered: not a worker failure
         }}
+        # not even 100 Trying (pjsua2 sends it at once): the worker is dead, and UDP tells us
+        # nothing; skip it until it answers an OPTIONS probe again
+        xlog("L_NOTICE", "{LOG_TAG} worker-silent $du\\n");
+        ds_mark_dst("ip");
+    }} else if (!t_check_status("486|503|408|480|500")) {{
+        exit;  # a real answer (404, 403, 603 …) goes back to the PBX
     }}
+    if (ds_next_dst()) {{
+        t_on_failure("NEXT_WORKER");
+        t_relay();
+        exit;
+    }}
+    {all_failed}
+}}
+{failopen}
+route[DST] {{
+    # the worker concerned: $du when a call marked it, the request URI when a probe did
+    if ($du != $null) {{
+        $var(dst) = $du;
+    }} else {{
+        $var(dst) = $ru;
+    }}
+}}
+
+event_route[dispatcher:dst-down] {{
+    route(DST);
+    xlog("L_NOTICE", "{LOG_TAG} worker-down $var(dst)\\n");
+}}
+
+event_route[dispatcher:dst-up] {{
+    route(DST);
+    xlog("L_NOTICE", "{LOG_TAG} worker-up $var(dst)\\n");
 }}
 """
 
 
 class KamailioFront:
-    def __init__(self, address: str, port: int, workers: list[tuple[str, int]]) -> None:
+    """Kamailio as a child process in front of ``workers`` [(host, port)].
+
+    ``fallback_uri``: fail-open target (empty: 503 when no worker can take a call);
+    ``on_line``: called with each ``fenliu-front:`` line (worker-down/up, failopen …)."""
+
+    def __init__(self, address: str, port: int, workers: list[tuple[str, int]], fallback_uri: str = "",
+                 ping_interval: int = 1, fr_timer_ms: int = 1500,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.address, self.port, self.workers = address, port, workers
+        self.fallback_uri = check_fallback(fallback_uri)
+        self.ping_interval, self.fr_timer_ms = ping_interval, fr_timer_ms
+        self.on_line = on_line
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lines: deque[tuple[int, str]] = deque(maxlen=5000)
+        self._count = 0
+        self._tail: deque[str] = deque(maxlen=40)  # everything Kamailio said, for errors
+        self._cv = threading.Condition()
+
+    def config(self, list_file: str, modules: str) -> str:
+        return render_config(self.address, self.port, list_file, modules, self.fallback_uri,
+                             self.ping_interval, self.fr_timer_ms)
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
         if not Path(binary).exists():
             raise FenliuError("没有安装 Kamailio / kamailio not installed: apt-get install kamailio "
                               "(or set sip.front_port = 0 and point the PBX at each worker)")
+        if not self.workers:
+            raise FenliuError("Kamailio front: no worker addresses given")
         self._dir = tempfile.TemporaryDirectory(prefix="fenliu-kamailio-")
         d = Path(self._dir.name)
         dlist = d / "dispatcher.list"
-        dlist.write_text("".join(f"1 sip:{h}:{p}\n" for h, p in self.workers), encoding="utf-8")
+        # flags 8: probing (OPTIONS) from the start
+        dlist.write_text("".join(f"1 sip:{h}:{p} 8\n" for h, p in self.workers), encoding="utf-8")
         cfg = d / "kamailio.cfg"
-        cfg.write_text(render_config(self.address, self.port, str(dlist), module_dir()), encoding="utf-8")
+        cfg.write_text(self.config(str(dlist), module_dir()), encoding="utf-8")
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise FenliuError(f"Kamailio 配置无效 / generated Kamailio config rejected: {check.stderr[-800:]}")
         self.proc = subprocess.Popen([binary, "-DD", "-E", "-f", str(cfg), "-w", str(d), "-P", str(d / "pid"),
                                       "-Y", str(d)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        import socket
-
+        # drain stderr for the whole run: a full pipe would block Kamailio's logging, and the
+        # fenliu-front lines are the facts tests and operators wait on
+        threading.Thread(target=self._read_stderr, name="kamailio-stderr", daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # ready when the port is taken
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise FenliuError(f"Kamailio exited at start ({self.proc.returncode}): {err[-800:]}")
+                time.sleep(0.2)  # let the reader take the last lines
+                raise FenliuError(f"Kamailio exited at start ({self.proc.returncode}): {self.stderr_tail()[-800:]}")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 try:
                     s.bind((self.address, self.port))
@@ -144,6 +270,51 @@ class KamailioFront:
             time.sleep(0.1)
         self.stop()
         raise FenliuError(f"Kamailio did not start listening on {self.address}:{self.port} in {timeout:.0f} s")
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            at = line.find(LOG_TAG)
+            if at < 0:
+                continue
+            fact = line[at + len(LOG_TAG):].strip()
+            with self._cv:
+                self._lines.append((self._count, fact))
+                self._count += 1
+                self._cv.notify_all()
+            if self.on_line is not None:
+                try:
+                    self.on_line(fact)
+                except Exception:  # a broken listener must not stop the draining
+                    pass
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def mark(self) -> int:
+        """The number the next front line will get (``wait_log(..., since=mark)``)."""
+        with self._cv:
+            return self._count
+
+    def lines(self, since: int = 0) -> list[str]:
+        """The ``fenliu-front:`` facts so far: "worker-down sip:h:p", "failopen CALLID -> URI (why)" …"""
+        with self._cv:
+            return [f for n, f in self._lines if n >= since]
+
+    def wait_log(self, pred: Callable[[str], bool], timeout: float = 10.0, since: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for n, f in self._lines:
+                    if n >= since and pred(f):
+                        return f
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"Kamailio front: no matching line within {timeout} s; "
+                                       f"seen {[f for _, f in self._lines][-6:]}")
+                self._cv.wait(left)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -156,3 +327,49 @@ class KamailioFront:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+def parse_workers(spec: str) -> list[tuple[str, int]]:
+    """Worker SIP addresses for ``fenliu front --instances``: a comma list of ``host:port`` or
+    ``host:first-last`` (one fenliu instance's workers listen on sip.port .. sip.port+workers-1)."""
+    out: list[tuple[str, int]] = []
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        host, _, ports = item.rpartition(":")
+        try:
+            first, _, last = ports.partition("-")
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            lo = hi = 0
+        if not host or not 0 < lo <= hi < 65536 or hi - lo > 64:
+            raise FenliuError(f"工作进程地址无效 / bad worker address {item!r}: use host:port or host:first-last, "
+                              "e.g. 10.0.0.11:5060-5061,10.0.0.12:5060-5061")
+        out += [(host, p) for p in range(lo, hi + 1)]
+    if not out:
+        raise FenliuError("没有工作进程地址 / no worker addresses: --instances host:port[-last],…")
+    return out
+
+
+def run_front(address: str, port: int, workers: list[tuple[str, int]], fallback_uri: str,
+              out: Callable[[str], None]) -> int:
+    """``fenliu front``: Kamailio alone in front of workers anywhere (one or more fenliu
+    instances); runs until SIGTERM/SIGINT or until Kamailio dies (exit 1)."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    front = KamailioFront(address, port, workers, fallback_uri, on_line=lambda line: out(f"front: {line}"))
+    try:
+        front.start()
+        target = fallback_uri or "503 (no fallback: set --fallback or sip.fallback_uri)"
+        out(f"fenliu front: udp:{address}:{port} -> {len(workers)} worker(s) "
+            f"{', '.join(f'{h}:{p}' for h, p in workers)}; when none can take a call: {target}")
+        while not stop.wait(0.5):
+            if front.proc is not None and front.proc.poll() is not None:
+                out(f"fenliu front: Kamailio exited ({front.proc.returncode}): {front.stderr_tail()[-800:]}")
+                return 1
+        return 0
+    finally:
+        front.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        out("fenliu front: stopped")

@@ -1,15 +1,456 @@
-"""What a SIP worker and the supervisor say to each other (no pjsua2 import here).
+"""What a SIP worker, an ASR process and the supervisor say to each other (no pjsua2 here).
 
-- Audio: one datagram per 20 ms frame on a Unix datagram socket: ``FRAME_HEADER`` (call slot,
-  leg, sequence) followed by 16 kHz 16-bit mono PCM.
-- Facts and commands: JSON lines on a Unix stream socket (``{"event": …}`` up,
-  ``{"cmd": …}`` down).
+Two channels per SIP worker:
+
+- **Audio**: one datagram per 20 ms frame on a Unix datagram socket: ``FRAME_HEADER`` (call
+  slot, leg, sequence) followed by 16 kHz 16-bit mono PCM. Two control datagrams share the
+  channel so that a receiver sees them in order with the frames: ``LEG_OPEN`` (payload: the
+  call id, UTF-8) before a call's first frame, ``LEG_CLOSE`` after its last.
+- **Control**: one JSON object per line on a Unix stream socket. Every message is one of the
+  frozen dataclasses below, written as ``{"v": PROTOCOL_VERSION, "type": "<class name>", …}``
+  by :func:`encode` and read back by :func:`decode` — nobody else builds or matches these
+  dicts. Facts go up (worker → supervisor), commands go down; the first command is always
+  :class:`Configure`, the worker's whole configuration.
+
+A decoder meeting another protocol version, an unknown type or missing fields raises
+:class:`ProtocolError` naming what was wrong.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import struct
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import IntEnum, StrEnum
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 2
 
 FRAME_HEADER = struct.Struct("!HBI")  # slot, leg, sequence
-LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE = 0, 1, 2
-LEG_NAMES = {LEG_CALLER: "caller", LEG_OPERATOR: "operator", LEG_HOTLINE: "hotline"}
+LEG_OPEN, LEG_CLOSE = 0xFE, 0xFF  # control datagrams on the audio channel (in the leg byte)
+
+
+class Leg(IntEnum):
+    CALLER = 0
+    OPERATOR = 1
+    HOTLINE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE = Leg.CALLER, Leg.OPERATOR, Leg.HOTLINE
+LEG_NAMES = {leg: leg.label for leg in Leg}
+
+
+class ConversationState(StrEnum):
+    RINGING = "ringing"  # the caller is offered (B2BUA: the seat is being dialled)
+    TALKING = "talking"  # caller and operator (or the worker alone, answer mode)
+    TRANSFERRING = "transferring"  # hotline leg dialled / REFER sent
+    CONSULTED = "consulted"  # attended: hotline answered the consultation, REFER with Replaces sent
+    THREE_WAY = "three-way"  # caller, operator and hotline bridged
+    HANDED_OVER = "handed-over"  # the operator left: caller and hotline talk on
+    ENDED = "ended"
+
+
+class TransferStep(StrEnum):
+    STARTED = "started"
+    PROGRESS = "progress"  # a REFER NOTIFY that is not final
+    CONSULTED = "consulted"
+    BRIDGED = "bridged"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TransferMode(StrEnum):
+    THREE_WAY = "three-way"
+    REFER = "refer"
+    ATTENDED = "attended"
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every control message. ``kind`` is the snake_case name used in logs and the store."""
+
+    direction: ClassVar[str] = ""  # "fact" (up) or "command" (down)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    @property
+    def kind(self) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, StrEnum | IntEnum):
+                d[k] = v.value if isinstance(v, StrEnum) else int(v)
+        return {"event": self.kind, **d}
+
+
+# -- facts: worker -> supervisor ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact(Message):
+    direction: ClassVar[str] = "fact"
+
+
+@dataclass(frozen=True)
+class Ready(Fact):
+    worker: str
+    sip_port: int
+    rtp_port: int
+    pid: int
+    frame_copy: str = ""
+    seat: str = ""
+    capacity: int = 0  # conversations this worker admits (legs reserved for transfers)
+
+
+@dataclass(frozen=True)
+class StartFailed(Fact):
+    message: str
+
+
+@dataclass(frozen=True)
+class CallStarted(Fact):
+    call_id: str
+    slot: int
+    remote: str = ""
+    local: str = ""
+    t: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class CallRejected(Fact):
+    """A call we refused: it never became a conversation, but it is recorded."""
+
+    status: int
+    reason: str
+    call_id: str = ""
+    remote: str = ""
+    user: str = ""
+    source: str = ""
+    t: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class CallAnswered(Fact):
+    call_id: str
+
+
+@dataclass(frozen=True)
+class CallEnded(Fact):
+    call_id: str
+    slot: int
+    status: int
+    reason: str
+    frames: int = 0
+    callback_us: float = 0.0
+    t: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class LegDialing(Fact):
+    call_id: str
+    leg: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class LegAnswered(Fact):
+    call_id: str
+    leg: str
+
+
+@dataclass(frozen=True)
+class LegEnded(Fact):
+    call_id: str
+    leg: str
+    status: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MediaActive(Fact):
+    call_id: str
+    slot: int
+    leg: str
+    codec: str = ""
+
+
+@dataclass(frozen=True)
+class MediaTimeout(Fact):
+    call_id: str
+    seconds: float
+    packets: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class CallDegraded(Fact):
+    """Live recognition is delayed or unavailable for this call; the call itself goes on."""
+
+    call_id: str
+    reason: str
+    leg: str = "caller"
+
+
+@dataclass(frozen=True)
+class TransferUpdate(Fact):
+    call_id: str
+    step: TransferStep
+    target: str = ""
+    mode: str = ""
+    status: int = 0
+    reason: str = ""
+    final: bool = False
+    legs: tuple[str, ...] = ()  # bridged: the legs now in the conference
+
+    @property
+    def kind(self) -> str:
+        return f"transfer_{self.step.value}"
+
+
+@dataclass(frozen=True)
+class Dtmf(Fact):
+    call_id: str
+    leg: str
+    digit: str
+    method: str
+
+
+@dataclass(frozen=True)
+class PromptStarted(Fact):
+    call_id: str
+    leg: str
+    wav: str
+
+
+@dataclass(frozen=True)
+class PromptDone(Fact):
+    call_id: str
+    leg: str
+    wav: str
+
+
+@dataclass(frozen=True)
+class Registration(Fact):
+    code: int
+    reason: str
+    active: bool
+    expires: int
+
+
+@dataclass(frozen=True)
+class WorkerError(Fact):
+    message: str
+    call_id: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "error"
+
+
+@dataclass(frozen=True)
+class Stopped(Fact):
+    worker: str
+    dropped_frames: int = 0
+    callback_errors: int = 0
+
+
+# facts the supervisor itself states about a worker or the service
+@dataclass(frozen=True)
+class WorkerLost(Fact):
+    worker: str
+    rc: int | None = None
+    calls: int = 0  # its conversations, recorded as ended
+
+
+@dataclass(frozen=True)
+class WorkerRestarted(Fact):
+    worker: str
+    restarts: int
+
+
+@dataclass(frozen=True)
+class RestartFailed(Fact):
+    worker: str
+    attempt: int
+    message: str
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class FrontReady(Fact):
+    address: str
+    port: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class AsrDone(Fact):
+    """A leg's recognition finished (after the hang-up)."""
+
+    call_id: str
+    leg: str
+    dropped_frames: int = 0
+    audio_s: float = 0.0
+    recognised_s: float = 0.0
+    degraded: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "call_asr_done"
+
+
+@dataclass(frozen=True)
+class AsrStats(Fact):
+    """An ASR process's counters (every few seconds): for /metrics and the health view."""
+
+    process: str
+    streams: int
+    frames: int
+    orphan_frames: int
+    degraded: int
+    lag_max_s: float  # worst lag behind the call since the last report
+    busy_s: float  # CPU-bound time spent recognising, cumulative
+
+
+# -- commands: supervisor -> worker ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    direction: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a SIP worker needs, sent once as :class:`Configure` (one place, no drift)."""
+
+    name: str
+    address: str
+    sip_port: int
+    rtp_port: int
+    rtp_range: int = 40
+    audio_path: str = ""  # where frames go (the supervisor or this worker's ASR process)
+    max_calls: int = 4  # the pjsua2 wheel's limit per endpoint
+    seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
+    users: tuple[str, ...] = ("110",)  # request-URI users we take; "*" = any; others get 404
+    media_timeout: float = 10.0  # no RTP (or never any media) for this long: end the call
+    max_duration: float = 0.0  # end any call after this many seconds (0 = no limit)
+    reserve_transfer_leg: bool = True  # admit only as many calls as leave a leg for each transfer
+    allow: tuple[str, ...] = ()  # static-peer mode: source addresses allowed to call (empty = any)
+    registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty = static peer)
+    reg_user: str = ""
+    reg_password: str = ""
+    reg_expires: int = 300
+    reg_retry: int = 30
+    session_expires: int = 1800  # SIP session timer (RFC 4028) when the peer supports it
+
+    def legs_per_conversation(self) -> int:
+        return 1 + (1 if self.seat_uri else 0) + (1 if self.reserve_transfer_leg else 0)
+
+    def capacity(self) -> int:
+        return max(1, self.max_calls // self.legs_per_conversation())
+
+
+@dataclass(frozen=True)
+class Configure(Command):
+    settings: WorkerSettings
+
+
+@dataclass(frozen=True)
+class Hangup(Command):
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Transfer(Command):
+    call_id: str
+    target: str
+    mode: TransferMode = TransferMode.THREE_WAY
+    timeout: float = 20.0
+    drop_operator_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReleaseOperator(Command):
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Play(Command):
+    call_id: str
+    wav: str
+    leg: str = "caller"
+
+
+@dataclass(frozen=True)
+class Shutdown(Command):
+    reason: str = ""
+
+
+# -- codec ---------------------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    body = asdict(msg)
+    return (json.dumps({"v": PROTOCOL_VERSION, "type": type(msg).__name__, **body}, ensure_ascii=False)
+            + "\n").encode()
+
+
+def decode(line: bytes | str) -> Message:
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not a JSON line: {e}") from e
+    if not isinstance(data, dict):
+        raise ProtocolError("a message must be a JSON object")
+    if data.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {data.get('v')!r}, expected {PROTOCOL_VERSION}: "
+                            f"worker and supervisor come from different fenliu versions; restart the service")
+    name = data.pop("type", None)
+    data.pop("v")
+    cls = _REGISTRY.get(str(name))
+    if cls is None or cls in (Fact, Command):
+        raise ProtocolError(f"unknown message type {name!r}")
+    return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ProtocolError(f"{cls.__name__}: missing field {f.name!r}")
+            continue
+        value = data[f.name]
+        hint = str(f.type)
+        if hint == "WorkerSettings":
+            value = _build(WorkerSettings, value)
+        elif hint in _ENUMS:
+            try:
+                value = _ENUMS[hint](value)
+            except ValueError as e:
+                raise ProtocolError(f"{cls.__name__}.{f.name}: {e}") from e
+        elif hint.startswith("tuple") and isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_ENUMS: dict[str, type] = {"TransferStep": TransferStep, "TransferMode": TransferMode}

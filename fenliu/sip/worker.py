@@ -3,83 +3,100 @@
 The pjsua2 wheel holds at most 4 calls per endpoint and one endpoint per process, so the
 service runs several of these under a supervisor. A worker:
 
-- answers incoming calls (this first mode: auto-answer, the B2BUA seat mode builds on it);
-- taps each call's received audio at 16 kHz and sends 20 ms frames to the supervisor as
-  datagrams on a Unix socket, never blocking the media clock (a full socket drops the frame
-  and counts it);
-- reports facts as JSON lines on a Unix stream socket and takes commands on it
-  (``hangup``, ``shutdown``).
+- admits as many conversations as leave a SIP leg for each one's transfer (a three-way call
+  needs a third leg); the next caller gets 486 and is reported (``CallRejected``);
+- answers them (or rings the caller and dials the operator seat: B2BUA mode);
+- taps each leg's received audio at 16 kHz and sends 20 ms frames as datagrams to its
+  recogniser (the supervisor or an ASR process), never blocking the media clock;
+- reports facts and takes commands as typed messages (``fenliu.sip.protocol``); what a
+  hang-up or a failed transfer means is decided by ``fenliu.sip.conversation``, this module
+  only carries it out on pjsua2.
 
 Threading (FIELD-NOTES): ``mainThreadOnly`` with ``libHandleEvents`` in this process's main
 loop, so SIP callbacks run here; ``onFrameReceived`` runs on the media clock thread and only
 copies bytes and sends a datagram. Every callback catches its own exceptions: one escaping
 into C++ keeps objects alive and aborts the process at exit.
+
+Lifetimes (so the conference bridge's ports and the memory stay bounded however many calls a
+worker takes): a ``Call`` object is dropped inside its own DISCONNECTED callback, never later
+— pjsua reuses the call id at once, and pjsua2's ``~Call`` hangs up whatever call holds its id
+by then. Tap ports and prompt players own their bridge slot, so they are kept for a short
+grace period after their leg (the media thread may still be in them) and then released.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import pjsua2 as pj
 
+from fenliu.sip import protocol as P
+from fenliu.sip.conversation import (
+    Action,
+    AnswerCaller,
+    Bridge,
+    Conversation,
+    Dial,
+    Emit,
+    Finish,
+    HangupAll,
+    HangupLeg,
+    Refer,
+    ReferReplaces,
+    RejectCaller,
+)
 from fenliu.sip.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
 from fenliu.sip.framecopy import make_copier
-from fenliu.sip.protocol import FRAME_HEADER, LEG_CALLER, LEG_HOTLINE, LEG_NAMES, LEG_OPERATOR
+from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg, WorkerSettings
 
 log = logging.getLogger("fenliu.sip.worker")
 
 FRAME_MS = 20
-
-
-@dataclass
-class WorkerConfig:
-    name: str
-    address: str
-    sip_port: int
-    rtp_port: int
-    rtp_range: int
-    control_path: str
-    audio_path: str
-    max_calls: int = 4
-    seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
-    users: tuple[str, ...] = ("*",)  # request-URI users we take (the 110 number); others get 404
-    media_timeout: float = 10.0  # no RTP from the caller for this long: the call is dead, end it
-    allow: tuple[str, ...] = ()  # static-peer mode: source addresses allowed to call (empty = any)
-    registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty = static peer, no REGISTER)
-    reg_user: str = ""
-    reg_password: str = ""
-    reg_expires: int = 300
-    reg_retry: int = 30  # after a failed registration (PBX down or restarting), try again every N s
+RELEASE_AFTER_S = 2.0  # keep an ended leg's pjsua2 objects this long, then let them go
 
 
 class Uplink:
-    """The two sockets to the supervisor. ``event`` is called on the main thread only;
+    """The two sockets to the supervisor. ``send`` is called on the main thread only;
     ``frame`` on the media thread (sendto on a datagram socket is thread-safe)."""
 
-    def __init__(self, control_path: str, audio_path: str) -> None:
+    def __init__(self, control_path: str) -> None:
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control.connect(control_path)
-        self.control.setblocking(False)
         self.audio = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.audio.setblocking(False)
-        self.audio_path = audio_path
+        self.audio_path = ""
         self._inbox = b""
         self.dropped_frames = 0
 
-    def event(self, kind: str, **data: Any) -> None:
-        line = json.dumps({"event": kind, "t": time.time(), **data}, ensure_ascii=False) + "\n"
+    def configure(self, timeout: float = 10.0) -> WorkerSettings:
+        """The first message down is the whole configuration."""
+        self.control.settimeout(timeout)
+        while b"\n" not in self._inbox:
+            data = self.control.recv(65536)
+            if not data:
+                raise ConnectionError("supervisor closed the control socket before configuring")
+            self._inbox += data
+        line, self._inbox = self._inbox.split(b"\n", 1)
+        msg = P.decode(line)
+        if not isinstance(msg, P.Configure):
+            raise P.ProtocolError(f"expected Configure first, got {type(msg).__name__}")
+        self.control.setblocking(False)
+        self.audio_path = msg.settings.audio_path
+        return msg.settings
+
+    def send(self, fact: P.Fact) -> None:
         self.control.setblocking(True)
         try:
-            self.control.sendall(line.encode())
+            self.control.sendall(P.encode(fact))
         finally:
             self.control.setblocking(False)
 
@@ -89,27 +106,38 @@ class Uplink:
         except (BlockingIOError, ConnectionRefusedError, FileNotFoundError):
             self.dropped_frames += 1
 
-    def commands(self) -> list[dict[str, Any]]:
+    def mark(self, slot: int, marker: int, payload: bytes = b"") -> None:
+        """A control datagram (leg open / close) in order with the frames."""
+        for _ in range(50):
+            try:
+                self.audio.sendto(FRAME_HEADER.pack(slot, marker, 0) + payload, self.audio_path)
+                return
+            except BlockingIOError:
+                time.sleep(0.002)  # the receiver is behind: wait a little, markers must arrive
+            except (ConnectionRefusedError, FileNotFoundError):
+                return
+
+    def commands(self) -> list[P.Message]:
         try:
             data = self.control.recv(65536)
         except BlockingIOError:
             return []
         if not data:
-            return [{"cmd": "shutdown", "reason": "supervisor closed the control socket"}]
+            return [P.Shutdown("supervisor closed the control socket")]
         self._inbox += data
-        out = []
+        out: list[P.Message] = []
         while b"\n" in self._inbox:
             line, self._inbox = self._inbox.split(b"\n", 1)
             if line.strip():
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("bad command line from supervisor: %r", line[:200])
+                    out.append(P.decode(line))
+                except P.ProtocolError as e:
+                    log.warning("bad command from supervisor: %s", e)
         return out
 
 
 class TapPort(pj.AudioMediaPort):
-    """Receives the call's audio from the conference bridge, 20 ms at a time."""
+    """Receives one leg's audio from the conference bridge, 20 ms at a time."""
 
     def __init__(self, worker: Worker, slot: int, leg: int) -> None:
         super().__init__()
@@ -130,66 +158,26 @@ class TapPort(pj.AudioMediaPort):
         self.callback_ns += time.perf_counter_ns() - start
 
 
-@dataclass
-class Transfer:
-    target: str
-    mode: str  # "three-way" or "refer"
-    deadline: float  # no answer / no final NOTIFY by then: give up, keep the caller
-    drop_operator_after: float = 0.0  # three-way: release the operator leg automatically (0 = on command)
-    bridged_at: float = 0.0
-
-
-@dataclass
-class Conversation:
-    """One 110 call: the caller's leg, the operator seat's leg (B2BUA mode) and, during a
-    transfer, the hotline's leg. Keyed by the caller leg's Call-ID."""
-
-    slot: int
-    call_id: str
-    remote: str
-    local: str
-    legs: dict[int, Any] = field(default_factory=dict)  # leg -> pj.Call
-    media: dict[int, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
-    taps: dict[int, TapPort] = field(default_factory=dict)
-    answered: bool = False
-    state: str = "ringing"  # ringing, talking, transferring, three-way, handed-over, ended
-    transfer: Transfer | None = None
-    players: list[Any] = field(default_factory=list)
-    rx_packets: int = -1
-    rx_changed: float = field(default_factory=time.monotonic)
-
-
 class LegCall(pj.Call):
     """Any leg of a conversation; callbacks go to the worker with the leg's role."""
 
-    def __init__(self, worker: Worker, account: pj.Account, conv: Conversation | None, leg: int,
-                 call_id: int = pj.PJSUA_INVALID_ID) -> None:
-        super().__init__(account, call_id)
-        self.worker, self.conv, self.leg = worker, conv, leg
+    def __init__(self, worker: Worker, account: pj.Account, call_id: str, leg: Leg,
+                 pj_call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, pj_call_id)
+        self.worker, self.call_id, self.leg = worker, call_id, leg
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
-        try:
-            self.worker.on_leg_state(self)
-        except Exception:
-            self.worker.report_exception("onCallState")
+        self.worker.guard("onCallState", self.worker.on_leg_state, self)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
-        try:
-            self.worker.on_leg_media(self)
-        except Exception:
-            self.worker.report_exception("onCallMediaState")
+        self.worker.guard("onCallMediaState", self.worker.on_leg_media, self)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
-        try:
-            self.worker.on_dtmf(self, prm.digit, prm.method)
-        except Exception:
-            self.worker.report_exception("onDtmfDigit")
+        self.worker.guard("onDtmfDigit", self.worker.on_dtmf, self, prm.digit, prm.method)
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
-        try:
-            self.worker.on_refer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
-        except Exception:
-            self.worker.report_exception("onCallTransferStatus")
+        self.worker.guard("onCallTransferStatus", self.worker.on_refer_status, self, prm.statusCode, prm.reason,
+                          prm.finalNotify)
 
 
 class PromptPlayer(pj.AudioMediaPlayer):
@@ -198,10 +186,7 @@ class PromptPlayer(pj.AudioMediaPlayer):
         self.worker, self.call_id, self.leg, self.wav = worker, call_id, leg, wav
 
     def onEof2(self) -> None:  # noqa: N802
-        try:
-            self.worker.uplink.event("prompt_done", call_id=self.call_id, leg=self.leg, wav=self.wav)
-        except Exception:
-            self.worker.callback_errors += 1
+        self.worker.guard("onEof2", self.worker.uplink.send, P.PromptDone(self.call_id, self.leg, self.wav))
 
 
 class Account(pj.Account):
@@ -210,38 +195,53 @@ class Account(pj.Account):
         self.worker = worker
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
-        try:
-            self.worker.on_incoming(self, prm)
-        except Exception:
-            self.worker.report_exception("onIncomingCall")
+        self.worker.guard("onIncomingCall", self.worker.on_incoming, self, prm)
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
-        try:
+        def report() -> None:
             info = self.getInfo()
-            self.worker.uplink.event("registration", code=prm.code, reason=prm.reason, active=info.regIsActive,
-                                     expires=info.regExpiresSec)
-        except Exception:
-            self.worker.report_exception("onRegState")
+            self.worker.uplink.send(P.Registration(prm.code, prm.reason, info.regIsActive, info.regExpiresSec))
+
+        self.worker.guard("onRegState", report)
+
+
+@dataclass
+class Live:
+    """The pjsua2 side of one conversation (the rules are in ``conv``)."""
+
+    conv: Conversation
+    calls: dict[Leg, LegCall] = field(default_factory=dict)
+    media: dict[Leg, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
+    taps: dict[Leg, TapPort] = field(default_factory=dict)
+    players: list[Any] = field(default_factory=list)
 
 
 class Worker:
-    def __init__(self, cfg: WorkerConfig, uplink: Uplink) -> None:
+    def __init__(self, cfg: WorkerSettings, uplink: Uplink) -> None:
         self.cfg = cfg
         self.uplink = uplink
         self.ep = pj.Endpoint()
         self.copy, self.copy_name = make_copier(pj.ByteVector)
-        self.convs: dict[str, Conversation] = {}
-        self.ended: list[Any] = []  # pj objects kept until destroy (lifetime rule)
+        self.live: dict[str, Live] = {}
+        self.capacity = cfg.capacity() if cfg.reserve_transfer_leg else cfg.max_calls // (2 if cfg.seat_uri else 1)
+        self._graveyard: deque[tuple[float, Any]] = deque()  # (release at, tap port / player)
+        self._unlinked: set[LegCall] = set()  # calls outside a conversation, kept until DISCONNECTED
         self.callback_errors = 0
         self.running = True
         self._next_slot = 0
         self._next_media_check = 0.0
+        self.account: Account | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         c = self.cfg
-        start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls)
+        # a bridge just big enough for max_calls legs, their taps and a prompt each: a leak of
+        # ports shows within a few calls instead of after a day (the soak test relies on it)
+        start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls,
+                       max_media_ports=4 * c.max_calls + 4)
         acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port, c.rtp_range)
+        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
+        acfg.callConfig.timerSessExpiresSec = max(90, c.session_expires)
         if c.registrar:  # register to the PBX with digest auth; pjsua refreshes before expiry
             domain = c.registrar.removeprefix("sip:").split(";")[0]
             acfg.idUri = f"sip:{c.reg_user}@{domain}"
@@ -253,336 +253,303 @@ class Worker:
             acfg.sipConfig.contactForced = f"<sip:{c.reg_user}@{c.address}:{c.sip_port}>"
         self.account = Account(self)
         self.account.create(acfg, True)
-        self.uplink.event("ready", worker=self.cfg.name, sip_port=self.cfg.sip_port, rtp_port=self.cfg.rtp_port,
-                          frame_copy=self.copy_name, pid=os.getpid(), seat=self.cfg.seat_uri or "")
+        self.uplink.send(P.Ready(c.name, c.sip_port, c.rtp_port, os.getpid(), self.copy_name, c.seat_uri,
+                                 self.capacity))
 
     def run(self) -> None:
         while self.running:
             self.ep.libHandleEvents(20)
             for cmd in self.uplink.commands():
-                try:
-                    self.on_command(cmd)
-                except Exception:
-                    self.report_exception(f"command {cmd.get('cmd')}")
+                self.guard(f"command {type(cmd).__name__}", self.on_command, cmd)
             self.check_timers()
 
     def stop(self) -> None:
         """Hang up politely, drop every pj object, then destroy the library."""
-        for conv in list(self.convs.values()):
-            self._hangup_all(conv)
+        for lv in list(self.live.values()):
+            self._hangup_all(lv)
         deadline = time.monotonic() + 2.0
-        while self.convs and time.monotonic() < deadline:
+        while self.live and time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
-        self.convs.clear()
-        self.ended.clear()
-        self.account = None  # type: ignore[assignment]
-        self.uplink.event("stopped", worker=self.cfg.name, dropped_frames=self.uplink.dropped_frames,
-                          callback_errors=self.callback_errors)
+        self.live.clear()
+        self._unlinked.clear()
+        self._graveyard.clear()
+        self.account = None
+        self.uplink.send(P.Stopped(self.cfg.name, self.uplink.dropped_frames, self.callback_errors))
         self.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+
+    def guard(self, where: str, fn: Any, *args: Any) -> None:
+        """Run a callback's work; an exception is reported, never let into C++."""
+        try:
+            fn(*args)
+        except Exception:
+            self.callback_errors += 1
+            try:
+                self.uplink.send(P.WorkerError(f"{where}: {traceback.format_exc(limit=3)}"))
+            except OSError:
+                pass
 
     # -- incoming call -----------------------------------------------------------------
     def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
-        call = LegCall(self, account, None, LEG_CALLER, prm.callId)
-        source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
-        if self.cfg.allow and source not in self.cfg.allow:
-            self._reject(call, 403, "Forbidden", f"{source} is not an allowed peer (sip.allow)", source=source)
-            return
-        user = request_user(prm.rdata.wholeMsg)
-        if "*" not in self.cfg.users and user not in self.cfg.users:
-            self._reject(call, 404, "Not Found", f"number {user!r} is not served here (sip.users)", user=user)
-            return
+        call = LegCall(self, account, "", Leg.CALLER, prm.callId)
         info = call.getInfo()
+        source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
+        user = request_user(prm.rdata.wholeMsg)
+        refusal = self.admission(source, user)
+        if refusal is not None:
+            status, reason, why = refusal
+            op = pj.CallOpParam()
+            op.statusCode = status
+            op.reason = reason
+            call.hangup(op)
+            self._unlinked.add(call)
+            self.uplink.send(P.CallRejected(status, why, info.callIdString, info.remoteUri, user, source))
+            return
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
-        conv = Conversation(slot=slot, call_id=info.callIdString, remote=info.remoteUri, local=info.localUri)
-        call.conv = conv
-        conv.legs[LEG_CALLER] = call
-        self.convs[conv.call_id] = conv
-        self.uplink.event("call_started", call_id=conv.call_id, slot=slot, remote=conv.remote, local=conv.local)
+        conv = Conversation(info.callIdString, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri))
+        call.call_id = conv.call_id
+        lv = Live(conv, calls={Leg.CALLER: call})
+        self.live[conv.call_id] = lv
+        self.uplink.send(P.CallStarted(conv.call_id, slot, info.remoteUri, info.localUri))
+        self.uplink.mark(slot, LEG_OPEN, conv.call_id.encode())
         op = pj.CallOpParam()
         if self.cfg.seat_uri:  # B2BUA: ring the caller, dial the operator seat, answer when it does
             op.statusCode = 180
             call.answer(op)
-            self._dial(conv, LEG_OPERATOR, self.cfg.seat_uri)
+            self.execute(lv, [Dial(Leg.OPERATOR, self.cfg.seat_uri)])
         else:
             op.statusCode = 200
             call.answer(op)
 
-    def _reject(self, call: LegCall, status: int, reason: str, why: str, **data: Any) -> None:
-        op = pj.CallOpParam()
-        op.statusCode = status
-        op.reason = reason
-        call.hangup(op)
-        self.ended.append(call)
-        self.uplink.event("call_rejected", status=status, reason=why, **data)
+    def admission(self, source: str, user: str) -> tuple[int, str, str] | None:
+        c = self.cfg
+        if c.allow and source not in c.allow:
+            return 403, "Forbidden", f"{source} is not an allowed peer (sip.allow)"
+        if "*" not in c.users and user not in c.users:
+            return 404, "Not Found", f"number {user!r} is not served here (sip.users)"
+        if len(self.live) >= self.capacity:
+            return 486, "Busy Here", (f"worker {c.name} full: {len(self.live)} conversation(s), "
+                                      f"{c.legs_per_conversation()} SIP legs reserved each of {c.max_calls}")
+        return None
 
-    def _dial(self, conv: Conversation, leg: int, uri: str) -> LegCall:
-        call = LegCall(self, self.account, conv, leg)
-        conv.legs[leg] = call
-        call.makeCall(uri, pj.CallOpParam(True))
-        self.uplink.event("leg_dialing", call_id=conv.call_id, leg=LEG_NAMES[leg], uri=uri)
-        return call
+    def legs_in_use(self) -> int:
+        return sum(len(lv.calls) for lv in self.live.values())
 
-    # -- leg events ------------------------------------------------------------------
-    def on_leg_state(self, call: LegCall) -> None:
-        conv = call.conv
-        if conv is None or conv.legs.get(call.leg) is not call:
-            return
-        info = call.getInfo()
-        leg = call.leg
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
-            self.uplink.event("leg_answered", call_id=conv.call_id, leg=LEG_NAMES[leg])
-            if leg == LEG_CALLER and not conv.answered:
-                conv.answered = True
-                conv.state = "talking"
-                self.uplink.event("call_answered", call_id=conv.call_id)
-            elif leg == LEG_OPERATOR and not conv.answered and LEG_CALLER in conv.legs:
+    # -- what the conversation decided ---------------------------------------------------
+    def execute(self, lv: Live, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Emit):
+                self.uplink.send(a.fact)
+            elif isinstance(a, AnswerCaller):
                 op = pj.CallOpParam()
                 op.statusCode = 200
-                conv.legs[LEG_CALLER].answer(op)
-        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self._leg_gone(conv, leg, info.lastStatusCode, info.lastReason)
-
-    def _leg_gone(self, conv: Conversation, leg: int, status: int, reason: str) -> None:
-        call = conv.legs.pop(leg, None)
-        conv.media.pop(leg, None)
-        tap = conv.taps.pop(leg, None)
-        self.ended.extend(x for x in (call, tap) if x is not None)
-        if leg == LEG_CALLER:
-            self.ended.extend(conv.players)
-        self.uplink.event("leg_ended", call_id=conv.call_id, leg=LEG_NAMES[leg], status=status, reason=reason)
-        if leg == LEG_CALLER:
-            if conv.transfer is not None and conv.state in ("transferring", "three-way", "consulted"):
-                self._transfer_failed(conv, 0, "caller hung up during the transfer")
-            self._end(conv, status, reason, tap)
-        elif leg == LEG_OPERATOR:
-            if not conv.answered:  # the seat did not take it: tell the PBX why, so it can re-route
+                lv.calls[Leg.CALLER].answer(op)
+            elif isinstance(a, RejectCaller):
                 op = pj.CallOpParam()
-                op.statusCode = status if 400 <= status < 700 else 480
-                op.reason = f"operator seat: {reason}"
-                if LEG_CALLER in conv.legs:
-                    conv.legs[LEG_CALLER].hangup(op)  # rejects the still-unanswered INVITE
-            elif conv.state == "handed-over":
-                pass  # expected: the operator left, caller and hotline talk on
-            elif conv.state == "three-way":
-                self._handed_over(conv)
-            elif LEG_HOTLINE not in conv.legs:
-                self._hangup_all(conv)  # operator hung up on an ordinary call: end it
-        elif leg == LEG_HOTLINE:
-            if conv.state == "consulted":
-                pass  # replaced by the caller's own call to the hotline: NOTIFY reports it
-            elif conv.state == "transferring":
-                self._transfer_failed(conv, status, reason or "rejected")
-            elif conv.state == "three-way":
-                self._transfer_failed(conv, status, "hotline hung up before the operator left")
-            elif conv.state == "handed-over":
-                self._hangup_all(conv)  # the hotline finished with the caller
+                op.statusCode = a.status
+                op.reason = a.reason
+                caller = lv.calls.get(Leg.CALLER)
+                if caller is not None:
+                    caller.hangup(op)  # rejects the still-unanswered INVITE
+            elif isinstance(a, Dial):
+                self._dial(lv, a.leg, a.uri)
+            elif isinstance(a, Refer):
+                lv.calls[Leg.CALLER].xfer(a.uri, pj.CallOpParam(True))
+            elif isinstance(a, ReferReplaces):
+                lv.calls[Leg.CALLER].xferReplaces(lv.calls[Leg.HOTLINE], pj.CallOpParam(True))
+            elif isinstance(a, Bridge):
+                for x in a.legs:  # startTransmit is idempotent
+                    for y in a.legs:
+                        if x != y and x in lv.media and y in lv.media:
+                            lv.media[x].startTransmit(lv.media[y])
+            elif isinstance(a, HangupLeg):
+                call = lv.calls.get(a.leg)
+                if call is not None:
+                    self._hangup(call)
+            elif isinstance(a, HangupAll):
+                self._hangup_all(lv)
+            elif isinstance(a, Finish):
+                self._finish(lv, a.status, a.reason)
 
-    def _end(self, conv: Conversation, status: int, reason: str, caller_tap: TapPort | None) -> None:
-        for call in list(conv.legs.values()):
-            self._hangup(call)
-        frames = caller_tap.seq if caller_tap else 0
-        cb_ns = caller_tap.callback_ns if caller_tap else 0
-        conv.state = "ended"
-        self.uplink.event("call_ended", call_id=conv.call_id, slot=conv.slot, status=status, reason=reason,
-                          frames=frames, callback_us=round(cb_ns / max(frames, 1) / 1000, 2))
-        self.convs.pop(conv.call_id, None)
+    def _dial(self, lv: Live, leg: Leg, uri: str) -> None:
+        conv = lv.conv
+        if self.legs_in_use() >= self.cfg.max_calls:
+            self.execute(lv, conv.dial_failed(leg, f"all {self.cfg.max_calls} SIP legs of this worker in use"))
+            return
+        call = LegCall(self, self.account, conv.call_id, leg)
+        try:
+            call.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as e:  # never got a call id: safe to drop
+            self.execute(lv, conv.dial_failed(leg, e.info().strip() or e.reason))
+            return
+        lv.calls[leg] = call
+        conv.dialled(leg)
+        self.uplink.send(P.LegDialing(conv.call_id, leg.label, uri))
+
+    def _finish(self, lv: Live, status: int, reason: str) -> None:
+        conv = lv.conv
+        tap = lv.taps.get(Leg.CALLER)
+        frames = tap.seq if tap else 0
+        cb_ns = tap.callback_ns if tap else 0
+        self.uplink.mark(conv.slot, LEG_CLOSE)
+        self.uplink.send(P.CallEnded(conv.call_id, conv.slot, status, reason, frames,
+                                     round(cb_ns / max(frames, 1) / 1000, 2)))
+        self.live.pop(conv.call_id, None)
+        self._unlinked.update(lv.calls.values())  # legs still hanging up: dropped on their DISCONNECTED
+        for obj in [*lv.taps.values(), *lv.players]:
+            self._release_later(obj)
+        lv.calls.clear()
+        lv.taps.clear()
+        lv.players.clear()
+        lv.media.clear()
+
+    # -- leg events ------------------------------------------------------------------
+    def _live_of(self, call: LegCall) -> Live | None:
+        lv = self.live.get(call.call_id)
+        if lv is None or lv.calls.get(call.leg) is not call:
+            return None
+        return lv
+
+    def on_leg_state(self, call: LegCall) -> None:
+        info = call.getInfo()
+        lv = self._live_of(call)
+        if lv is None:
+            if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self._unlinked.discard(call)  # the last reference: freed as this callback returns
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.execute(lv, lv.conv.leg_confirmed(call.leg, time.monotonic()))
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            lv.calls.pop(call.leg, None)
+            lv.media.pop(call.leg, None)
+            tap = lv.taps.pop(call.leg, None)  # (the Call itself is freed as this callback returns)
+            if tap is not None:
+                self._release_later(tap)
+                if call.leg == Leg.CALLER:
+                    lv.taps[Leg.CALLER] = tap  # its counters go into CallEnded
+            self.execute(lv, lv.conv.leg_gone(call.leg, info.lastStatusCode, info.lastReason))
 
     def on_leg_media(self, call: LegCall) -> None:
-        conv = call.conv
-        if conv is None or conv.legs.get(call.leg) is not call:
+        lv = self._live_of(call)
+        if lv is None:
             return
         info = call.getInfo()
         for i, mi in enumerate(info.media):
             if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
             aud = call.getAudioMedia(i)
-            conv.media[call.leg] = aud
-            if call.leg not in conv.taps:
-                tap = TapPort(self, conv.slot, call.leg)
-                fmt = pj.MediaFormatAudio()
-                fmt.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16)
-                tap.createPort(f"tap-{conv.slot}-{call.leg}", fmt)
-                aud.startTransmit(tap)
-                conv.taps[call.leg] = tap
+            lv.media[call.leg] = aud
+            if call.leg not in lv.taps:
+                self._tap(lv, call.leg, aud)
             codec = ""
             try:
                 codec = call.getStreamInfo(i).codecName
             except pj.Error:
                 pass
-            self.uplink.event("media_active", call_id=conv.call_id, slot=conv.slot, leg=LEG_NAMES[call.leg],
-                              codec=codec)
-            self._bridge(conv)
+            self.uplink.send(P.MediaActive(lv.conv.call_id, lv.conv.slot, call.leg.label, codec))
+            self.execute(lv, lv.conv.media_up(call.leg, time.monotonic()))
 
-    def _bridge(self, conv: Conversation) -> None:
-        """Connect every pair of live legs (startTransmit is idempotent)."""
-        legs = [leg for leg in (LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE) if leg in conv.media]
-        if LEG_HOTLINE in legs and conv.state == "transferring" and conv.transfer is not None \
-                and conv.transfer.mode == "attended":
-            # the hotline answered the consultation: ask the caller's side to replace our
-            # hotline leg with a direct call (REFER with Replaces); NOTIFY decides the outcome
-            conv.state = "consulted"
-            self.uplink.event("transfer_consulted", call_id=conv.call_id, target=conv.transfer.target)
-            conv.legs[LEG_CALLER].xferReplaces(conv.legs[LEG_HOTLINE], pj.CallOpParam(True))
+    def _tap(self, lv: Live, leg: Leg, aud: Any) -> None:
+        """Copy this leg's audio out for recognition. If the bridge has no port left the call
+        goes on (the caller is never refused for it) and is reported as degraded."""
+        tap = TapPort(self, lv.conv.slot, int(leg))
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16)
+        try:
+            tap.createPort(f"tap-{lv.conv.slot}-{int(leg)}", fmt)
+            aud.startTransmit(tap)
+        except pj.Error as e:
+            self._release_later(tap)
+            self.uplink.send(P.CallDegraded(lv.conv.call_id, f"no media port for recognition: {e.info().strip()}",
+                                            leg.label))
             return
-        if LEG_HOTLINE in legs and conv.state == "transferring":
-            conv.state = "three-way"
-            assert conv.transfer is not None
-            conv.transfer.bridged_at = time.monotonic()
-            self.uplink.event("transfer_bridged", call_id=conv.call_id, target=conv.transfer.target,
-                              legs=[LEG_NAMES[x] for x in legs])
-            if LEG_OPERATOR not in conv.legs:  # no seat leg (answer mode): the handover is done
-                self._handed_over(conv)
-        for a in legs:
-            for b in legs:
-                if a != b:
-                    conv.media[a].startTransmit(conv.media[b])
+        lv.taps[leg] = tap
 
     def on_dtmf(self, call: LegCall, digit: str, method: int) -> None:
-        conv = call.conv
-        if conv is None:
+        if self._live_of(call) is None:
             return
         how = "info" if method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-        self.uplink.event("dtmf", call_id=conv.call_id, leg=LEG_NAMES[call.leg], digit=digit, method=how)
+        self.uplink.send(P.Dtmf(call.call_id, call.leg.label, digit, how))
 
-    def play(self, conv: Conversation, leg_name: str, wav: str) -> None:
-        """Play a prompt (a WAV file) into one leg, e.g. the IVR's confirmation question."""
-        leg = next((k for k, v in LEG_NAMES.items() if v == leg_name), None)
-        if leg is None or leg not in conv.media:
-            self.uplink.event("error", call_id=conv.call_id, message=f"no active {leg_name!r} leg to play into")
+    def on_refer_status(self, call: LegCall, status: int, reason: str, final: bool) -> None:
+        lv = self._live_of(call)
+        if lv is not None:
+            self.execute(lv, lv.conv.refer_status(status, reason, final))
+
+    # -- commands ---------------------------------------------------------------------------
+    def on_command(self, cmd: P.Message) -> None:
+        if isinstance(cmd, P.Shutdown):
+            self.running = False
             return
-        player = PromptPlayer(self, conv.call_id, leg_name, wav)
+        call_id = getattr(cmd, "call_id", None)
+        lv = self.live.get(str(call_id))
+        if lv is None:
+            if isinstance(cmd, P.Transfer):  # the key must always get an answer
+                self.uplink.send(P.TransferUpdate(str(call_id), P.TransferStep.FAILED, cmd.target, cmd.mode, 404,
+                                                  f"no such call: {call_id}", True))
+            else:
+                self.uplink.send(P.WorkerError(f"no such call: {call_id}", str(call_id or "")))
+            return
+        now = time.monotonic()
+        if isinstance(cmd, P.Hangup):
+            self._hangup_all(lv)
+        elif isinstance(cmd, P.Transfer):
+            free = self.cfg.max_calls - self.legs_in_use()
+            self.execute(lv, lv.conv.start_transfer(cmd.target, cmd.mode, cmd.timeout, cmd.drop_operator_after,
+                                                    now, free))
+        elif isinstance(cmd, P.ReleaseOperator):
+            self.execute(lv, lv.conv.release_operator())
+        elif isinstance(cmd, P.Play):
+            self.play(lv, cmd.leg, cmd.wav)
+        else:
+            self.uplink.send(P.WorkerError(f"unknown command: {type(cmd).__name__}"))
+
+    def play(self, lv: Live, leg_name: str, wav: str) -> None:
+        """Play a prompt (a WAV file) into one leg, e.g. the IVR's confirmation question."""
+        call_id = lv.conv.call_id
+        leg = next((x for x in Leg if x.label == leg_name), None)
+        if leg is None or leg not in lv.media:
+            self.uplink.send(P.WorkerError(f"no active {leg_name!r} leg to play into", call_id))
+            return
+        player = PromptPlayer(self, call_id, leg_name, wav)
         try:
             player.createPlayer(wav, pj.PJMEDIA_FILE_NO_LOOP)
         except pj.Error as e:
-            self.uplink.event("error", call_id=conv.call_id, message=f"cannot play {wav}: {e.info()}")
+            self.uplink.send(P.WorkerError(f"cannot play {wav}: {e.info()}", call_id))
             return
-        player.startTransmit(conv.media[leg])
-        conv.players.append(player)
-        self.uplink.event("prompt_started", call_id=conv.call_id, leg=leg_name, wav=wav)
+        player.startTransmit(lv.media[leg])
+        lv.players.append(player)
+        self.uplink.send(P.PromptStarted(call_id, leg_name, wav))
 
-    # -- transfer -----------------------------------------------------------------------
-    def on_command(self, cmd: dict[str, Any]) -> None:
-        kind = cmd.get("cmd")
-        if kind == "shutdown":
-            self.running = False
-            return
-        conv = self.convs.get(str(cmd.get("call_id")))
-        if kind in ("hangup", "transfer", "release_operator", "play") and conv is None:
-            self.uplink.event("error", call_id=cmd.get("call_id"), message=f"no such call: {cmd.get('call_id')}")
-            return
-        assert conv is not None or kind not in ("hangup", "transfer", "release_operator", "play")
-        if kind == "hangup":
-            self._hangup_all(conv)  # type: ignore[arg-type]
-        elif kind == "transfer":
-            self.start_transfer(conv, str(cmd.get("target", "")), str(cmd.get("mode", "three-way")),  # type: ignore[arg-type]
-                                float(cmd.get("timeout", 20)), float(cmd.get("drop_operator_after", 0)))
-        elif kind == "release_operator":
-            self.release_operator(conv)  # type: ignore[arg-type]
-        elif kind == "play":
-            self.play(conv, str(cmd.get("leg", "caller")), str(cmd.get("wav", "")))  # type: ignore[arg-type]
-        else:
-            self.uplink.event("error", message=f"unknown command: {kind}")
-
-    def start_transfer(self, conv: Conversation, target: str, mode: str, timeout: float, drop_after: float) -> None:
-        if conv.state != "talking":
-            self.uplink.event("transfer_failed", call_id=conv.call_id, target=target, status=0,
-                              reason=f"call is {conv.state}, not talking: nothing changed")
-            return
-        if not target.startswith("sip:"):
-            self.uplink.event("transfer_failed", call_id=conv.call_id, target=target, status=0,
-                              reason="target must be a sip: URI")
-            return
-        conv.transfer = Transfer(target, mode, time.monotonic() + timeout, drop_after)
-        conv.state = "transferring"
-        self.uplink.event("transfer_started", call_id=conv.call_id, target=target, mode=mode)
-        if mode == "refer":
-            conv.legs[LEG_CALLER].xfer(target, pj.CallOpParam(True))
-        elif mode in ("three-way", "attended"):
-            self._dial(conv, LEG_HOTLINE, target)  # attended: a consultation leg first
-        else:
-            self._transfer_failed(conv, 0, f"unknown transfer mode {mode!r}")
-
-    def release_operator(self, conv: Conversation) -> None:
-        if conv.state != "three-way":
-            self.uplink.event("error", call_id=conv.call_id, message=f"no three-way call to leave (state {conv.state})")
-            return
-        seat = conv.legs.get(LEG_OPERATOR)
-        if seat is not None:
-            self._hangup(seat)
-        self._handed_over(conv)
-
-    def _handed_over(self, conv: Conversation) -> None:
-        conv.state = "handed-over"
-        self.uplink.event("transfer_completed", call_id=conv.call_id, target=conv.transfer.target if conv.transfer
-                          else "", mode=conv.transfer.mode if conv.transfer else "")
-
-    def _transfer_failed(self, conv: Conversation, status: int, reason: str) -> None:
-        """The caller is never dropped: back to caller + operator, and say why."""
-        t = conv.transfer
-        if t is None:
-            return  # already reported (a hang-up below can call back into here synchronously)
-        conv.transfer = None
-        if conv.state != "ended" and LEG_CALLER in conv.legs:
-            conv.state = "talking"
-        self.uplink.event("transfer_failed", call_id=conv.call_id, target=t.target, status=status, reason=reason)
-        hot = conv.legs.get(LEG_HOTLINE)
-        if hot is not None:
-            self._hangup(hot)
-
-    def on_refer_status(self, call: LegCall, status: int, reason: str, final: bool) -> None:
-        conv = call.conv
-        if conv is None or conv.transfer is None or conv.transfer.mode not in ("refer", "attended"):
-            return
-        self.uplink.event("transfer_progress", call_id=conv.call_id, status=status, reason=reason, final=final)
-        if not final:
-            return
-        if 200 <= status < 300:
-            self._handed_over(conv)
-            self._hangup_all(conv)  # pjsua2 does not hang up the transferring leg itself
-        else:
-            self._transfer_failed(conv, status, reason or "REFER failed")
-
+    # -- time -------------------------------------------------------------------------------
     def check_timers(self) -> None:
         now = time.monotonic()
-        if now >= self._next_media_check:
-            self._next_media_check = now + 1.0
-            for conv in list(self.convs.values()):
-                try:
-                    self._check_media(conv, now)
-                except Exception:
-                    self.report_exception("media check")
-        for conv in list(self.convs.values()):
-            t = conv.transfer
-            if t is None:
-                continue
-            if conv.state in ("transferring", "consulted") and now > t.deadline:
-                why = "no answer (timeout)" if t.mode == "three-way" else "no final NOTIFY (timeout)"
-                self._transfer_failed(conv, 408, why)
-            elif conv.state == "three-way" and t.drop_operator_after and now > t.bridged_at + t.drop_operator_after:
-                self.release_operator(conv)
-
-    def _check_media(self, conv: Conversation, now: float) -> None:
-        """RTP stopped mid-call (a dead trunk, a crashed phone): end the call after
-        ``media_timeout`` seconds rather than hold a slot and a hotline forever."""
-        call = conv.legs.get(LEG_CALLER)
-        if call is None or LEG_CALLER not in conv.media or not self.cfg.media_timeout:
+        while self._graveyard and self._graveyard[0][0] <= now:
+            self._graveyard.popleft()  # the last reference: pjsua2 frees the port / call
+        for lv in list(self.live.values()):
+            self.guard("transfer timer", lambda x=lv: self.execute(x, x.conv.tick(now)))
+        if now < self._next_media_check:
             return
+        self._next_media_check = now + 1.0
+        for lv in list(self.live.values()):
+            self.guard("media check", lambda x=lv: self.execute(x, x.conv.media_check(
+                now, self._rx_packets(x), self.cfg.media_timeout, self.cfg.max_duration)))
+
+    def _rx_packets(self, lv: Live) -> int | None:
+        call = lv.calls.get(Leg.CALLER)
+        if call is None or Leg.CALLER not in lv.media:
+            return None
         try:
             info = call.getInfo()  # keep it referenced: its media vector dies with it
             idx = next(i for i, mi in enumerate(info.media) if mi.type == pj.PJMEDIA_TYPE_AUDIO)
-            pkts = call.getStreamStat(idx).rtcp.rxStat.pkt
+            return int(call.getStreamStat(idx).rtcp.rxStat.pkt)
         except (pj.Error, StopIteration):
-            return
-        if pkts != conv.rx_packets:
-            conv.rx_packets, conv.rx_changed = pkts, now
-        elif now - conv.rx_changed > self.cfg.media_timeout:
-            self.uplink.event("media_timeout", call_id=conv.call_id, seconds=round(now - conv.rx_changed, 1),
-                              packets=pkts)
-            conv.rx_changed = now
-            self._hangup_all(conv)
+            return None
 
     # -- helpers --------------------------------------------------------------------------
+    def _release_later(self, obj: Any) -> None:
+        self._graveyard.append((time.monotonic() + RELEASE_AFTER_S, obj))
+
     def _hangup(self, call: Any) -> None:
         try:
             if call.isActive():
@@ -590,13 +557,9 @@ class Worker:
         except pj.Error:
             pass
 
-    def _hangup_all(self, conv: Conversation) -> None:
-        for call in list(conv.legs.values()):
+    def _hangup_all(self, lv: Live) -> None:
+        for call in list(lv.calls.values()):
             self._hangup(call)
-
-    def report_exception(self, where: str) -> None:
-        self.callback_errors += 1
-        self.uplink.event("error", message=f"{where}: {traceback.format_exc(limit=3)}")
 
 
 def request_user(message: str) -> str:
@@ -610,36 +573,20 @@ def request_user(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="fenliu SIP worker (started by the supervisor)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--address", default="127.0.0.1")
-    p.add_argument("--sip-port", type=int, required=True)
-    p.add_argument("--rtp-port", type=int, required=True)
-    p.add_argument("--rtp-range", type=int, default=40)
+    p = argparse.ArgumentParser(description="fenliu SIP worker (started by the supervisor, configured by it)")
     p.add_argument("--control", required=True, help="supervisor's Unix stream socket")
-    p.add_argument("--audio", required=True, help="supervisor's Unix datagram socket for frames")
-    p.add_argument("--seat", default="", help="B2BUA mode: the operator seat's SIP URI")
-    p.add_argument("--users", default="*", help="comma list of numbers served (request-URI user), * = any")
-    p.add_argument("--media-timeout", type=float, default=10.0, help="end a call after N s without RTP (0 = never)")
-    p.add_argument("--allow", default="", help="comma list of peer addresses allowed to call (empty = any)")
-    p.add_argument("--registrar", default="", help="register to this PBX (sip:host:port), digest auth")
-    p.add_argument("--reg-user", default="")
-    p.add_argument("--reg-expires", type=int, default=300)
-    p.add_argument("--reg-retry", type=int, default=30)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
-    cfg = WorkerConfig(a.name, a.address, a.sip_port, a.rtp_port, a.rtp_range, a.control, a.audio,
-                       seat_uri=a.seat, users=tuple(u.strip() for u in a.users.split(",") if u.strip()),
-                       media_timeout=a.media_timeout,
-                       allow=tuple(x.strip() for x in a.allow.split(",") if x.strip()),
-                       registrar=a.registrar, reg_user=a.reg_user,
-                       reg_password=os.environ.get("FENLIU_SIP_PASSWORD", ""),  # never on the command line
-                       reg_expires=a.reg_expires, reg_retry=a.reg_retry)
-    uplink = Uplink(cfg.control_path, cfg.audio_path)
+    uplink = Uplink(a.control)
+    try:
+        cfg = uplink.configure()
+    except (OSError, P.ProtocolError) as e:
+        print(f"fenliu worker: no configuration from the supervisor: {e}", file=sys.stderr)
+        return 2
     worker = Worker(cfg, uplink)
-    return serve_until_signalled(worker, lambda why: uplink.event(
-        "error", message=f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {why} "
-                         f"(is the port in use? set sip.port / sip.rtp_port)"))
+    return serve_until_signalled(worker, lambda why: uplink.send(P.StartFailed(
+        f"cannot start SIP endpoint on {cfg.address}:{cfg.sip_port}: {why} "
+        f"(is the port in use? set sip.port / sip.rtp_port)")))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from dataclasses import replace
 import pytest
 
 from fenliu.events import Decision, FinalTranscript, PartialTranscript
+from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.settings import load_settings
-from fenliu.service.supervisor import CallEvent, Supervisor, WorkerFact
+from fenliu.service.supervisor import Supervisor
 from fenliu.sip.link import pid_alive
 from tests.conftest import FIXTURES, ROOT, free_port, minimal_rules
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
@@ -30,20 +31,28 @@ def settings_for(workers: int = 2):
 
 
 class Collector:
+    """A bus subscriber keeping every item; ``wait(pred, since=mark())`` for facts after an action."""
+
     def __init__(self):
         self.items = []
         self.cv = threading.Condition()
+        self.bus = EventBus.on_thread()
+        self.bus.subscribe(self)
 
     def __call__(self, item):
         with self.cv:
             self.items.append(item)
             self.cv.notify_all()
 
-    def wait(self, pred, timeout=20.0):
+    def mark(self):
+        with self.cv:
+            return len(self.items)
+
+    def wait(self, pred, timeout=20.0, since=0):
         deadline = time.monotonic() + timeout
         with self.cv:
             while True:
-                for it in self.items:
+                for it in self.items[since:]:
                     if pred(it):
                         return it
                 left = deadline - time.monotonic()
@@ -53,12 +62,12 @@ class Collector:
 
 
 def fact(kind):
-    return lambda it: isinstance(it, WorkerFact) and it.data.get("event") == kind
+    return lambda it: isinstance(it, WorkerFact) and it.kind == kind
 
 
 def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tmp_path):
     got = Collector()
-    sup = Supervisor(settings_for(2), router, ko_engine, got)
+    sup = Supervisor(settings_for(2), router, ko_engine, got.bus)
     sup.start()
     try:
         assert len(sup.links) == 2
@@ -70,7 +79,7 @@ def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tm
         t.start()
         started = got.wait(fact("call_started"))
         assert started.worker == "w1"
-        call_id = started.data["call_id"]
+        call_id = started.fact.call_id
         got.wait(fact("media_active"))
         assert [c["call_id"] for c in sup.calls()] == [call_id]
         final = got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, FinalTranscript), 30)
@@ -89,14 +98,15 @@ def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tm
 
 def test_a_crashed_worker_is_restarted_and_takes_calls_again(ko_engine, router, tmp_path):
     got = Collector()
-    sup = Supervisor(settings_for(1), router, ko_engine, got)
+    sup = Supervisor(settings_for(1), router, ko_engine, got.bus)
     sup.start()
     try:
-        pid = got.wait(fact("ready")).data["pid"]
+        pid = got.wait(fact("ready")).fact.pid
+        n = got.mark()
         os.kill(pid, signal.SIGKILL)
-        got.wait(fact("worker_lost"))
-        got.wait(fact("worker_restarted"), timeout=15)
-        assert sup.restarts["w0"] == 1
+        got.wait(fact("worker_lost"), since=n)
+        got.wait(fact("worker_restarted"), timeout=15, since=n)
+        assert sup.workers["w0"].restarts == 1 and sup.health()["ok"]
         wav = FIXTURES / "ko" / "ko-01-greeting.wav"
         r = run_sipp(caller_scenario(alaw_file(wav, tmp_path), talk_ms=3500), sup.worker_ports(0)[0], tmp_path)
         assert r.returncode == 0, r.stdout[-1500:]
@@ -136,10 +146,14 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
     s = settings_for(1)
     seat = PeerProc("--answer", "200", user="seat")
     hotline = PeerProc("--answer", "200", user="12345")
+    busy = PeerProc("--answer", "486", user="12348")
     api = free_port()
     env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
            "FENLIU_SIP__WORKERS": "1", "FENLIU_SIP__SEAT_URI": seat.uri, "FENLIU_ASR__MODEL": "ko-test",
-           "FENLIU_CONSOLE__PORT": str(api), "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri}",
+           "FENLIU_CONSOLE__PORT": str(api),
+           # every hotline the negative list can suggest needs a URI, or serve refuses to start
+           "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri},12348={busy.uri},"
+                                       + ",".join(f"{t}=sip:{t}@127.0.0.1:9" for t in ("12328", "12338", "95598", "social")),
            "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db"}
     proc = subprocess.Popen([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -179,13 +193,18 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
         assert bad.returncode == 2 and "unknown target" in bad.stderr
         missing = cli("transfer", "no-such-call", "12345")
         assert missing.returncode == 2 and "404" in missing.stderr
-        ok = cli("transfer", call_id[:10], "12345")
+        refused = cli("transfer", call_id, busy.uri)  # waits for the outcome, says it, exits non-zero
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert json.loads(refused.stdout.splitlines()[0])["sip_status"] == 486
+        assert "transfer failed" in refused.stderr and "stays with the operator" in refused.stderr
+        ok = cli("transfer", call_id[:10], "12345")  # returns once the three-way call is up
         assert ok.returncode == 0, ok.stderr
-        assert json.loads(ok.stdout)["uri"] == hotline.uri
-        wait("transfer_bridged")
+        out = json.loads(ok.stdout.splitlines()[0])
+        assert out["uri"] == hotline.uri and out["status"] == "transfer_bridged"
         hotline.wait(lambda e: e["event"] == "media")
-        assert cli("release", call_id).returncode == 0
-        wait("transfer_completed")
+        released = cli("release", call_id)
+        assert released.returncode == 0 and json.loads(released.stdout.splitlines()[0])["status"] == \
+            "transfer_completed"
         seat.wait(lambda e: e["event"] == "ended")
         t.join(60)
         assert box["r"].returncode == 0
@@ -200,6 +219,7 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
                 proc.kill()
             seat.stop()
             hotline.stop()
+            busy.stop()
     from fenliu.service.store import Store
 
     store = Store(f"sqlite:///{tmp_path}/fenliu.db")  # the record survived the service
@@ -207,7 +227,7 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
     assert [r["call_id"] for r in rows] == [call_id] and rows[0]["ended_at"] is not None
     kinds = [e["kind"] for e in store.events(call_id)]
     assert "Decision" in kinds and "FinalTranscript" in kinds
-    assert kinds.index("transfer_started") < kinds.index("transfer_bridged") < kinds.index("transfer_completed")
+    assert kinds.index("transfer_failed") < kinds.index("transfer_bridged") < kinds.index("transfer_completed")
     store.close()
     unreachable = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "calls", "--url",
                                   f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True)
@@ -217,7 +237,7 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
 def test_fenliu_dial_plays_a_recording_into_the_service(ko_engine, router, tmp_path):
     got = Collector()
     s = settings_for(1)
-    sup = Supervisor(s, router, ko_engine, got)
+    sup = Supervisor(s, router, ko_engine, got.bus)
     sup.start()
     try:
         r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "dial",
@@ -247,7 +267,7 @@ def test_b2bua_seat_mode_recognises_caller_and_operator_as_separate_speakers(ko_
     got = Collector()
     s = settings_for(1)
     s = replace(s, sip=replace(s.sip, seat_uri=seat.uri))
-    sup = Supervisor(s, router, ko_engine, got)
+    sup = Supervisor(s, router, ko_engine, got.bus)
     sup.start()
     try:
         audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
@@ -268,14 +288,14 @@ def test_serve_with_a_kamailio_front_takes_calls_on_one_address(ko_engine, route
     got = Collector()
     s = settings_for(2)
     s = replace(s, sip=replace(s.sip, front_port=free_port(2)))
-    sup = Supervisor(s, router, ko_engine, got)
+    sup = Supervisor(s, router, ko_engine, got.bus)
     sup.start()
     try:
         got.wait(fact("front_ready"))
         audio = alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path)
         r = run_sipp(caller_scenario(audio, talk_ms=3000), s.sip.front_port, tmp_path, calls=2, rate=10)
         assert r.returncode == 0, r.stdout[-1500:]
-        workers = {it.worker for it in got.items if isinstance(it, WorkerFact) and it.data.get("event") == "call_started"}
+        workers = {it.worker for it in got.items if isinstance(it, WorkerFact) and it.kind == "call_started"}
         assert workers == {"w0", "w1"}  # round-robin over both workers
     finally:
         sup.stop()
@@ -343,13 +363,13 @@ def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotli
     sup = None
 
     def on_event(item):
-        got(item)
         if isinstance(item, CallEvent) and isinstance(item.event, Decision) and item.event.diverted \
                 and not pressed.is_set():
             pressed.set()
             threading.Thread(target=lambda: sup.transfer(item.call_id, item.event.target), daemon=True).start()
 
-    sup = Supervisor(s, Router(rules), ko_engine, on_event)
+    got.bus.subscribe(on_event)
+    sup = Supervisor(s, Router(rules), ko_engine, got.bus)
     sup.start()
     try:
         audio = alaw_file(wav, tmp_path)
@@ -358,7 +378,7 @@ def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotli
         assert r.returncode == 0, r.stdout[-1500:]  # the caller's call ran to its own BYE
         d = got.wait(lambda it: isinstance(it, CallEvent) and isinstance(it.event, Decision) and it.event.diverted)
         assert d.event.target == "12345" and any(m.word in words for m in d.event.matched)
-        got.wait(lambda it: isinstance(it, WorkerFact) and it.data.get("event") == "transfer_completed", 20)
+        got.wait(fact("transfer_completed"), 20)
         hotline.wait(lambda e: e["event"] == "ended", 20)
     finally:
         sup.stop()

@@ -33,8 +33,8 @@ class PeerProc:
             except json.JSONDecodeError:
                 continue
 
-    def wait(self, pred, timeout: float = 15.0) -> dict:
-        for e in self.seen:
+    def wait(self, pred, timeout: float = 15.0, since: int = 0) -> dict:
+        for e in self.seen[since:]:
             if pred(e):
                 return e
         deadline = time.monotonic() + timeout
@@ -49,6 +49,12 @@ class PeerProc:
             self.seen.append(e)
             if pred(e):
                 return e
+
+    def mark(self) -> int:
+        """How many events were seen so far: ``wait(pred, since=mark)`` waits for a later one."""
+        while not self.events.empty():
+            self.seen.append(self.events.get())
+        return len(self.seen)
 
     def has(self, kind: str) -> bool:
         while not self.events.empty():
@@ -72,3 +78,8 @@ def rms_after(wav: Path, start_s: float = 0.0) -> float:
     clip = read_wav(wav)
     x = np.frombuffer(clip.pcm, dtype=np.int16).astype(float)[int(start_s * clip.rate):]
     return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+def fact(cls, **match):
+    """A predicate for a worker fact of type ``cls`` whose fields equal ``match``."""
+    return lambda f: isinstance(f, cls) and all(getattr(f, k) == v for k, v in match.items())

@@ -108,6 +108,45 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
 """
 
 
+def no_sdp_scenario() -> str:
+    """An INVITE without SDP (we offer in the 200) and an ACK without SDP (no answer): the
+    call is up with no audio stream. The worker must end it (BYE) after the media timeout."""
+    headers = CALLER_HEADERS.replace("USER", "110")
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="no sdp">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:110@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="BYE"/>
+  {reply("200 OK")}
+</scenario>
+"""
+
+
 def stray_bye_scenario() -> str:
     """A BYE for a dialog that does not exist: the answer must be 481."""
     return """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -130,12 +169,12 @@ def stray_bye_scenario() -> str:
 
 
 def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
-             timeout: float = 60, local_ip: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+             timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> subprocess.CompletedProcess[str]:
     assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
     xml = work / "scenario.xml"
     xml.write_text(scenario, encoding="utf-8")
     cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
-           "-l", str(calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
+           "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
            "-error_file", str(work / "sipp-errors.log")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)

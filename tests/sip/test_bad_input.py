@@ -1,13 +1,17 @@
-"""Bad input at the SIP edge: each gets a clear answer, and the service stays up."""
+"""Bad input and normal-use faults at the SIP edge: each gets a clear answer, no call lives
+for ever, and the service stays up."""
 
 import socket
+import threading
 from collections import defaultdict
 
 import pytest
 
+from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
 from tests.conftest import FIXTURES, free_port
-from tests.sip.sipp import alaw_file, caller_scenario, run_sipp, stray_bye_scenario
+from tests.sip.peers import fact
+from tests.sip.sipp import alaw_file, caller_scenario, no_sdp_scenario, run_sipp, stray_bye_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -17,12 +21,14 @@ WAV = FIXTURES / "ko" / "ko-01-greeting.wav"
 @pytest.fixture
 def worker():
     frames = defaultdict(int)
+    lock = threading.Lock()
 
     def on_frame(slot, leg, seq, pcm):
-        frames[slot] += 1
+        with lock:
+            frames[slot] += 1
 
-    link = WorkerLink("bad", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, on_frame=on_frame,
-                      users="110", media_timeout=2.0)
+    link = WorkerLink.loopback("bad", free_port(2), free_port(2) // 2 * 2, on_frame=on_frame,
+                               users=("110",), media_timeout=2.0)
     link.start()
     link.frame_counts = frames
     yield link
@@ -35,15 +41,20 @@ def errors(tmp_path):
 
 
 def a_good_call_still_works(link, tmp_path):
+    n = link.mark()
     r = run_sipp(caller_scenario(alaw_file(WAV, tmp_path), talk_ms=1500), link.sip_port, tmp_path)
     assert r.returncode == 0, r.stdout[-1500:]
+    ended = link.wait(fact(P.CallEnded), since=n)
+    assert ended.frames > 50  # and it had audio
 
 
-def test_unknown_number_gets_404(worker, tmp_path):
+def test_unknown_number_gets_404_and_is_recorded(worker, tmp_path):
+    n = worker.mark()
     r = run_sipp(caller_scenario(None, talk_ms=100, user="999"), worker.sip_port, tmp_path, timeout=10)
     assert r.returncode != 0 and "404" in errors(tmp_path)
-    rejected = worker.wait_event(lambda e: e["event"] == "call_rejected")
-    assert rejected["user"] == "999" and "sip.users" in rejected["reason"]
+    rejected = worker.wait(fact(P.CallRejected), since=n)
+    assert rejected.status == 404 and rejected.user == "999" and "sip.users" in rejected.reason
+    assert "13800000000" in rejected.remote and rejected.call_id
     a_good_call_still_works(worker, tmp_path)
 
 
@@ -69,23 +80,79 @@ def test_bye_for_an_unknown_dialog_gets_481(worker, tmp_path):
 
 def test_rtp_stopping_mid_call_ends_it_after_the_media_timeout(worker, tmp_path):
     # the caller answers the handshake but never sends a single RTP packet
+    n = worker.mark()
     r = run_sipp(caller_scenario(None, talk_ms=0, callee_hangs_up=True), worker.sip_port, tmp_path, timeout=20)
     assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)  # SIPp got our BYE and said 200
-    timeout = worker.wait_event(lambda e: e["event"] == "media_timeout", timeout=10)
-    assert timeout["seconds"] >= 2.0
-    worker.wait_event(lambda e: e["event"] == "call_ended")
+    timeout = worker.wait(fact(P.MediaTimeout), timeout=10, since=n)
+    assert timeout.seconds >= 2.0
+    worker.wait(fact(P.CallEnded, call_id=timeout.call_id), since=n)
 
 
-def test_an_invite_flood_beyond_capacity_is_refused_and_answered_calls_keep_audio(worker, tmp_path):
+def test_a_call_without_sdp_in_invite_and_ack_does_not_live_for_ever(worker, tmp_path):
+    """No audio stream at all: the RTP timeout never starts; the call must still end."""
+    n = worker.mark()
+    r = run_sipp(no_sdp_scenario(), worker.sip_port, tmp_path, timeout=20)
+    assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)  # SIPp received our BYE
+    timeout = worker.wait(fact(P.MediaTimeout), since=n)
+    assert "SDP" in timeout.why
+    worker.wait(fact(P.CallEnded, call_id=timeout.call_id), since=n)
+    a_good_call_still_works(worker, tmp_path)
+
+
+def test_an_invite_flood_beyond_capacity_is_refused_recorded_and_answered_calls_keep_audio(worker, tmp_path):
+    """Answer mode reserves a leg per conversation for its transfer: 2 conversations of 4 legs."""
+    assert worker.ready.capacity == 2
     audio = alaw_file(WAV, tmp_path)
+    n = worker.mark()
     r = run_sipp(caller_scenario(audio, talk_ms=4000), worker.sip_port, tmp_path, calls=7, rate=50, timeout=30)
     assert r.returncode != 0  # some calls were refused
-    log = errors(tmp_path)
-    assert "486" in log or "503" in log
-    ended = []
-    for _ in range(4):
-        ended.append(worker.wait_event(lambda e: e["event"] == "call_ended", timeout=20))
-    started = [e for e in list(worker.events.queue)]  # anything left
-    assert all(e["event"] != "call_started" for e in started)  # no fifth call got in
-    assert all(e["frames"] >= 100 for e in ended)  # each answered call kept ~2 s+ of audio
+    assert "486" in errors(tmp_path)
+    ended = [worker.wait(fact(P.CallEnded), timeout=20, since=n)]
+    ended.append(worker.wait(lambda f: isinstance(f, P.CallEnded) and f.call_id != ended[0].call_id, since=n))
+    facts = worker.facts(since=n)
+    started = [f for f in facts if isinstance(f, P.CallStarted)]
+    rejected = [f for f in facts if isinstance(f, P.CallRejected)]
+    assert len(started) == 2  # no third conversation got in
+    assert len(rejected) == 5 and all(f.status == 486 and "full" in f.reason for f in rejected)  # each one recorded
+    assert all(e.frames >= 100 for e in ended)  # each answered call kept ~2 s+ of audio
     a_good_call_still_works(worker, tmp_path)
+
+
+def test_soak_short_calls_keep_their_audio_and_the_worker_stays_bounded(worker, tmp_path):
+    """Many short calls through one worker: the last ones still carry audio (no leaked bridge
+    ports), and the worker's memory and file descriptors stay bounded. The bridge is sized for
+    4 legs (20 ports), so a leak of one port per call fails within ~20 calls."""
+    audio = alaw_file(WAV, tmp_path)
+    pid = worker.ready.pid
+
+    def rss_kb():
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def fds():
+        import os
+
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    def batch(calls):
+        n = worker.mark()
+        r = run_sipp(caller_scenario(audio, talk_ms=600), worker.sip_port, tmp_path, calls=calls, rate=20,
+                     limit=1, timeout=120)
+        assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)
+        facts = worker.facts(since=n)
+        ended = [f for f in facts if isinstance(f, P.CallEnded)]
+        while len(ended) < calls:
+            worker.wait(lambda f, k=len(ended): isinstance(f, P.CallEnded) and
+                        sum(isinstance(x, P.CallEnded) for x in worker.facts(since=n)) > k, since=n)
+            ended = [f for f in worker.facts(since=n) if isinstance(f, P.CallEnded)]
+        assert not [f for f in worker.facts(since=n) if isinstance(f, P.CallDegraded)]
+        return ended
+
+    batch(30)  # warm up: allocations that happen once
+    rss0, fd0 = rss_kb(), fds()
+    ended = batch(60)
+    assert all(e.frames >= 25 for e in ended[-10:])  # the last calls still had audio (≥0.5 s)
+    assert fds() <= fd0 + 4
+    assert rss_kb() - rss0 < 20_000  # < 20 MB growth over 60 calls

@@ -3,9 +3,10 @@ allow-list — against SIPp and a pjsua2 peer on 127.0.0.1 (and 127.0.0.2 as a f
 
 import pytest
 
+from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
 from tests.conftest import FIXTURES, free_port
-from tests.sip.peers import PeerProc, rms_after
+from tests.sip.peers import PeerProc, fact, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, dtmf_info, dtmf_rfc4733, run_sipp
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,7 @@ WAV = FIXTURES / "ko" / "ko-01-greeting.wav"
 
 @pytest.fixture
 def worker():
-    link = WorkerLink("d1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, allow="127.0.0.1")
+    link = WorkerLink.loopback("d1", free_port(2), free_port(2) // 2 * 2, allow=("127.0.0.1",))
     link.start()
     yield link
     assert link.stop() == 0
@@ -26,24 +27,25 @@ def test_dtmf_by_sip_info_and_rfc4733_become_events(worker, tmp_path):
         '\n  <pause milliseconds="1500"/>'
     r = run_sipp(caller_scenario(None, talk_ms=500, middle=middle), worker.sip_port, tmp_path, timeout=20)
     assert r.returncode == 0, r.stdout[-1500:]
-    info = worker.wait_event(lambda e: e["event"] == "dtmf" and e["method"] == "info")
-    assert info["digit"] == "5" and info["leg"] == "caller"
-    rfc = worker.wait_event(lambda e: e["event"] == "dtmf" and e["method"] == "rfc4733")
-    assert rfc["digit"] == "1"
+    info = worker.wait(fact(P.Dtmf, method="info"))
+    assert info.digit == "5" and info.leg == "caller"
+    rfc = worker.wait(fact(P.Dtmf, method="rfc4733"))
+    assert rfc.digit == "1"
 
 
 def test_a_prompt_is_played_into_the_callers_leg(worker, tmp_path):
     heard = tmp_path / "caller-heard.wav"
     caller = PeerProc("--call", f"sip:110@127.0.0.1:{worker.sip_port}", "--record", str(heard), user="caller")
     try:
-        cid = worker.wait_event(lambda e: e["event"] == "call_answered")["call_id"]
-        worker.send(cmd="play", call_id=cid, leg="caller", wav=str(WAV))
-        worker.wait_event(lambda e: e["event"] == "prompt_started")
-        worker.wait_event(lambda e: e["event"] == "prompt_done", timeout=15)
-        worker.send(cmd="play", call_id=cid, leg="hotline", wav=str(WAV))
-        err = worker.wait_event(lambda e: e["event"] == "error")
-        assert "hotline" in err["message"]
-        worker.send(cmd="hangup", call_id=cid)
+        cid = worker.wait(fact(P.CallAnswered)).call_id
+        worker.send(P.Play(cid, str(WAV), "caller"))
+        worker.wait(fact(P.PromptStarted, call_id=cid))
+        worker.wait(fact(P.PromptDone, call_id=cid), timeout=15)
+        n = worker.mark()
+        worker.send(P.Play(cid, str(WAV), "hotline"))
+        err = worker.wait(fact(P.WorkerError), since=n)
+        assert "hotline" in err.message
+        worker.send(P.Hangup(cid))
         caller.wait(lambda e: e["event"] == "ended")
     finally:
         caller.stop()
@@ -55,7 +57,7 @@ def test_calls_from_a_peer_not_on_the_allow_list_get_403(worker, tmp_path):
     r = run_sipp(caller_scenario(audio, talk_ms=300), worker.sip_port, tmp_path, timeout=10, local_ip="127.0.0.2")
     assert r.returncode != 0
     assert "403" in (tmp_path / "sipp-errors.log").read_text(errors="replace")
-    rej = worker.wait_event(lambda e: e["event"] == "call_rejected")
-    assert rej["status"] == 403 and rej["source"] == "127.0.0.2"
+    rej = worker.wait(fact(P.CallRejected))
+    assert rej.status == 403 and rej.source == "127.0.0.2"
     ok = run_sipp(caller_scenario(audio, talk_ms=1000), worker.sip_port, tmp_path, timeout=20)
     assert ok.returncode == 0  # the allowed PBX still gets through

@@ -2,7 +2,6 @@
 going through the real Vosk pipeline."""
 
 import threading
-import time
 from collections import defaultdict
 
 import pytest
@@ -10,8 +9,10 @@ import pytest
 from fenliu.asr.audio import read_wav
 from fenliu.asr.pipeline import StreamPipeline
 from fenliu.events import FinalTranscript
+from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink, pid_alive
 from tests.conftest import FIXTURES, free_port
+from tests.sip.peers import fact
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
 pytestmark = pytest.mark.slow
@@ -26,36 +27,36 @@ def worker():
         with lock:
             frames[slot].append(pcm)
 
-    link = WorkerLink("t1", sip_port=free_port(2), rtp_port=free_port(2) // 2 * 2, on_frame=on_frame)
+    link = WorkerLink.loopback("t1", free_port(2), free_port(2) // 2 * 2, on_frame=on_frame)
     ready = link.start()
     link.frames = frames
     yield link, ready
     rc = link.stop()
     assert rc == 0  # clean shutdown: no abort at exit
-    assert not pid_alive(ready["pid"])
+    assert not pid_alive(ready.pid)
 
 
 def test_worker_answers_a_sipp_call_and_streams_the_callers_audio(worker, ko_engine, tmp_path):
     link, ready = worker
-    assert ready["frame_copy"] == "pointer"  # the fast frame copy proved itself on this build
+    assert ready.frame_copy == "pointer"  # the fast frame copy proved itself on this build
     wav = FIXTURES / "ko" / "ko-01-greeting.wav"
     duration = read_wav(wav).duration
     audio = alaw_file(wav, tmp_path)
+    n = link.mark()
     r = run_sipp(caller_scenario(audio, talk_ms=int(duration * 1000) + 1500), link.sip_port, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
-    started = link.wait_event(lambda e: e["event"] == "call_started")
-    assert "13800000000" in started["remote"]
-    media = link.wait_event(lambda e: e["event"] == "media_active")
-    assert media["codec"].upper() in ("PCMA", "PCMU")
-    ended = link.wait_event(lambda e: e["event"] == "call_ended", timeout=15)
-    assert ended["call_id"] == started["call_id"]
-    time.sleep(0.2)
+    started = link.wait(fact(P.CallStarted), since=n)
+    assert "13800000000" in started.remote
+    media = link.wait(fact(P.MediaActive, call_id=started.call_id), since=n)
+    assert media.codec.upper() in ("PCMA", "PCMU")
+    ended = link.wait(fact(P.CallEnded, call_id=started.call_id), timeout=15, since=n)
+    assert ended.frames >= int(duration * 50)
+    assert ended.callback_us < 1000  # reported for the benchmark; the media thread is not held
+    link.wait_audio_closed(started.slot)  # every frame of the call has been received
 
-    pcm = b"".join(link.frames[started["slot"]])
+    pcm = b"".join(link.frames[started.slot])
     assert len(pcm) / 2 / 16000 >= duration  # 16 kHz from an 8 kHz A-law caller, the whole call
-    assert ended["frames"] >= int(duration * 50)
-    assert ended["callback_us"] < 1000  # reported for the benchmark; the media thread is not held
 
     pipe = StreamPipeline("live", 16000, ko_engine)
     events = []
@@ -83,7 +84,7 @@ def test_a_worker_that_cannot_bind_its_port_says_so_and_exits_cleanly():
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 0))
     port = busy.getsockname()[1]
-    link = WorkerLink("busy", sip_port=port, rtp_port=free_port(2) // 2 * 2)
+    link = WorkerLink.loopback("busy", port, free_port(2) // 2 * 2)
     try:
         with pytest.raises(FenliuError, match="cannot start SIP endpoint"):
             link.start()
@@ -97,18 +98,19 @@ def test_wideband_and_linear_codecs_from_the_caller_reach_asr(worker, ko_engine,
     from tests.sip.peers import PeerProc
 
     link, _ = worker
+    n = link.mark()
     caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", "--codecs", codec,
                       "--play", str(FIXTURES / "ko" / "ko-01-greeting.wav"), "--hangup-after", "4",
                       user="caller")
     try:
-        started = link.wait_event(lambda e: e["event"] == "call_started")
-        media = link.wait_event(lambda e: e["event"] == "media_active")
-        assert media["codec"].upper() == codec.split("/")[0].upper()
-        link.wait_event(lambda e: e["event"] == "call_ended", timeout=20)
+        started = link.wait(fact(P.CallStarted), since=n)
+        media = link.wait(fact(P.MediaActive, call_id=started.call_id), since=n)
+        assert media.codec.upper() == codec.split("/")[0].upper()
+        link.wait(fact(P.CallEnded, call_id=started.call_id), timeout=20, since=n)
     finally:
         caller.stop()
-    time.sleep(0.2)
-    pcm = b"".join(link.frames[started["slot"]])
+    link.wait_audio_closed(started.slot)
+    pcm = b"".join(link.frames[started.slot])
     pipe = StreamPipeline("codec", 16000, ko_engine)
     events = []
     for i in range(0, len(pcm), 640):

@@ -1,0 +1,286 @@
+"""One 110 conversation as a pure state machine (no pjsua2): the caller's leg, the operator
+seat's leg (B2BUA mode) and, during a transfer, the hotline's leg.
+
+The SIP worker feeds it what happened on the wire (a leg answered, its audio came up, it
+ended, a REFER NOTIFY arrived, time passed, the operator pressed a key) and carries out the
+actions it returns (answer, dial, refer, bridge, hang up, report a fact). Every rule about
+what a hang-up or a failure means for the caller lives here, and is unit-tested like the VAD.
+
+The one rule above the others: **the caller is never dropped by a failed transfer** — the
+conversation goes back to caller + operator and the failure says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fenliu.sip.protocol import (
+    CallAnswered,
+    ConversationState,
+    Fact,
+    Leg,
+    LegAnswered,
+    LegEnded,
+    MediaTimeout,
+    TransferMode,
+    TransferStep,
+    TransferUpdate,
+    WorkerError,
+)
+
+S = ConversationState
+
+
+# -- actions the worker carries out ------------------------------------------------------------
+@dataclass(frozen=True)
+class Emit:
+    fact: Fact
+
+
+@dataclass(frozen=True)
+class AnswerCaller:
+    pass
+
+
+@dataclass(frozen=True)
+class RejectCaller:
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    leg: Leg
+    uri: str
+
+
+@dataclass(frozen=True)
+class Refer:
+    uri: str
+
+
+@dataclass(frozen=True)
+class ReferReplaces:
+    """Attended: ask the caller's side to replace our hotline leg with its own call."""
+
+
+@dataclass(frozen=True)
+class Bridge:
+    legs: tuple[Leg, ...]
+
+
+@dataclass(frozen=True)
+class HangupLeg:
+    leg: Leg
+
+
+@dataclass(frozen=True)
+class HangupAll:
+    pass
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The caller's leg is gone: the conversation is over (the worker reports CallEnded)."""
+
+    status: int
+    reason: str
+
+
+Action = Emit | AnswerCaller | RejectCaller | Dial | Refer | ReferReplaces | Bridge | HangupLeg | HangupAll | Finish
+
+
+@dataclass
+class TransferPlan:
+    target: str
+    mode: TransferMode
+    deadline: float  # no answer / no final NOTIFY by then: give up, keep the caller
+    drop_operator_after: float = 0.0  # three-way: the operator leaves automatically (0 = on command)
+    bridged_at: float = 0.0
+
+
+@dataclass
+class Conversation:
+    call_id: str
+    slot: int
+    started: float  # monotonic
+    seat_mode: bool = False
+    state: ConversationState = S.RINGING
+    legs: set[Leg] = field(default_factory=lambda: {Leg.CALLER})
+    media: set[Leg] = field(default_factory=set)
+    answered_at: float = 0.0  # monotonic, when the caller's leg was confirmed
+    transfer: TransferPlan | None = None
+    rx_packets: int = -1
+    rx_changed: float = 0.0
+
+    # -- the wire ---------------------------------------------------------------------------
+    def dialled(self, leg: Leg) -> None:
+        self.legs.add(leg)
+
+    def leg_confirmed(self, leg: Leg, now: float) -> list[Action]:
+        out: list[Action] = [Emit(LegAnswered(self.call_id, leg.label))]
+        if leg == Leg.CALLER and self.state == S.RINGING:
+            self.state = S.TALKING
+            self.answered_at = now
+            self.rx_changed = now
+            out.append(Emit(CallAnswered(self.call_id)))
+        elif leg == Leg.OPERATOR and self.state == S.RINGING and Leg.CALLER in self.legs:
+            out.append(AnswerCaller())
+        return out
+
+    def media_up(self, leg: Leg, now: float) -> list[Action]:
+        self.media.add(leg)
+        t = self.transfer
+        if leg == Leg.HOTLINE and self.state == S.TRANSFERRING and t is not None:
+            if t.mode == TransferMode.ATTENDED:
+                self.state = S.CONSULTED
+                return [Emit(TransferUpdate(self.call_id, TransferStep.CONSULTED, t.target, t.mode)), ReferReplaces()]
+            self.state = S.THREE_WAY
+            t.bridged_at = now
+            out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.BRIDGED, t.target, t.mode,
+                                                     legs=tuple(x.label for x in sorted(self.media))))]
+            if Leg.OPERATOR not in self.legs:  # no seat leg (answer mode): the handover is done
+                out += self._handed_over()
+            return out + [Bridge(tuple(sorted(self.media)))]
+        return [Bridge(tuple(sorted(self.media)))]
+
+    def leg_gone(self, leg: Leg, status: int, reason: str) -> list[Action]:
+        self.legs.discard(leg)
+        self.media.discard(leg)
+        out: list[Action] = [Emit(LegEnded(self.call_id, leg.label, status, reason))]
+        st = self.state
+        if leg == Leg.CALLER:
+            if self.transfer is not None and st in (S.TRANSFERRING, S.THREE_WAY, S.CONSULTED):
+                out += self._failed(0, "caller hung up during the transfer")
+            self.state = S.ENDED
+            return out + [HangupAll(), Finish(status, reason)]
+        if leg == Leg.OPERATOR:
+            if st == S.RINGING:  # the seat did not take it: tell the PBX why, so it can re-route
+                out.append(RejectCaller(status if 400 <= status < 700 else 480, f"operator seat: {reason}"))
+            elif st == S.THREE_WAY:
+                out += self._handed_over()
+            elif st == S.HANDED_OVER:
+                pass  # expected: the operator left, caller and hotline talk on
+            elif Leg.HOTLINE not in self.legs:
+                out.append(HangupAll())  # operator hung up on an ordinary call: end it
+            return out
+        # the hotline's leg
+        if st == S.TRANSFERRING:
+            out += self._failed(status, reason or "rejected")
+        elif st == S.THREE_WAY:
+            out += self._failed(status, "hotline hung up before the operator left")
+        elif st == S.HANDED_OVER:
+            out.append(HangupAll())  # the hotline finished with the caller
+        # CONSULTED: replaced by the caller's own call to the hotline; the NOTIFY reports it
+        return out
+
+    def refer_status(self, status: int, reason: str, final: bool) -> list[Action]:
+        t = self.transfer
+        if t is None or t.mode not in (TransferMode.REFER, TransferMode.ATTENDED):
+            return []
+        out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.PROGRESS, t.target, t.mode, status,
+                                                 reason, final))]
+        if not final:
+            return out
+        if 200 <= status < 300:
+            return out + self._handed_over() + [HangupAll()]  # pjsua2 does not hang up the transferring leg
+        return out + self._failed(status, reason or "REFER failed")
+
+    # -- the operator's keys -------------------------------------------------------------------
+    def start_transfer(self, target: str, mode: str, timeout: float, drop_after: float, now: float,
+                       free_legs: int) -> list[Action]:
+        def refuse(status: int, why: str) -> list[Action]:
+            return [Emit(TransferUpdate(self.call_id, TransferStep.FAILED, target, str(mode), status, why, True))]
+
+        if self.state != S.TALKING:
+            return refuse(0, f"call is {self.state.value}, not talking: nothing changed")
+        if not target.startswith("sip:"):
+            return refuse(0, "target must be a sip: URI")
+        try:
+            m = TransferMode(mode)
+        except ValueError:
+            return refuse(0, f"unknown transfer mode {mode!r}: use three-way, refer or attended")
+        if m != TransferMode.REFER and free_legs < 1:
+            return refuse(503, "no free SIP leg on this worker for the hotline (all 4 in use); "
+                               "the caller stays with the operator — try refer, or reserve transfer legs")
+        self.transfer = TransferPlan(target, m, now + timeout, drop_after)
+        self.state = S.TRANSFERRING
+        out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.STARTED, target, m))]
+        if m == TransferMode.REFER:
+            return out + [Refer(target)]
+        return out + [Dial(Leg.HOTLINE, target)]  # attended: a consultation leg first
+
+    def dial_failed(self, leg: Leg, message: str) -> list[Action]:
+        """The leg could not even be placed (pjsua refused makeCall)."""
+        self.legs.discard(leg)
+        if leg == Leg.HOTLINE:
+            return self._failed(503, f"cannot dial the hotline: {message}")
+        if leg == Leg.OPERATOR and self.state == S.RINGING:
+            return [RejectCaller(503, f"operator seat cannot be dialled: {message}")]
+        return []
+
+    def release_operator(self) -> list[Action]:
+        if self.state != S.THREE_WAY:
+            return [Emit(WorkerError(f"no three-way call to leave (state {self.state.value})", self.call_id))]
+        out: list[Action] = [HangupLeg(Leg.OPERATOR)] if Leg.OPERATOR in self.legs else []
+        return out + self._handed_over()
+
+    # -- time ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Action]:
+        t = self.transfer
+        if t is None:
+            return []
+        if self.state in (S.TRANSFERRING, S.CONSULTED) and now > t.deadline:
+            why = "no answer (timeout)" if t.mode == TransferMode.THREE_WAY else "no final NOTIFY (timeout)"
+            return self._failed(408, why)
+        if self.state == S.THREE_WAY and t.drop_operator_after and now > t.bridged_at + t.drop_operator_after:
+            return self.release_operator()
+        return []
+
+    def media_check(self, now: float, rx_packets: int | None, media_timeout: float,
+                    max_duration: float) -> list[Action]:
+        """A call must not live forever: end it when the caller's RTP stops (or never started
+        after the answer: an INVITE and ACK without SDP) for ``media_timeout`` s, or when it
+        is older than ``max_duration`` s. ``rx_packets`` is None while the caller has no media."""
+        if self.state in (S.RINGING, S.ENDED):
+            return []
+        if max_duration and now - self.started > max_duration:
+            return [Emit(MediaTimeout(self.call_id, round(now - self.started, 1), max(rx_packets or 0, 0),
+                                      why=f"longer than sip.max_duration ({max_duration:.0f} s)")), HangupAll()]
+        if not media_timeout:
+            return []
+        if rx_packets is None:
+            if Leg.CALLER not in self.media and now - self.answered_at > media_timeout:
+                self.answered_at = now  # report once per period while the hang-up goes through
+                return [Emit(MediaTimeout(self.call_id, round(media_timeout, 1), 0,
+                                          why="no audio stream was ever negotiated (no SDP)")), HangupAll()]
+            return []
+        if rx_packets != self.rx_packets:
+            self.rx_packets, self.rx_changed = rx_packets, now
+        elif now - self.rx_changed > media_timeout:
+            seconds = round(now - self.rx_changed, 1)
+            self.rx_changed = now
+            return [Emit(MediaTimeout(self.call_id, seconds, rx_packets, why="RTP from the caller stopped")),
+                    HangupAll()]
+        return []
+
+    # -- internals ----------------------------------------------------------------------------
+    def _handed_over(self) -> list[Action]:
+        self.state = S.HANDED_OVER
+        t = self.transfer
+        return [Emit(TransferUpdate(self.call_id, TransferStep.COMPLETED, t.target if t else "",
+                                    t.mode if t else "", final=True))]
+
+    def _failed(self, status: int, reason: str) -> list[Action]:
+        """Back to caller + operator, and say why (the caller is never dropped)."""
+        t = self.transfer
+        if t is None:
+            return []  # already reported
+        self.transfer = None
+        if self.state != S.ENDED and Leg.CALLER in self.legs:
+            self.state = S.TALKING
+        out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.FAILED, t.target, t.mode, status,
+                                                 reason, True))]
+        if Leg.HOTLINE in self.legs:
+            out.append(HangupLeg(Leg.HOTLINE))
+        return out
