@@ -10,7 +10,10 @@ same two small protocols.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +33,9 @@ class RecognizerStream(Protocol):
 
     def end_utterance(self) -> Hypothesis: ...
 
+    def release(self) -> None:
+        """The stream is finished (hang-up): the engine may reuse what it holds."""
+
     @property
     def fed_seconds(self) -> float: ...
 
@@ -45,8 +51,10 @@ class VoskStream:
     """One ``KaldiRecognizer``. Vosk's own endpointing may finalise mid-utterance
     (``AcceptWaveform`` returns True); partials are de-duplicated here."""
 
-    def __init__(self, recognizer: object, sample_rate: int, partial_every_ms: int = 200) -> None:
+    def __init__(self, recognizer: object, sample_rate: int, partial_every_ms: int = 200,
+                 pool: RecognizerPool | None = None) -> None:
         self._rec = recognizer
+        self._pool = pool
         self._rate = sample_rate
         self._fed = 0
         self._last_partial = ""
@@ -80,6 +88,51 @@ class VoskStream:
         self._last_partial = ""
         return _final(self._rec.FinalResult())  # type: ignore[attr-defined]
 
+    def release(self) -> None:
+        if self._pool is not None and self._rec is not None:
+            self._rec.FinalResult()  # type: ignore[attr-defined]  # no utterance carries over
+            self._pool.put(self._rec)
+        self._rec = None
+
+
+class RecognizerPool:
+    """Warm ``KaldiRecognizer`` objects for reuse. A fresh recogniser spends ~1 s of CPU on its
+    first 2 s of audio (nnet3 compiling its computations), which stalls a busy ASR process
+    for every new call; one that has decoded before runs at its normal ~0.2 real-time factor.
+    Thread-safe (a lock around a list)."""
+
+    def __init__(self, make: Callable[[], object], keep: int = 16) -> None:
+        self._make = make
+        self._keep = keep
+        self._free: list[object] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> object:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self._make()
+
+    def put(self, rec: object) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(rec)
+
+    def warm(self, n: int, pcm: bytes) -> None:
+        """Have ``n`` recognisers decode ``pcm`` once (at start-up, before calls come)."""
+        recs = [self.get() for _ in range(n)]
+        for rec in recs:
+            for i in range(0, len(pcm), 640):
+                rec.AcceptWaveform(pcm[i:i + 640])  # type: ignore[attr-defined]
+            rec.FinalResult()  # type: ignore[attr-defined]
+        for rec in recs:
+            self.put(rec)
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return len(self._free)
+
 
 def _final(raw: str) -> Hypothesis:
     data = json.loads(raw)
@@ -107,17 +160,30 @@ class VoskEngine:
         self.path = path
         self.sample_rate = sample_rate
         self.partial_every_ms = partial_every_ms
+        self.pool = RecognizerPool(self._new_recognizer)
 
     def __reduce__(self) -> tuple[type, tuple[Path, int, int]]:
         """To another process (an ASR process) as its recipe: it loads the model itself."""
         return VoskEngine, (self.path, self.sample_rate, self.partial_every_ms)
 
-    def open_stream(self) -> VoskStream:
+    def _new_recognizer(self) -> object:
         import vosk
 
         rec = vosk.KaldiRecognizer(self._model, self.sample_rate)
         rec.SetWords(True)
-        return VoskStream(rec, self.sample_rate, self.partial_every_ms)
+        return rec
+
+    def open_stream(self) -> VoskStream:
+        return VoskStream(self.pool.get(), self.sample_rate, self.partial_every_ms, self.pool)
+
+    def warm(self, n: int) -> None:
+        """Prepare ``n`` recognisers so the first calls do not stall (~1 s of CPU each). It takes
+        speech to do it (noise leaves most of the cost for the first caller): 2.5 s of synthetic
+        Mandarin shipped with fenliu; any voice or language works equally well."""
+        from fenliu.asr.audio import read_wav, resample
+
+        clip = read_wav(resources.files("fenliu.asr") / "warmup.wav")  # type: ignore[arg-type]
+        self.pool.warm(n, resample(clip.pcm, clip.rate, self.sample_rate))
 
 
 def check_model_dir(path: Path) -> None:

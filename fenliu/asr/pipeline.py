@@ -96,6 +96,8 @@ class StreamPipeline:
             events += self._final(self.stream.end_utterance(), self.t)
         events += self._reference_events(self.t)
         events.append(StreamEnded(self.stream_id, self.t, self.frames, self.dropped_frames))
+        if self.stream is not None and hasattr(self.stream, "release"):
+            self.stream.release()
         return events
 
     # -- internals --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import selectors
 import socket
 import struct
@@ -106,6 +107,7 @@ class LegState:
     leg: str
     pipe: Any  # StreamPipeline, or None when degraded
     first_wall: float = 0.0
+    first_seq: int = 0
     frames: int = 0
     dropped: int = 0
     degraded: str = ""
@@ -135,6 +137,7 @@ class Recogniser:
         self.degraded_legs = 0
         self.lag_max = 0.0
         self.busy_s = 0.0
+        self._last_shed = 0.0
 
     def open_leg(self, cs: CallStreams, leg: int) -> LegState:
         from fenliu.asr.pipeline import StreamPipeline
@@ -161,11 +164,11 @@ class Recogniser:
         self.degraded_legs += 1
         self.send(("fact", cs.worker, P.CallDegraded(cs.call_id, why, ls.leg)))
 
-    def on_datagram(self, worker: str, data: bytes) -> None:
+    def on_datagram(self, worker: str, data: bytes, arrived: float | None = None) -> None:
         n = FRAME_HEADER.size
         if len(data) < n:
             return
-        slot, leg, _seq = FRAME_HEADER.unpack_from(data)
+        slot, leg, seq = FRAME_HEADER.unpack_from(data)
         key = (worker, slot)
         if leg == LEG_OPEN:
             old = self.calls.pop(key, None)
@@ -186,15 +189,16 @@ class Recogniser:
             return
         ls = cs.legs.get(leg) or self.open_leg(cs, leg)
         self.frames += 1
-        now = time.monotonic()
+        now = time.monotonic() if arrived is None else arrived
         if not ls.first_wall:
-            ls.first_wall = now
+            ls.first_wall, ls.first_seq = now, seq
         ls.frames += 1
         if ls.pipe is None:
             ls.dropped += 1
             return
-        lag = (now - ls.first_wall) - ls.frames * 0.02
-        # negative lag: the sender's clock ran ahead in a burst; positive: we are behind
+        # how far recognition is behind the call: wall time since the leg's first frame against the
+        # sender's own frame count (a frame lost on the way does not count as lag)
+        lag = (time.monotonic() - ls.first_wall) - ((seq - ls.first_seq) & 0xFFFFFFFF) * 0.02
         self.lag_max = max(self.lag_max, lag)
         t0 = time.perf_counter()
         events = ls.pipe.push(data[n:])
@@ -202,8 +206,23 @@ class Recogniser:
         for ev in events:
             self.send(("event", cs.call_id, ls.leg, cs.worker, ev))
         if lag > self.settings.asr.max_delay:
-            self._degrade(cs, ls, f"识别延迟超过 {self.settings.asr.max_delay:.1f} 秒，实时建议不可用 / recognition "
-                                  f"{lag:.1f} s behind the call: live suggestion unavailable for this leg")
+            self.shed(lag)
+
+    def shed(self, lag: float) -> None:
+        """This process is falling behind: stop recognising ONE leg, then give the others
+        ``max_delay`` seconds to catch up before shedding another. First an operator or hotline
+        leg (they never drive the router), then the caller leg that has run longest (its
+        suggestion, if any, is already on the operator's screen)."""
+        now = time.monotonic()
+        if now - self._last_shed < self.settings.asr.max_delay:
+            return
+        live = [(cs, ls) for cs in self.calls.values() for ls in cs.legs.values() if ls.pipe is not None]
+        if not live:
+            return
+        cs, ls = min(live, key=lambda x: (x[1].leg == "caller", x[1].first_wall or now))
+        self._last_shed = now
+        self._degrade(cs, ls, f"识别延迟超过 {self.settings.asr.max_delay:.1f} 秒，实时建议不可用 / recognition "
+                              f"{lag:.1f} s behind on {self.job.name}: live suggestion unavailable for this leg")
 
     def close_call(self, cs: CallStreams) -> None:
         for ls in cs.legs.values():
@@ -229,6 +248,14 @@ class Recogniser:
                        round(self.lag_max, 3), round(self.busy_s, 3))
         self.lag_max = 0.0
         return s
+
+
+def warm_up(job: AsrJob) -> None:
+    """Load now what the first call would otherwise wait seconds for, stalling every leg of
+    this process: jieba's dictionaries, the router model's first pass, a recogniser."""
+    job.router.decide("热身：楼上装修太吵了，没有人受伤")
+    if job.engine is not None and hasattr(job.engine, "warm"):
+        job.engine.warm(job.settings.asr.warm_streams)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,34 +291,66 @@ def main(argv: list[str] | None = None) -> int:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, worker)
         socks.append(s)
-    sel.register(ctl, selectors.EVENT_READ, None)
     rec = Recogniser(job, send)
-    if job.engine is not None and hasattr(job.engine, "open_stream"):
-        job.engine.open_stream()  # load everything the first call would wait for
+    warm_up(job)
+    # A Unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 by default:
+    # 100 ms of two legs), so a receiver thread empties the sockets at once into memory and the
+    # recognition loop (which releases the GIL inside Vosk) works from there.
+    inbox: queue.SimpleQueue[tuple[str, bytes, float] | None] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def receive() -> None:
+        while not stop.is_set():
+            for key, _ in sel.select(0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                now = time.monotonic()
+                while True:
+                    try:
+                        inbox.put((key.data, sock.recv(65536), now))
+                    except BlockingIOError:
+                        break
+        inbox.put(None)
+
+    receiver = threading.Thread(target=receive, name="asr-receiver", daemon=True)
+    receiver.start()
+
+    def control() -> None:
+        ctl.settimeout(None)
+        while True:
+            try:
+                data = ctl.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            for obj in reader.feed(data):
+                if obj == "stop":
+                    stop.set()
+                    return
+                inbox.put(("", pickle.dumps(obj), 0.0))  # in order with the frames
+        stop.set()
+
+    threading.Thread(target=control, name="asr-control", daemon=True).start()
     send(AsrReady(job.name, os.getpid()))
     next_stats = time.monotonic() + STATS_EVERY_S
-    running = True
-    while running:
-        for key, _ in sel.select(0.5):
-            if key.data is None:
-                data = ctl.recv(65536)
-                if not data:
-                    running = False
-                    break
-                for obj in reader.feed(data):
-                    if isinstance(obj, WorkerGone):
-                        rec.worker_gone(obj.worker)
-                    elif obj == "stop":
-                        running = False
-                continue
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            for _ in range(64):  # drain a burst before looking at the other sockets
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    break
-                rec.on_datagram(key.data, data)
+    while True:
+        try:
+            item = inbox.get(timeout=0.5)
+        except queue.Empty:
+            item = ("", b"", 0.0)
+            pool = getattr(job.engine, "pool", None)  # idle: prepare one more warm recogniser
+            if pool is not None and pool.free + rec.active < job.settings.asr.streams_per_process:
+                job.engine.warm(1)
+        if item is None:
+            break
+        worker, data, arrived = item
+        if worker:
+            rec.on_datagram(worker, data, arrived)
+        elif data:
+            obj = pickle.loads(data)
+            if isinstance(obj, WorkerGone):
+                rec.worker_gone(obj.worker)
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_EVERY_S
             send(("fact", "asr", rec.stats()))

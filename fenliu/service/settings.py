@@ -28,6 +28,10 @@ class AsrSettings:
     processes: int = 0  # ASR processes (0: one per CPU core)
     streams_per_process: int = 8  # legs one ASR process recognises; beyond: the call is marked "no live suggestion"
     max_delay: float = 3.0  # a leg whose recognition falls this many seconds behind the call is marked degraded
+    max_active: int = 0  # decoder search width (the model's --max-active); 0: the model's own (3000 for the small models)
+    beam: float = 0.0  # decoder beam (the model's --beam); 0: the model's own (10). Narrower = less CPU, less accurate
+    warm_streams: int = 2  # recognisers each ASR process prepares before it says ready (the rest when idle);
+    # a cold recogniser costs ~1 s of CPU on its first 2 s of audio and would stall its process
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ def _validate(s: Settings) -> None:
         raise bad("asr.processes", s.asr.processes, "use 0 (one per core) .. 64")
     if not 1 <= s.asr.streams_per_process <= 64:
         raise bad("asr.streams_per_process", s.asr.streams_per_process, "use 1..64 (8 suits one core)")
+    if s.asr.max_active < 0 or not 0 <= s.asr.beam <= 30:
+        raise bad("asr.max_active", (s.asr.max_active, s.asr.beam), "use 0 (model default) or e.g. max_active = 1000, beam = 8")
     if s.asr.max_delay <= 0:
         raise bad("asr.max_delay", s.asr.max_delay, "use a positive number of seconds (3 is a good start)")
     if s.sip.media_timeout < 0 or s.sip.max_duration < 0:
@@ -154,7 +160,7 @@ def _validate(s: Settings) -> None:
             raise bad(f"transfer.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")
     if s.sip.seat_uri and not s.sip.seat_uri.startswith("sip:"):
         raise bad("sip.seat_uri", s.sip.seat_uri, "a SIP URI such as sip:seat01@pbx:5060, or empty")
-    if s.sip.fallback_uri and (not s.sip.fallback_uri.startswith("sip:") or any(c in s.sip.fallback_uri for c in ' "\\')):
+    if s.sip.fallback_uri and (not s.sip.fallback_uri.startswith("sip:") or any(c in s.sip.fallback_uri for c in ' "\\$')):
         raise bad("sip.fallback_uri", s.sip.fallback_uri, "the operators' SIP URI, e.g. sip:acd@pbx:5060, or empty")
     if s.router.switch_margin < 0:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
@@ -212,8 +218,10 @@ def _apply(section_obj: Any, section: str, values: dict[str, Any], source: str) 
     changes = {}
     for k, v in values.items():
         if k not in known:
-            guess = difflib.get_close_matches(k, known, n=1)
-            hint = f" did you mean {section}.{guess[0]}?" if guess else f" known keys: {', '.join(known)}"
+            # a transposition (modle -> model) is the likeliest typo; then difflib's nearest
+            guess = [x for x in known if sorted(x) == sorted(k)] or difflib.get_close_matches(k, known, n=2)
+            hint = (" did you mean " + " or ".join(f"{section}.{g}" for g in guess) + "?") if guess \
+                else f" known keys: {', '.join(known)}"
             raise ConfigError(f"配置错误 / unknown setting {section}.{k} ({source});{hint}")
         changes[k] = _coerce(f"{section}.{k}", v, hints[k], source)
     return replace(section_obj, **changes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fenliu.asr.engine import VoskEngine
-from fenliu.asr.models import resolve_model
+from fenliu.asr.models import resolve_model, with_decoder
 from fenliu.asr.vad import VadConfig
 from fenliu.router import CallRouter, Context, Router, load_rules
 from fenliu.service.settings import Settings
@@ -25,6 +25,7 @@ def make_router(rules_path: str | None, model: str = "default") -> Router:
 def build_engine(settings: Settings, model: str | None = None) -> VoskEngine:
     """Load the configured model (``model`` overrides asr.model); raises ModelError."""
     path = resolve_model(model or settings.asr.model, settings.asr.model_dir or None)
+    path = with_decoder(path, settings.asr.max_active, settings.asr.beam)
     return VoskEngine(path, settings.asr.sample_rate, settings.asr.partial_every_ms)
 
 

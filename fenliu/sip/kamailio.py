@@ -41,7 +41,16 @@ MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-l
 FAILOPEN_HEADER = "X-Fenliu-Failopen"
 LOG_TAG = "fenliu-front:"
 # a SIP URI that is safe to paste into a Kamailio string literal
-_SAFE_URI = re.compile(r"^sips?:[A-Za-z0-9_.!~*'()%&=+$,;?/:@\[\]-]+$")
+_SAFE_URI = re.compile(r"^sips?:[A-Za-z0-9_.!~*'()%&=+,;?/:@\[\]-]+$")  # no $ (PVs), quotes or spaces
+
+
+def _udp_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def module_dir() -> str:
@@ -53,7 +62,7 @@ def module_dir() -> str:
 
 def check_fallback(uri: str) -> str:
     """``uri`` if it can be a fail-open target ("" = none); raises FenliuError otherwise."""
-    if uri and not (_SAFE_URI.match(uri) and '"' not in uri):
+    if uri and not _SAFE_URI.match(uri):
         raise FenliuError(f"fail-open 目标无效 / bad fallback URI {uri!r}: use a SIP URI such as "
                           "sip:acd@pbx.example:5060 (the operator seat or ACD queue)")
     return uri
@@ -241,6 +250,9 @@ class KamailioFront:
                               "(or set sip.front_port = 0 and point the PBX at each worker)")
         if not self.workers:
             raise FenliuError("Kamailio front: no worker addresses given")
+        if not _udp_free(self.address, self.port):  # else "port taken" below would mean nothing
+            raise FenliuError(f"Kamailio front: udp {self.address}:{self.port} is already in use "
+                              "(another front, or the system kamailio service: systemctl disable --now kamailio)")
         self._dir = tempfile.TemporaryDirectory(prefix="fenliu-kamailio-")
         d = Path(self._dir.name)
         dlist = d / "dispatcher.list"
@@ -262,11 +274,8 @@ class KamailioFront:
             if self.proc.poll() is not None:
                 time.sleep(0.2)  # let the reader take the last lines
                 raise FenliuError(f"Kamailio exited at start ({self.proc.returncode}): {self.stderr_tail()[-800:]}")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                try:
-                    s.bind((self.address, self.port))
-                except OSError:
-                    return
+            if not _udp_free(self.address, self.port):
+                return
             time.sleep(0.1)
         self.stop()
         raise FenliuError(f"Kamailio did not start listening on {self.address}:{self.port} in {timeout:.0f} s")

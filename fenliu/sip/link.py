@@ -121,19 +121,17 @@ class WorkerLink:
         with self._cv:
             return self._count
 
-    def wait(self, pred: Callable[[Any], bool], timeout: float = 10.0, since: int = 0) -> Any:
-        """The first fact numbered ``since`` or later that matches (nothing is discarded)."""
+    def wait(self, pred: Callable[[Any], bool], timeout: float = 10.0, since: int = 0, nth: int = 1) -> Any:
+        """The ``nth`` fact numbered ``since`` or later that matches (nothing is discarded)."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            checked = since
             while True:
-                for n, fact in self._history:
-                    if n >= checked and pred(fact):
-                        return fact
-                checked = max(checked, self._count)
+                hits = [fact for n, fact in self._history if n >= since and pred(fact)]
+                if len(hits) >= nth:
+                    return hits[nth - 1]
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no matching fact from worker {self.name} within {timeout} s")
+                    raise TimeoutError(f"no matching fact (#{nth}) from worker {self.name} within {timeout} s")
                 self._cv.wait(left)
 
     def wait_audio_closed(self, slot: int, timeout: float = 10.0) -> None:

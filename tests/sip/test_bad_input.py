@@ -141,12 +141,8 @@ def test_soak_short_calls_keep_their_audio_and_the_worker_stays_bounded(worker, 
         r = run_sipp(caller_scenario(audio, talk_ms=600), worker.sip_port, tmp_path, calls=calls, rate=20,
                      limit=1, timeout=120)
         assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)
-        facts = worker.facts(since=n)
-        ended = [f for f in facts if isinstance(f, P.CallEnded)]
-        while len(ended) < calls:
-            worker.wait(lambda f, k=len(ended): isinstance(f, P.CallEnded) and
-                        sum(isinstance(x, P.CallEnded) for x in worker.facts(since=n)) > k, since=n)
-            ended = [f for f in worker.facts(since=n) if isinstance(f, P.CallEnded)]
+        worker.wait(fact(P.CallEnded), since=n, nth=calls)
+        ended = [f for f in worker.facts(since=n) if isinstance(f, P.CallEnded)]
         assert not [f for f in worker.facts(since=n) if isinstance(f, P.CallDegraded)]
         return ended
 
