@@ -31,6 +31,7 @@ from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.settings import Settings
 from fenliu.service.wiring import call_router, vad_config
 from fenliu.sip import protocol as P
+from fenliu.sip.dialogs import DialogId, release
 from fenliu.sip.link import WorkerLink
 from fenliu.sip.protocol import LEG_NAMES, WorkerSettings
 
@@ -95,6 +96,7 @@ class Supervisor:
         self.links: dict[str, WorkerLink] = {}
         self.workers: dict[str, WorkerState] = {}
         self.sessions: dict[tuple[str, int], CallSession] = {}
+        self.dialogs: dict[str, dict[tuple[str, str], DialogId]] = {}  # worker -> (call id, leg) -> dialog
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.pool: Any = None
@@ -168,6 +170,8 @@ class Supervisor:
 
     # -- facts from workers (a link's reader thread) ----------------------------------------
     def _on_fact(self, name: str, fact: P.Fact) -> None:
+        if isinstance(fact, P.LegDialog | P.LegEnded | P.CallEnded):
+            self._track_dialog(name, fact)
         if isinstance(fact, P.CallStarted):
             self._open_session(name, fact)
         elif isinstance(fact, P.CallAnswered | P.TransferUpdate):
@@ -184,6 +188,31 @@ class Supervisor:
         elif isinstance(fact, P.WorkerLost):
             threading.Thread(target=self._restart, args=(name,), name=f"restart-{name}", daemon=True).start()
 
+    def _track_dialog(self, name: str, fact: P.LegDialog | P.LegEnded | P.CallEnded) -> None:
+        with self._lock:
+            mine = self.dialogs.setdefault(name, {})
+            if isinstance(fact, P.LegDialog):
+                mine[(fact.call_id, fact.leg)] = DialogId(fact.sip_call_id, fact.local, fact.remote, fact.target,
+                                                          tuple(fact.routes))
+            elif isinstance(fact, P.LegEnded):
+                mine.pop((fact.call_id, fact.leg), None)
+            else:
+                for key in [k for k in mine if k[0] == fact.call_id]:
+                    del mine[key]
+
+    def _release_orphans(self, name: str, index: int) -> None:
+        """Hang up, from the dead worker's address, every leg it still had: a hotline or a seat
+        must not stay on a silent line, a caller must not wait for a BYE answer."""
+        with self._lock:
+            orphans = self.dialogs.pop(name, {})
+        if not orphans:
+            return
+        sip_port, _ = self.worker_ports(index)
+        status = release(list(orphans.values()), self.settings.sip.address, sip_port,
+                         reason=f"fenliu worker {name} restarted")
+        self._publish(name, P.OrphansReleased(name, tuple(f"{cid}/{leg}={status.get(d.sip_call_id, 0)}"
+                                                          for (cid, leg), d in orphans.items())))
+
     def _restart(self, name: str) -> None:
         """A crashed worker affects only its own calls: record them as ended, start it again —
         with back-off, for as long as it takes (a held port, a slow machine)."""
@@ -199,6 +228,7 @@ class Supervisor:
             self.pool.worker_gone(name)
         if old is not None:
             old.stop(timeout=1)
+        self._release_orphans(name, ws.index)
         attempt = 0
         while not self._stopping.is_set():
             attempt += 1

@@ -176,6 +176,27 @@ class LegAnswered(Fact):
 
 
 @dataclass(frozen=True)
+class LegDialog(Fact):
+    """A confirmed leg's SIP dialog, so that it can be hung up from outside if this worker dies."""
+
+    call_id: str
+    leg: str
+    sip_call_id: str
+    local: str
+    remote: str
+    target: str
+    routes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OrphansReleased(Fact):
+    """After a worker died: its peers were sent BYE (status per leg; 0 = no answer)."""
+
+    worker: str
+    legs: tuple[str, ...]  # "call_id/leg=status"
+
+
+@dataclass(frozen=True)
 class LegEnded(Fact):
     call_id: str
     leg: str

@@ -54,6 +54,7 @@ from fenliu.sip.conversation import (
     ReferReplaces,
     RejectCaller,
 )
+from fenliu.sip.dialogs import dialog_from
 from fenliu.sip.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
 from fenliu.sip.framecopy import make_copier
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg, WorkerSettings
@@ -165,9 +166,24 @@ class LegCall(pj.Call):
                  pj_call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, pj_call_id)
         self.worker, self.call_id, self.leg = worker, call_id, leg
+        self.messages: list[str] = []  # the INVITE transaction's messages, for LegDialog
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        self.worker.guard("onCallState", self.keep_messages, prm)
         self.worker.guard("onCallState", self.worker.on_leg_state, self)
+
+    def keep_messages(self, prm: pj.OnCallStateParam) -> None:
+        if len(self.messages) >= 8:
+            return
+        body = prm.e.body
+        for get in (lambda: body.tsxState.src.rdata.wholeMsg, lambda: body.tsxState.src.tdata.wholeMsg,
+                    lambda: body.rxMsg.rdata.wholeMsg):
+            try:
+                msg = get()
+            except Exception:  # noqa: BLE001 - not this kind of event
+                continue
+            if msg:
+                self.messages.append(str(msg))
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         self.worker.guard("onCallMediaState", self.worker.on_leg_media, self)
@@ -291,6 +307,7 @@ class Worker:
     # -- incoming call -----------------------------------------------------------------
     def on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         call = LegCall(self, account, "", Leg.CALLER, prm.callId)
+        call.messages.append(str(prm.rdata.wholeMsg))
         info = call.getInfo()
         source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
         user = request_user(prm.rdata.wholeMsg)
@@ -418,6 +435,11 @@ class Worker:
                 self._unlinked.discard(call)  # the last reference: freed as this callback returns
             return
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            d = dialog_from(call.messages, uas=call.leg == Leg.CALLER)
+            if d is not None:
+                self.uplink.send(P.LegDialog(lv.conv.call_id, call.leg.label, d.sip_call_id, d.local, d.remote,
+                                             d.target, d.routes))
+            call.messages.clear()
             self.execute(lv, lv.conv.leg_confirmed(call.leg, time.monotonic()))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             lv.calls.pop(call.leg, None)

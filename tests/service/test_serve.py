@@ -205,6 +205,17 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
         released = cli("release", call_id)
         assert released.returncode == 0 and json.loads(released.stdout.splitlines()[0])["status"] == \
             "transfer_completed"
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'fenliu_transfers_total{step="failed"} 1.0' in metrics
+        assert 'fenliu_transfers_total{step="completed"} 1.0' in metrics
+        assert 'fenliu_calls_total{outcome="started"} 1.0' in metrics
+        assert 'fenliu_workers{state="alive"} 1.0' in metrics
+        with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/health", timeout=10) as r:
+            health = json.load(r)
+        assert health["ok"] and health["mode"] == "processes" and health["asr"][0]["alive"]
         seat.wait(lambda e: e["event"] == "ended")
         t.join(60)
         assert box["r"].returncode == 0
@@ -384,3 +395,74 @@ def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotli
         sup.stop()
         hotline.stop()
     assert rms_after(recording, 0.3) > 200  # the hotline heard the caller's voice
+
+
+def test_kill_9_mid_three_way_call_leaves_no_one_on_a_silent_line(ko_engine, router, tmp_path):
+    """The worker dies with caller, operator seat and hotline bridged: on restart each of the
+    three is sent a BYE from the worker's address, the call is recorded as ended with the reason."""
+    from tests.sip.peers import PeerProc
+
+    seat = PeerProc("--answer", "200", user="seat")
+    hotline = PeerProc("--answer", "200", user="12345")
+    got = Collector()
+    s = settings_for(1)
+    s = replace(s, sip=replace(s.sip, seat_uri=seat.uri))
+    sup = Supervisor(s, router, ko_engine, got.bus)
+    sup.start()
+    caller = None
+    try:
+        caller = PeerProc("--call", f"sip:110@127.0.0.1:{s.sip.port}", "--play",
+                          str(FIXTURES / "ko" / "ko-02-help.wav"), user="caller")
+        cid = got.wait(fact("call_answered")).fact.call_id
+        sup.transfer(cid, hotline.uri)
+        got.wait(lambda it: fact("transfer_bridged")(it) and it.call_id == cid)
+        for who in ("caller", "operator", "hotline"):  # every leg's dialog is known
+            got.wait(lambda it, w=who: fact("leg_dialog")(it) and it.fact.leg == w)
+        marks = {p: p.mark() for p in (caller, seat, hotline)}
+        n = got.mark()
+        os.kill(sup.workers["w0"].pid, signal.SIGKILL)
+        released = got.wait(fact("orphans_released"), since=n, timeout=20).fact
+        assert sorted(x.split("/")[1] for x in released.legs) == ["caller=200", "hotline=200", "operator=200"]
+        for p in (caller, seat, hotline):  # each peer really got the BYE: its call ended after the kill
+            p.wait(lambda e: e["event"] == "ended", since=marks[p])
+        ended = got.wait(lambda it: fact("call_ended")(it) and it.call_id == cid, since=n).fact
+        assert "crashed" in ended.reason
+        got.wait(fact("worker_restarted"), since=n, timeout=20)
+    finally:
+        sup.stop()
+        got.bus.close()
+        for p in (caller, seat, hotline):
+            if p is not None:
+                p.stop()
+
+
+def test_a_failed_restart_is_retried_and_health_says_the_worker_is_dead(ko_engine, router, tmp_path):
+    """Its port held by someone else, the restarted worker cannot start: health reports it dead
+    (503), the supervisor keeps trying, and once the port is free it is back."""
+    import socket
+
+    got = Collector()
+    s = settings_for(1)
+    sup = Supervisor(s, router, ko_engine, got.bus)
+    sup.start()
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        n = got.mark()
+        os.kill(sup.workers["w0"].pid, signal.SIGKILL)
+        got.wait(fact("worker_lost"), since=n)
+        squatter.bind(("127.0.0.1", s.sip.port))  # before the first restart attempt (0.5 s later)
+        failed = got.wait(fact("restart_failed"), since=n, timeout=30)
+        assert "Address already in use" in failed.fact.message or "in use" in failed.fact.message
+        health = sup.health()
+        assert not health["ok"] and health["workers"][0]["state"] == "dead"
+        got.wait(lambda it: fact("restart_failed")(it) and it.fact.attempt == 2, since=n, timeout=30)  # retried
+        squatter.close()
+        got.wait(fact("worker_restarted"), since=n, timeout=40)
+        assert sup.health()["ok"]
+        r = run_sipp(caller_scenario(alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path), talk_ms=1500),
+                     s.sip.port, tmp_path)
+        assert r.returncode == 0, r.stdout[-1500:]
+    finally:
+        squatter.close()
+        sup.stop()
+        got.bus.close()
