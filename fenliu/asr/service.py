@@ -41,7 +41,7 @@ from typing import Any
 
 from fenliu.errors import FenliuError
 from fenliu.sip import protocol as P
-from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_NAMES, LEG_OPEN
+from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg
 
 log = logging.getLogger("fenliu.asr.service")
 
@@ -143,7 +143,7 @@ class Recogniser:
         from fenliu.asr.pipeline import StreamPipeline
         from fenliu.service.wiring import call_router
 
-        name = LEG_NAMES.get(leg, f"leg{leg}") if leg in (0, 1, 2) else f"leg{leg}"
+        name = Leg(leg).label if leg in (0, 1, 2) else f"leg{leg}"
         ls = LegState(name, None)
         cs.legs[leg] = ls
         if self.active >= self.settings.asr.streams_per_process:
@@ -179,14 +179,15 @@ class Recogniser:
             self.open_leg(cs, 0)
             return
         if leg == LEG_CLOSE:
-            cs = self.calls.pop(key, None)
-            if cs is not None:
-                self.close_call(cs)
+            closing = self.calls.pop(key, None)
+            if closing is not None:
+                self.close_call(closing)
             return
-        cs = self.calls.get(key)
-        if cs is None:
+        found = self.calls.get(key)
+        if found is None:
             self.orphan_frames += 1
             return
+        cs = found
         ls = cs.legs.get(leg) or self.open_leg(cs, leg)
         self.frames += 1
         now = time.monotonic() if arrived is None else arrived

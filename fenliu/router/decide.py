@@ -145,7 +145,8 @@ class Router:
     def analyze(self, text: str) -> Analysis:
         norm = self.normalize(text)
         hits = self.matcher.find(norm.text)
-        danger, negated = [], []
+        danger: list[Hit] = []
+        negated: list[Hit] = []
         per_cat: dict[str, CategoryScore] = {}
         for h in hits:
             if h.role == DANGER:
@@ -237,14 +238,14 @@ class Router:
         """Turn an analysis and a choice into a decision; the stable router passes its own choice."""
         rules = self.rules
         choice = choice or self.choose(a, ctx)
-        base = dict(call_id=ctx.call_id, utterance_id=ctx.utterance_id, rule_version=rules.version,
+        base: dict[str, Any] = dict(call_id=ctx.call_id, utterance_id=ctx.utterance_id, rule_version=rules.version,
                     model_version=self.model_version, text=a.norm.original, t=ctx.t)
         negated = [self._match(a.norm, h) for h in a.negated]
         extra: dict = {"negated": [m.word for m in negated]} if negated else {}
         if a.model is not None:
             top, p = a.model.top
             extra["model"] = {"p_police": round(a.model.p_police, 3), "category": top, "p": round(p, 3)}
-        keep = dict(target="police", category="police", dept="110 接警员", vetoed_by=(), urgent=False)
+        keep: dict[str, Any] = dict(target="police", category="police", dept="110 接警员", vetoed_by=(), urgent=False)
 
         if choice.kind == DANGER_KEEP:
             return self._police_for_danger(a, base, extra)

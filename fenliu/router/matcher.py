@@ -56,7 +56,7 @@ class Hit:
 def _syllable(ch: str) -> str:
     """Toneless pinyin of one character, folded for common ASR/accent confusions
     (zh/z ch/c sh/s, n/l, -ng/-n). Non-Chinese characters map to themselves."""
-    py = lazy_pinyin(ch, style=Style.NORMAL, errors=lambda s: list(s))
+    py = lazy_pinyin(ch, style=Style.NORMAL, errors=lambda s: list(s))  # type: ignore[arg-type,return-value]
     s = py[0] if py else ch
     if s == ch:
         return ch
@@ -182,11 +182,11 @@ class Matcher:
                 n = len(key)
                 if sy[i : i + n] != key:
                     continue
-                words = self.by_sound[key]
+                sounds_like = self.by_sound[key]
                 heard = text[i : i + n]
                 if (i, i + n) in exact_spans or heard in self.owners:
                     continue
-                for w in words:
+                for w in sounds_like:
                     for group, role in self.owners[w]:
                         if role in (DECISIVE, STRONG) or (role == DANGER and n >= DANGER_HOMOPHONE_MIN):
                             hits.append(Hit(w, i, i + n, group, role, "homophone", heard=heard))

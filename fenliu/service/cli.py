@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
-def _api_command(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _api_command(args: argparse.Namespace, settings) -> int:
     import urllib.error
     import urllib.request
 

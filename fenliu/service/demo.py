@@ -14,6 +14,7 @@ from typing import IO, Any
 import fenliu
 from fenliu.asr.models import CHINESE_DEFAULT, HOW_TO_GET
 from fenliu.errors import FenliuError, ModelError
+from fenliu.events import Decision
 from fenliu.router import Router
 from fenliu.service.offline import replay_events, write_events
 from fenliu.service.settings import Settings
@@ -52,7 +53,7 @@ def run_demo(settings: Settings, router: Router, out: IO[str], fixtures: Path | 
     if engine is not None and "cn" not in engine.name:
         out.write(f"注意 / note: {engine.name} is not a Chinese model ({CHINESE_DEFAULT} expected); "
                   f"Chinese decisions will be poor.\n")
-    results = []
+    results: list[tuple[dict[str, Any], Decision | None]] = []
     for row in rows:
         wav = folder / row["file"]
         out.write(f"\n── {row['id']}  ({wav.name})\n")

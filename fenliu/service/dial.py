@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 
@@ -40,7 +41,7 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
                "--ring-timeout", str(ring_timeout)]
         limit = ring_timeout + clip.duration + 30
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        outcome = {"status": 0, "reason": "no answer"}
+        outcome: dict[str, Any] = {"status": 0, "reason": "no answer"}
         try:
             assert proc.stdout is not None
             for line in proc.stdout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import socket
@@ -45,7 +46,7 @@ TOOLS = [
 def run_checks(settings: Settings, load_model: bool = True) -> list[Check]:
     checks: list[Check] = []
     for mod, pkg, why in PY_MODULES:
-        checks.append(_guard(f"python: {mod}", lambda mod=mod: _import(mod), f"pip install '{pkg}' ({why})"))
+        checks.append(_guard(f"python: {mod}", functools.partial(_import, mod), f"pip install '{pkg}' ({why})"))
     for tool, pkg, why, required in TOOLS:
         path = shutil.which(tool)
         checks.append(Check(f"tool: {tool}", path is not None, path or "not found",

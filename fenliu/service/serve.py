@@ -39,11 +39,11 @@ def printer(out: IO[str], as_json: bool) -> Callable[[Item], None]:
     return emit
 
 
-def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:  # type: ignore[no-untyped-def]
+def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:
     return asyncio.run(_serve(settings, router, engine, as_json))
 
 
-async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> int:
     from aiohttp import web
 
     from fenliu.service.api import create_app

@@ -230,7 +230,7 @@ def _apply(section_obj: Any, section: str, values: dict[str, Any], source: str) 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     s = Settings()
-    sections = [f.name for f in fields(Settings) if is_dataclass(f.default_factory)]  # type: ignore[arg-type]
+    sections = [f.name for f in fields(Settings) if is_dataclass(f.default_factory)]
     if path is not None:
         p = Path(path)
         try:

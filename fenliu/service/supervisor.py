@@ -157,10 +157,15 @@ class Supervisor:
 
     def _start_worker(self, name: str, index: int) -> None:
         ws = self.workers[name]
-        link = WorkerLink(self.worker_settings(name, index),
-                          on_frame=(lambda slot, leg, seq, pcm, n=name: self._frame(n, slot, leg, pcm))
-                          if self.pool is None else None,
-                          on_fact=lambda fact, n=name: self._on_fact(n, fact))
+
+        def on_frame(slot: int, leg: int, seq: int, pcm: bytes) -> None:
+            self._frame(name, slot, leg, pcm)
+
+        def on_fact(fact: P.Fact) -> None:
+            self._on_fact(name, fact)
+
+        link = WorkerLink(self.worker_settings(name, index), on_frame=on_frame if self.pool is None else None,
+                          on_fact=on_fact)
         ready = link.start()
         self.links[name] = link
         ws.state, ws.pid, ws.capacity, ws.last_error = "alive", ready.pid, ready.capacity, ""

@@ -111,7 +111,7 @@ class Peer:
             self.calls.append(call)
             call.makeCall(a.call, pj.CallOpParam(True))
             if a.ring_timeout:
-                call.hangup_at = time.monotonic() + a.ring_timeout  # type: ignore[attr-defined]
+                call.hangup_at = time.monotonic() + a.ring_timeout
 
     def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
         call = PeerCall(self, self.account, prm.callId)
@@ -131,9 +131,9 @@ class Peer:
             call.recorder = pj.AudioMediaRecorder()
             call.recorder.createRecorder(a.record)
             aud.startTransmit(call.recorder)
-        call.hangup_at = None  # type: ignore[attr-defined]  # answered: the ring timeout is over
+        call.hangup_at = None  # answered: the ring timeout is over
         if a.hangup_after:
-            call.hangup_at = time.monotonic() + a.hangup_after  # type: ignore[attr-defined]
+            call.hangup_at = time.monotonic() + a.hangup_after
         if a.play and call.player is None:
             call.player = pj.AudioMediaPlayer()
             call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
@@ -154,7 +154,7 @@ class Peer:
             for call in list(self.calls):
                 due = getattr(call, "hangup_at", None)
                 if due is not None and now >= due:
-                    call.hangup_at = None  # type: ignore[attr-defined]
+                    call.hangup_at = None
                     try:
                         call.hangup(pj.CallOpParam(True))
                     except pj.Error:
