@@ -256,6 +256,9 @@ class Worker:
         start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls,
                        max_media_ports=4 * c.max_calls + 4)
         acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port, c.rtp_range)
+        # no re-INVITE just to narrow an answer that listed several codecs: a seat or PBX that
+        # ignores it would hold the leg (and a worker slot) until the transaction times out
+        acfg.mediaConfig.lockCodecEnabled = False
         acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
         acfg.callConfig.timerSessExpiresSec = max(90, c.session_expires)
         if c.registrar:  # register to the PBX with digest auth; pjsua refreshes before expiry
@@ -312,6 +315,11 @@ class Worker:
         source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
         user = request_user(prm.rdata.wholeMsg)
         refusal = self.admission(source, user)
+        if info.callIdString in self.live:
+            # the same INVITE again after we answered it (a retransmission that crossed our 200,
+            # or a loop): it is not a new call. The caller's transaction is over, so this answer
+            # is dropped by a well-behaved UAC; the conversation goes on untouched.
+            refusal = (482, "Loop Detected", "INVITE repeated for a call already in progress: not a new call")
         if refusal is not None:
             status, reason, why = refusal
             op = pj.CallOpParam()

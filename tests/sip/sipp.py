@@ -108,6 +108,16 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
 """
 
 
+def repeated_invite_scenario(talk_ms: int = 1500) -> str:
+    """A call whose INVITE arrives a second time after the ACK (same Call-ID, tag, CSeq and
+    branch: a retransmission that crossed our 200). It must not become a second call."""
+    base = caller_scenario(None, talk_ms=talk_ms).replace("branch=[branch]", "branch=z9hG4bK-rep-[call_number]", 1)
+    invite = base[base.index('<send retrans="500">'):base.index("</send>") + len("</send>")]
+    ack_end = base.index("</send>", base.index("ACK [next_url]")) + len("</send>")
+    again = invite.replace('<send retrans="500">', "<send>")
+    return base[:ack_end] + "\n  " + again + '\n  <recv response="100" optional="true"/>\n  <recv response="482"/>\n' + base[ack_end:]
+
+
 def no_sdp_scenario() -> str:
     """An INVITE without SDP (we offer in the 200) and an ACK without SDP (no answer): the
     call is up with no audio stream. The worker must end it (BYE) after the media timeout."""

@@ -11,7 +11,14 @@ from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
 from tests.conftest import FIXTURES, free_port
 from tests.sip.peers import fact
-from tests.sip.sipp import alaw_file, caller_scenario, no_sdp_scenario, run_sipp, stray_bye_scenario
+from tests.sip.sipp import (
+    alaw_file,
+    caller_scenario,
+    no_sdp_scenario,
+    repeated_invite_scenario,
+    run_sipp,
+    stray_bye_scenario,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +93,18 @@ def test_rtp_stopping_mid_call_ends_it_after_the_media_timeout(worker, tmp_path)
     timeout = worker.wait(fact(P.MediaTimeout), timeout=10, since=n)
     assert timeout.seconds >= 2.0
     worker.wait(fact(P.CallEnded, call_id=timeout.call_id), since=n)
+
+
+def test_an_invite_repeated_after_the_ack_is_not_a_second_call(worker, tmp_path):
+    n = worker.mark()
+    r = run_sipp(repeated_invite_scenario(), worker.sip_port, tmp_path, timeout=20)
+    assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)  # 482 to the copy, then the call ran to its BYE
+    first = worker.wait(fact(P.CallStarted), since=n)
+    worker.wait(fact(P.CallEnded, call_id=first.call_id), since=n)
+    facts = worker.facts(since=n)
+    assert sum(isinstance(f, P.CallStarted) for f in facts) == 1
+    dup = [f for f in facts if isinstance(f, P.CallRejected)]
+    assert len(dup) == 1 and dup[0].status == 482 and dup[0].call_id == first.call_id
 
 
 def test_a_call_without_sdp_in_invite_and_ack_does_not_live_for_ever(worker, tmp_path):

@@ -1,0 +1,550 @@
+"""The conversation state machine driven the way the SIP worker drives it (no pjsua2): what the
+wire reported goes in, the actions come out and are "carried out" (a Dial makes the leg exist),
+and each step's actions and state are checked against a table.
+
+The rule above the others: a failed transfer never drops the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from fenliu.sip import protocol as P
+from fenliu.sip.conversation import (
+    Action,
+    AnswerCaller,
+    Bridge,
+    Conversation,
+    Dial,
+    Emit,
+    Finish,
+    HangupAll,
+    HangupLeg,
+    Refer,
+    ReferReplaces,
+    RejectCaller,
+)
+from fenliu.sip.protocol import ConversationState as S
+from fenliu.sip.protocol import Leg, TransferStep
+
+T0 = 1000.0  # monotonic seconds when the INVITE came in
+SEAT = "sip:seat@127.0.0.1:5070"
+HOTLINE = "sip:12345@127.0.0.1:5080"
+CALLER, OPERATOR, HOT = Leg.CALLER, Leg.OPERATOR, Leg.HOTLINE
+
+
+@dataclass
+class Call:
+    """One conversation and the worker's side of it: a clock and the actions carried out."""
+
+    seat: bool = False
+    now: float = T0
+    conv: Conversation = field(init=False)
+    steps: list[tuple[list[Action], bool]] = field(default_factory=list)  # actions, caller leg still there
+
+    def __post_init__(self) -> None:
+        self.conv = Conversation("c1", 7, T0, seat_mode=self.seat)
+        if self.seat:  # the worker rings the caller and dials the seat at once
+            self.carry_out([Dial(OPERATOR, SEAT)])
+
+    def carry_out(self, actions: list[Action]) -> list[Action]:
+        for a in actions:
+            if isinstance(a, Dial):
+                self.conv.dialled(a.leg)
+        self.steps.append((actions, CALLER in self.conv.legs))
+        return actions
+
+    def at(self, dt: float) -> Call:
+        self.now = T0 + dt
+        return self
+
+
+Step = Callable[[Call], list[Action]]
+
+
+def confirmed(leg: Leg) -> Step:
+    return lambda c: c.conv.leg_confirmed(leg, c.now)
+
+
+def media(leg: Leg) -> Step:
+    return lambda c: c.conv.media_up(leg, c.now)
+
+
+def gone(leg: Leg, status: int = 200, reason: str = "Normal call clearing") -> Step:
+    return lambda c: c.conv.leg_gone(leg, status, reason)
+
+
+def transfer(mode: str = "three-way", target: str = HOTLINE, timeout: float = 20.0, drop_after: float = 0.0,
+             free_legs: int = 2) -> Step:
+    return lambda c: c.conv.start_transfer(target, mode, timeout, drop_after, c.now, free_legs)
+
+
+def notify(status: int, reason: str, final: bool) -> Step:
+    return lambda c: c.conv.refer_status(status, reason, final)
+
+
+def tick(at: float) -> Step:
+    return lambda c: c.at(at).conv.tick(c.now)
+
+
+def release() -> Step:
+    return lambda c: c.conv.release_operator()
+
+
+def dial_failed(leg: Leg, message: str = "pjsua refused") -> Step:
+    return lambda c: c.conv.dial_failed(leg, message)
+
+
+def describe(a: Action) -> str:
+    if isinstance(a, Emit):
+        return a.fact.kind
+    if isinstance(a, Dial | HangupLeg):
+        return f"{type(a).__name__} {a.leg.label}"
+    if isinstance(a, Bridge):
+        return "Bridge " + "+".join(x.label for x in a.legs)
+    if isinstance(a, RejectCaller | Finish):
+        return f"{type(a).__name__} {a.status}"
+    return type(a).__name__
+
+
+def run(c: Call, step: Step) -> list[Action]:
+    return c.carry_out(step(c))
+
+
+def facts(actions: list[Action], cls: type | None = None) -> list[P.Fact]:
+    return [a.fact for a in actions if isinstance(a, Emit) and (cls is None or isinstance(a.fact, cls))]
+
+
+def answered(seat: bool = False) -> Call:
+    """A conversation in TALKING with the caller's audio up (and the operator's, in seat mode)."""
+    c = Call(seat)
+    if seat:
+        run(c, confirmed(OPERATOR))
+        run(c, media(OPERATOR))
+    run(c, confirmed(CALLER))
+    run(c, media(CALLER))
+    assert c.conv.state == S.TALKING
+    return c
+
+
+ANSWER = [
+    (confirmed(CALLER), ["leg_answered", "call_answered"], S.TALKING),
+    (media(CALLER), ["Bridge caller"], S.TALKING),
+]
+SEAT_ANSWER = [
+    (confirmed(OPERATOR), ["leg_answered", "AnswerCaller"], S.RINGING),
+    (media(OPERATOR), ["Bridge operator"], S.RINGING),
+    (confirmed(CALLER), ["leg_answered", "call_answered"], S.TALKING),
+    (media(CALLER), ["Bridge caller+operator"], S.TALKING),
+]
+
+# name: (seat mode, [(step, what it does, state after)])
+SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
+    "answer mode: a plain call the caller ends": (False, ANSWER + [
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: three-way hands the caller to the hotline": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "HangupAll"], S.HANDED_OVER),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: the hotline is busy, the caller stays": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (gone(HOT, 486, "Busy Here"), ["leg_ended", "transfer_failed"], S.TALKING),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: the hotline never answers": (False, ANSWER + [
+        (transfer(timeout=20), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (tick(19.0), [], S.TRANSFERRING),
+        (tick(21.0), ["transfer_failed", "HangupLeg hotline"], S.TALKING),
+        (gone(HOT, 487, "Request Terminated"), ["leg_ended"], S.TALKING),
+    ]),
+    "answer mode: the hotline cannot even be dialled": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (dial_failed(HOT), ["transfer_failed"], S.TALKING),
+    ]),
+    "answer mode: the caller hangs up while the hotline rings": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (gone(CALLER), ["leg_ended", "transfer_failed", "HangupLeg hotline", "HangupAll", "Finish 200"], S.ENDED),
+        (gone(HOT, 487), ["leg_ended"], S.ENDED),
+    ]),
+    "refer: accepted, then a final 200": (False, ANSWER + [
+        (transfer("refer", free_legs=0), ["transfer_started", "Refer"], S.TRANSFERRING),
+        (notify(202, "Accepted", False), ["transfer_progress"], S.TRANSFERRING),
+        (notify(200, "OK", True), ["transfer_progress", "transfer_completed", "HangupAll"], S.HANDED_OVER),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "refer: declined": (False, ANSWER + [
+        (transfer("refer"), ["transfer_started", "Refer"], S.TRANSFERRING),
+        (notify(603, "Decline", True), ["transfer_progress", "transfer_failed"], S.TALKING),
+    ]),
+    "refer: no final NOTIFY, a late one is ignored": (False, ANSWER + [
+        (transfer("refer", timeout=5), ["transfer_started", "Refer"], S.TRANSFERRING),
+        (tick(6.0), ["transfer_failed"], S.TALKING),
+        (notify(200, "OK", True), [], S.TALKING),
+    ]),
+    "attended: consulted, then the caller's side replaces our leg": (False, ANSWER + [
+        (transfer("attended"), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
+        (media(HOT), ["transfer_consulted", "ReferReplaces"], S.CONSULTED),
+        (notify(100, "Trying", False), ["transfer_progress"], S.CONSULTED),
+        (notify(200, "OK", True), ["transfer_progress", "transfer_completed", "HangupAll"], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "HangupAll"], S.HANDED_OVER),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "attended: the REFER fails after the consultation": (False, ANSWER + [
+        (transfer("attended"), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_consulted", "ReferReplaces"], S.CONSULTED),
+        (notify(488, "Not Acceptable Here", True), ["transfer_progress", "transfer_failed", "HangupLeg hotline"],
+         S.TALKING),
+    ]),
+    "attended: the caller hangs up during the consultation": (False, ANSWER + [
+        (transfer("attended"), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_consulted", "ReferReplaces"], S.CONSULTED),
+        (gone(CALLER), ["leg_ended", "transfer_failed", "HangupLeg hotline", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "seat mode: a plain call the operator ends": (True, SEAT_ANSWER + [
+        (gone(OPERATOR), ["leg_ended", "HangupAll"], S.TALKING),
+        (gone(CALLER, 200), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "seat mode: the seat is busy, the PBX is told why": (True, [
+        (gone(OPERATOR, 486, "Busy Here"), ["leg_ended", "RejectCaller 486"], S.RINGING),
+        (gone(CALLER, 486, "Busy Here"), ["leg_ended", "HangupAll", "Finish 486"], S.ENDED),
+    ]),
+    "seat mode: the seat cannot be dialled": (True, [
+        (dial_failed(OPERATOR), ["RejectCaller 503"], S.RINGING),
+        (gone(CALLER, 503), ["leg_ended", "HangupAll", "Finish 503"], S.ENDED),
+    ]),
+    "seat mode: three-way, the operator leaves on command": (True, SEAT_ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
+        (release(), ["HangupLeg operator", "transfer_completed"], S.HANDED_OVER),
+        (gone(OPERATOR), ["leg_ended"], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "HangupAll"], S.HANDED_OVER),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "seat mode: three-way, the operator leaves after a delay": (True, SEAT_ANSWER + [
+        (transfer(drop_after=5.0), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (tick(2.0), [], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
+        (tick(6.0), [], S.THREE_WAY),  # bridged at 2 s: leaves after 7 s
+        (tick(7.5), ["HangupLeg operator", "transfer_completed"], S.HANDED_OVER),
+        (tick(30.0), [], S.HANDED_OVER),
+    ]),
+    "seat mode: the operator hangs up in the three-way": (True, SEAT_ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
+        (gone(OPERATOR), ["leg_ended", "transfer_completed"], S.HANDED_OVER),
+    ]),
+    "seat mode: the hotline hangs up before the operator left": (True, SEAT_ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
+        (gone(HOT), ["leg_ended", "transfer_failed"], S.TALKING),
+        (gone(OPERATOR), ["leg_ended", "HangupAll"], S.TALKING),
+    ]),
+    "seat mode: the operator hangs up while the hotline rings, the hotline takes over": (True, SEAT_ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (gone(OPERATOR), ["leg_ended"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
+    ]),
+}
+
+
+def play(seat: bool, table: list[tuple[Step, list[str], S]]) -> Call:
+    c = Call(seat)
+    for i, (step, expected, state) in enumerate(table):
+        actions = run(c, step)
+        assert [describe(a) for a in actions] == expected, f"step {i}"
+        assert c.conv.state == state, f"step {i}: {[describe(a) for a in actions]}"
+    return c
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario(name):
+    play(*SCENARIOS[name])
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_finish_only_once_the_caller_leg_is_gone(name):
+    c = play(*SCENARIOS[name])
+    for actions, caller_there in c.steps:
+        if any(isinstance(a, Finish) for a in actions):
+            assert not caller_there
+            assert isinstance(actions[-1], Finish)  # nothing is done to a conversation after its end
+    assert sum(isinstance(a, Finish) for actions, _ in c.steps for a in actions) <= 1
+
+
+def test_no_failure_ever_drops_the_caller():
+    """Across every scenario: a step that reports a failed transfer while the caller is still
+    there never hangs up everything or ends the conversation."""
+    for name, (seat, table) in SCENARIOS.items():
+        c = play(seat, table)
+        for actions, caller_there in c.steps:
+            if caller_there and facts(actions, P.TransferUpdate) and any(
+                    f.step == TransferStep.FAILED for f in facts(actions, P.TransferUpdate)):
+                assert not [a for a in actions if isinstance(a, HangupAll | Finish)], name
+                assert not [a for a in actions if isinstance(a, HangupLeg) and a.leg != HOT], name
+
+
+# -- the details of single steps ------------------------------------------------------------------
+
+
+def test_answer_mode_caller_confirmed_emits_call_answered_and_starts_the_clock():
+    c = Call().at(1.5)
+    actions = run(c, confirmed(CALLER))
+    assert facts(actions) == [P.LegAnswered("c1", "caller"), P.CallAnswered("c1")]
+    assert c.conv.state == S.TALKING and c.conv.answered_at == T0 + 1.5
+
+
+def test_three_way_dials_the_target_and_bridges_with_the_legs_named():
+    c = answered()
+    actions = run(c, transfer(target=HOTLINE))
+    assert Dial(HOT, HOTLINE) in actions
+    assert facts(actions) == [P.TransferUpdate("c1", TransferStep.STARTED, HOTLINE, "three-way")]
+    actions = run(c, media(HOT))
+    bridged, completed = facts(actions, P.TransferUpdate)
+    assert bridged.step == TransferStep.BRIDGED and bridged.legs == ("caller", "hotline")
+    assert completed.step == TransferStep.COMPLETED and completed.final and completed.target == HOTLINE
+    assert actions[-1] == Bridge((CALLER, HOT))
+
+
+def test_seat_answers_the_caller_only_when_the_operator_picks_up():
+    c = Call(seat=True)
+    assert not [a for a in run(c, confirmed(HOT)) if isinstance(a, AnswerCaller)]  # not any leg
+    actions = run(c, confirmed(OPERATOR))
+    assert AnswerCaller() in actions and c.conv.state == S.RINGING
+
+
+@pytest.mark.parametrize("seat_status, to_caller", [(486, 486), (404, 404), (603, 603), (0, 480), (200, 480),
+                                                   (302, 480)])
+def test_seat_refusal_is_passed_to_the_caller_as_a_failure_status(seat_status, to_caller):
+    c = Call(seat=True)
+    actions = run(c, gone(OPERATOR, seat_status, "Busy Here"))
+    (reject,) = [a for a in actions if isinstance(a, RejectCaller)]
+    assert reject.status == to_caller and "operator seat: Busy Here" in reject.reason
+    assert not [a for a in actions if isinstance(a, HangupAll | Finish)]
+
+
+def test_a_busy_hotline_fails_with_its_status_and_keeps_the_caller():
+    c = answered(seat=True)
+    run(c, transfer())
+    actions = run(c, gone(HOT, 486, "Busy Here"))
+    (failed,) = facts(actions, P.TransferUpdate)
+    assert failed.step == TransferStep.FAILED and failed.status == 486 and failed.reason == "Busy Here"
+    assert failed.final and failed.target == HOTLINE
+    assert c.conv.state == S.TALKING and c.conv.transfer is None
+    assert c.conv.legs == {CALLER, OPERATOR}
+    assert not [a for a in actions if isinstance(a, HangupAll | Finish | HangupLeg)]
+    # and the operator can try again at once
+    assert Dial(HOT, HOTLINE) in run(c, transfer())
+
+
+def test_a_rejection_without_a_reason_still_says_rejected():
+    c = answered()
+    run(c, transfer())
+    (failed,) = facts(run(c, gone(HOT, 480, "")), P.TransferUpdate)
+    assert failed.reason == "rejected" and failed.status == 480
+
+
+def test_no_answer_before_the_deadline_is_a_408_timeout_and_hangs_up_the_hotline():
+    c = answered()
+    run(c, tick(0.0))
+    run(c, transfer(timeout=15.0))
+    assert run(c, tick(15.0)) == []  # not yet: "past" the deadline
+    actions = run(c, tick(15.1))
+    (failed,) = facts(actions)
+    assert (failed.step, failed.status, failed.reason) == (TransferStep.FAILED, 408, "no answer (timeout)")
+    assert actions[-1] == HangupLeg(HOT)
+    assert c.conv.state == S.TALKING
+    assert run(c, tick(60.0)) == []  # reported once
+
+
+def test_refer_progress_then_final():
+    c = answered()
+    assert Refer(HOTLINE) in run(c, transfer("refer"))
+    actions = run(c, notify(202, "Accepted", False))
+    (progress,) = facts(actions)
+    assert progress.step == TransferStep.PROGRESS and progress.status == 202 and not progress.final
+    assert len(actions) == 1
+    actions = run(c, notify(200, "OK", True))
+    assert [f.step for f in facts(actions)] == [TransferStep.PROGRESS, TransferStep.COMPLETED]
+    assert HangupAll() in actions and c.conv.state == S.HANDED_OVER
+
+
+def test_refer_declined_fails_with_the_notify_status():
+    c = answered()
+    run(c, transfer("refer"))
+    failed = facts(run(c, notify(603, "Decline", True)))[-1]
+    assert (failed.step, failed.status, failed.reason, failed.final) == (TransferStep.FAILED, 603, "Decline", True)
+    assert c.conv.state == S.TALKING
+
+
+def test_refer_status_without_a_refer_is_ignored():
+    c = answered()
+    assert run(c, notify(200, "OK", True)) == []
+    run(c, transfer("three-way"))
+    assert run(c, notify(200, "OK", True)) == []  # a three-way transfer does not listen to NOTIFYs
+    assert c.conv.state == S.TRANSFERRING
+
+
+def test_attended_consults_then_asks_for_replaces():
+    c = answered()
+    run(c, transfer("attended"))
+    actions = run(c, media(HOT))
+    assert [f.step for f in facts(actions)] == [TransferStep.CONSULTED]
+    assert actions[-1] == ReferReplaces() and not [a for a in actions if isinstance(a, Bridge)]  # not bridged
+    assert c.conv.state == S.CONSULTED
+
+
+def test_the_caller_hanging_up_mid_transfer_fails_it_and_ends_the_call():
+    c = answered()
+    run(c, transfer())
+    actions = run(c, gone(CALLER, 200, "Normal call clearing"))
+    (failed,) = facts(actions, P.TransferUpdate)
+    assert failed.step == TransferStep.FAILED and failed.reason == "caller hung up during the transfer"
+    assert actions[-2:] == [HangupAll(), Finish(200, "Normal call clearing")]
+    assert c.conv.state == S.ENDED
+
+
+def test_no_free_leg_refuses_three_way_at_once_and_changes_nothing():
+    c = answered()
+    actions = run(c, transfer("three-way", free_legs=0))
+    (failed,) = facts(actions)
+    assert failed.step == TransferStep.FAILED and failed.status == 503 and "no free SIP leg" in failed.reason
+    assert failed.final and len(actions) == 1
+    assert c.conv.state == S.TALKING and c.conv.transfer is None
+    assert facts(run(c, transfer("attended", free_legs=0)))[0].status == 503  # a consultation needs a leg too
+    # a REFER needs no leg of ours
+    actions = run(c, transfer("refer", free_legs=0))
+    assert Refer(HOTLINE) in actions and c.conv.state == S.TRANSFERRING
+
+
+@pytest.mark.parametrize("setup", ["ringing", "transferring", "ended"])
+def test_a_transfer_outside_talking_fails_and_nothing_changes(setup):
+    c = Call() if setup == "ringing" else answered()
+    if setup == "transferring":
+        run(c, transfer(target="sip:first@pbx"))
+    if setup == "ended":
+        run(c, gone(CALLER))
+    state, plan, legs = c.conv.state, c.conv.transfer, set(c.conv.legs)
+    actions = run(c, transfer(target=HOTLINE))
+    (failed,) = facts(actions)
+    assert failed.step == TransferStep.FAILED and f"call is {state.value}" in failed.reason
+    assert len(actions) == 1
+    assert (c.conv.state, c.conv.transfer, c.conv.legs) == (state, plan, legs)
+
+
+@pytest.mark.parametrize("target, mode, why", [
+    ("12345", "three-way", "sip: URI"),
+    ("tel:12345", "refer", "sip: URI"),
+    ("sips-not:x", "three-way", "sip: URI"),
+    (HOTLINE, "blind", "unknown transfer mode"),
+])
+def test_a_bad_target_or_mode_fails_and_changes_nothing(target, mode, why):
+    c = answered()
+    actions = run(c, transfer(mode, target=target))
+    (failed,) = facts(actions)
+    assert failed.step == TransferStep.FAILED and why in failed.reason and len(actions) == 1
+    assert c.conv.state == S.TALKING and c.conv.transfer is None
+
+
+@pytest.mark.parametrize("setup", ["talking", "transferring", "handed-over"])
+def test_release_operator_outside_a_three_way_is_an_error(setup):
+    c = answered(seat=True)
+    if setup != "talking":
+        run(c, transfer())
+    if setup == "handed-over":
+        run(c, media(HOT))
+        run(c, release())
+    state = c.conv.state
+    actions = run(c, release())
+    (err,) = facts(actions)
+    assert isinstance(err, P.WorkerError) and err.call_id == "c1" and "no three-way call" in err.message
+    assert len(actions) == 1 and c.conv.state == state
+
+
+def test_drop_operator_after_releases_on_the_first_tick_past_it():
+    c = answered(seat=True)
+    run(c, transfer(drop_after=3.0))
+    c.at(10.0)
+    run(c, media(HOT))
+    assert run(c, tick(13.0)) == []
+    actions = run(c, tick(13.2))
+    assert actions[0] == HangupLeg(OPERATOR)
+    assert facts(actions)[0].step == TransferStep.COMPLETED and c.conv.state == S.HANDED_OVER
+    assert run(c, tick(14.0)) == []
+
+
+# -- calls must not live for ever ------------------------------------------------------------------
+
+
+def check(c: Call, at: float, rx: int | None, media_timeout: float = 10.0, max_duration: float = 0.0):
+    c.at(at)
+    return c.carry_out(c.conv.media_check(c.now, rx, media_timeout, max_duration))
+
+
+def test_no_media_ever_after_the_answer_times_out_naming_sdp():
+    c = Call()
+    run(c, tick(1.0))
+    run(c, confirmed(CALLER))  # answered at 1 s, never a media_up
+    assert check(c, 6.0, None) == []
+    assert check(c, 11.0, None) == []
+    actions = check(c, 11.5, None)
+    (timeout,) = facts(actions)
+    assert isinstance(timeout, P.MediaTimeout) and "SDP" in timeout.why and timeout.packets == 0
+    assert actions[-1] == HangupAll()
+    assert check(c, 12.5, None) == []  # once per period while the hang-up goes through
+
+
+def test_flowing_rtp_keeps_the_call_and_frozen_rtp_ends_it():
+    c = answered()
+    for i in range(1, 30):  # 29 s of RTP flowing: never timed out
+        assert check(c, float(i), 50 * i) == []
+    assert check(c, 39.0, 50 * 29) == []  # frozen since 29 s: 10 s is not yet "more than"
+    actions = check(c, 39.5, 50 * 29)
+    (timeout,) = facts(actions)
+    assert isinstance(timeout, P.MediaTimeout) and "RTP" in timeout.why and "stopped" in timeout.why
+    assert timeout.packets == 50 * 29 and timeout.seconds == 10.5
+    assert actions[-1] == HangupAll()
+
+
+def test_rtp_that_never_counts_a_packet_still_times_out():
+    c = answered()
+    assert check(c, 5.0, 0) == []
+    assert facts(check(c, 15.5, 0))[0].why.startswith("RTP")
+
+
+def test_a_call_older_than_max_duration_is_ended():
+    c = answered()
+    assert check(c, 100.0, 5000, max_duration=120.0) == []
+    actions = check(c, 121.0, 5050, max_duration=120.0)
+    (timeout,) = facts(actions)
+    assert isinstance(timeout, P.MediaTimeout) and "sip.max_duration" in timeout.why
+    assert timeout.seconds == 121.0 and timeout.packets == 5050
+    assert actions[-1] == HangupAll()
+
+
+@pytest.mark.xfail(strict=True, reason="media_check re-reports MediaTimeout for sip.max_duration on every check "
+                                       "(each second) until the hang-up completes; the RTP and no-SDP paths "
+                                       "report once per period")
+def test_max_duration_is_reported_once_while_the_hang_up_goes_through():
+    c = answered()
+    assert facts(check(c, 121.0, 5050, max_duration=120.0))
+    assert check(c, 122.0, 5100, max_duration=120.0) == []
+
+
+def test_media_timeout_zero_disables_the_rtp_check():
+    c = answered()
+    assert check(c, 5.0, 10, media_timeout=0) == []
+    assert check(c, 500.0, 10, media_timeout=0) == []
+
+
+def test_ringing_calls_are_not_timed_out_by_the_media_check():
+    c = Call(seat=True)
+    assert check(c, 60.0, None) == []
+    assert check(c, 600.0, None, max_duration=120.0) == []
+    assert c.conv.state == S.RINGING
