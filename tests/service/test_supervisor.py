@@ -1,0 +1,37 @@
+"""The supervisor's start-up checks and its one place for worker configuration (no processes)."""
+
+from dataclasses import replace
+
+import pytest
+
+from fenliu.errors import ConfigError
+from fenliu.service.bus import EventBus
+from fenliu.service.settings import load_settings
+from fenliu.service.supervisor import Supervisor
+
+
+@pytest.fixture
+def bus():
+    b = EventBus.on_thread()
+    yield b
+    b.close()
+
+
+def test_a_hotline_the_rules_can_suggest_must_have_a_uri(router, bus):
+    s = load_settings(env={})
+    s = replace(s, transfer=replace(s.transfer, targets={"12345": "sip:12345@pbx.example:5060"}))
+    with pytest.raises(ConfigError, match="12348") as e:
+        Supervisor(s, router, None, bus).check_targets()
+    assert "[transfer.targets]" in str(e.value)
+    Supervisor(load_settings(env={}), router, None, bus).check_targets()  # the defaults cover every target
+
+
+def test_worker_settings_come_from_one_place_with_the_services_defaults(router, bus):
+    s = load_settings(env={"FENLIU_SIP__USERS": "110, 122", "FENLIU_SIP__REG_USER": "fenliu{i}",
+                           "FENLIU_SIP__MEDIA_TIMEOUT": "7"})
+    ws = Supervisor(s, router, None, bus).worker_settings("w3", 3)
+    assert ws.users == ("110", "122") and ws.reg_user == "fenliu3" and ws.media_timeout == 7.0
+    assert ws.sip_port == s.sip.port + 3 and ws.rtp_port == s.sip.rtp_port + 3 * s.sip.rtp_range
+    assert ws.capacity() == 2  # answer mode, a leg kept for each conversation's three-way transfer
+    refer = replace(s, transfer=replace(s.transfer, mode="refer"))
+    assert Supervisor(refer, router, None, bus).worker_settings("w0", 0).capacity() == 4  # REFER needs no leg
