@@ -41,6 +41,8 @@ class Metrics:
         self.finals = Counter("fenliu_final_transcripts", "Final transcripts", ["leg"], registry=r)
         self.decisions = Counter("fenliu_decisions", "Routing decisions by target", ["target"], registry=r)
         self.transfers = Counter("fenliu_transfers", "Transfer steps and outcomes", ["step"], registry=r)
+        self.failopen = Counter("fenliu_front_failopen", "Calls the front sent straight to the operators "
+                                "(no worker could take them)", registry=r)
         self.restarts = Counter("fenliu_worker_restarts", "SIP worker restarts", registry=r)
         self.restart_failures = Counter("fenliu_worker_restart_failures", "Failed SIP worker restart attempts",
                                         registry=r)
@@ -77,6 +79,8 @@ class Metrics:
             self._audio_s += f.audio_s
         elif isinstance(f, P.Stopped):
             self.dropped.inc(f.dropped_frames)
+        elif isinstance(f, P.FrontEvent) and f.line.startswith("failopen"):
+            self.failopen.inc()
         elif isinstance(f, P.WorkerRestarted):
             self.restarts.inc()
         elif isinstance(f, P.RestartFailed):

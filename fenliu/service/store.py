@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
 
 KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
               "media_timeout", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
-              "restart_failed", "registration", "error"}
+              "restart_failed", "orphans_released", "front_event", "registration", "error"}
 
 
 class Store:

@@ -151,7 +151,8 @@ class Supervisor:
 
             self.front = KamailioFront(sip.address, sip.front_port,
                                        [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)],
-                                       fallback_uri=sip.fallback_uri)
+                                       fallback_uri=sip.fallback_uri,
+                                       on_line=lambda line: self._publish("front", P.FrontEvent(line)))
             self.front.start()
             self._publish("front", P.FrontReady(sip.address, sip.front_port, sip.workers))
 

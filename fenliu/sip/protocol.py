@@ -315,6 +315,14 @@ class RestartFailed(Fact):
 
 
 @dataclass(frozen=True)
+class FrontEvent(Fact):
+    """What the Kamailio front saw: worker-down / worker-up / worker-silent / failopen (a call sent
+    straight to the operators because no worker could take it)."""
+
+    line: str
+
+
+@dataclass(frozen=True)
 class FrontReady(Fact):
     address: str
     port: int

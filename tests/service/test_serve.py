@@ -466,3 +466,39 @@ def test_a_failed_restart_is_retried_and_health_says_the_worker_is_dead(ko_engin
         squatter.close()
         sup.stop()
         got.bus.close()
+
+
+def test_serve_fails_open_to_the_operators_when_its_worker_is_unavailable(ko_engine, router, tmp_path):
+    """fenliu serve with its front and a fallback seat: a worker that stops answering (SIGSTOP,
+    so it is not restarted) is taken out by the front's probes, and the next call goes straight to
+    the seat; the front's events reach the bus and /metrics."""
+    from fenliu.service.metrics import Metrics
+    from tests.sip.sipp_seat import SippSeat
+
+    seat = SippSeat(tmp_path)
+    got = Collector()
+    s = settings_for(1)
+    s = replace(s, sip=replace(s.sip, front_port=free_port(2), fallback_uri=seat.uri))
+    sup = Supervisor(s, router, ko_engine, got.bus)
+    metrics = Metrics(sup)
+    got.bus.subscribe(metrics)
+    sup.start()
+    pid = sup.workers["w0"].pid
+    try:
+        got.wait(fact("front_ready"))
+        n = got.mark()
+        os.kill(pid, signal.SIGSTOP)
+        got.wait(lambda it: fact("front_event")(it) and it.fact.line.startswith(("worker-down", "worker-silent")),
+                 since=n, timeout=20)
+        audio = alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path)
+        r = run_sipp(caller_scenario(audio, talk_ms=1000), s.sip.front_port, tmp_path, timeout=30)
+        assert r.returncode == 0, r.stdout[-1500:]  # answered — by the seat
+        got.wait(lambda it: fact("front_event")(it) and it.fact.line.startswith("failopen"), since=n)
+        assert not [it for it in got.items[n:] if fact("call_started")(it)]  # fenliu was out of the path
+        got.bus.drain()
+        assert b"fenliu_front_failopen_total 1.0" in metrics.render()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        sup.stop()
+        got.bus.close()
+        seat.stop()
