@@ -245,7 +245,9 @@ class Conversation:
         if self.state in (S.RINGING, S.ENDED):
             return []
         if max_duration and now - self.started > max_duration:
-            return [Emit(MediaTimeout(self.call_id, round(now - self.started, 1), max(rx_packets or 0, 0),
+            seconds = round(now - self.started, 1)
+            self.started = now  # report once per period while the hang-up goes through
+            return [Emit(MediaTimeout(self.call_id, seconds, max(rx_packets or 0, 0),
                                       why=f"longer than sip.max_duration ({max_duration:.0f} s)")), HangupAll()]
         if not media_timeout:
             return []
@@ -283,4 +285,7 @@ class Conversation:
                                                  reason, True))]
         if Leg.HOTLINE in self.legs:
             out.append(HangupLeg(Leg.HOTLINE))
+        if self.seat_mode and self.state == S.TALKING and Leg.OPERATOR not in self.legs:
+            # the operator had already left: the caller must not stay on a line with nobody on it
+            out.append(Dial(Leg.OPERATOR, ""))  # "" = the configured seat
         return out

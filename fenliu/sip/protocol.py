@@ -462,6 +462,8 @@ def decode(line: bytes | str) -> Message:
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     for f in fields(cls):
         if f.name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
@@ -479,7 +481,10 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         elif hint.startswith("tuple") and isinstance(value, list):
             value = tuple(value)
         kwargs[f.name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ProtocolError(f"{cls.__name__}: {e}") from e
 
 
 _ENUMS: dict[str, type] = {"TransferStep": TransferStep, "TransferMode": TransferMode}

@@ -377,7 +377,7 @@ class Worker:
                 if caller is not None:
                     caller.hangup(op)  # rejects the still-unanswered INVITE
             elif isinstance(a, Dial):
-                self._dial(lv, a.leg, a.uri)
+                self._dial(lv, a.leg, a.uri or self.cfg.seat_uri)
             elif isinstance(a, Refer):
                 lv.calls[Leg.CALLER].xfer(a.uri, pj.CallOpParam(True))
             elif isinstance(a, ReferReplaces):

@@ -16,11 +16,12 @@ import pytest
 from fenliu.asr.audio import read_wav, resample
 from fenliu.asr.pipeline import StreamPipeline
 from fenliu.asr.service import AsrJob, AsrPool, Recogniser
-from fenliu.events import FinalTranscript, PartialTranscript, StreamEnded
+from fenliu.events import Decision, FinalTranscript, StreamEnded
+from fenliu.router import Router, parse_rules
 from fenliu.service.settings import load_settings
 from fenliu.sip import protocol as P
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, minimal_rules
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ class Sent(list):
 
 @pytest.fixture
 def make(ko_engine, router):
-    def build(**asr) -> tuple[Recogniser, Sent]:
+    def build(router=router, **asr) -> tuple[Recogniser, Sent]:
         sent = Sent()
         job = AsrJob("asr-test", settings(**asr), router, ko_engine, {})
         return Recogniser(job, sent.append), sent
@@ -106,14 +107,22 @@ def test_a_call_is_recognised_and_reported_done_on_close(make):
     assert rec.active == 0 and not rec.calls and rec.frames == n
 
 
-def test_the_caller_leg_drives_the_router(make):
-    rec, sent = make()
+def test_the_caller_leg_drives_the_router_and_the_operator_leg_does_not(make, ko_engine):
+    probe = StreamPipeline("probe", RATE, ko_engine)
+    heard = [e for e in probe.push(speech()) + probe.close() if isinstance(e, FinalTranscript)]
+    word = max(heard[0].text.split(), key=len)  # whatever the model really hears: the list's word
+    rules = parse_rules(minimal_rules(decisive=word, strong="없는말하나", weak="없는말", danger="살려",
+                                      negator="안", name="테스트", version="ko-test"))
+    rec, sent = make(router=Router(rules))
     rec.on_datagram("w0", leg_open(1, "call-r"))
-    feed(rec, "w0", 1, speech("ko-02-help.wav"))
+    feed(rec, "w0", 1, speech())
+    feed(rec, "w0", 1, speech(), leg=int(P.Leg.OPERATOR))  # the operator says the same words
     rec.on_datagram("w0", leg_close(1))
-    assert sent.events("call-r", PartialTranscript)
-    # every event of the call is tagged with its stream: the call id and the leg
-    assert {e.stream_id for e in sent.events("call-r") if hasattr(e, "stream_id")} == {"call-r/caller"}
+    decisions = sent.events("call-r", Decision)
+    assert decisions and decisions[-1].target == "12345" and decisions[-1].call_id == "call-r"
+    assert sent.events("call-r", FinalTranscript, leg="operator")  # recognised ...
+    assert not sent.events("call-r", Decision, leg="operator")  # ... but never routed
+    assert {e.stream_id for e in sent.events("call-r", FinalTranscript, leg="operator")} == {"call-r/operator"}
 
 
 def test_a_leg_beyond_streams_per_process_is_opened_degraded_and_the_first_keeps_its_finals(make):

@@ -528,9 +528,6 @@ def test_a_call_older_than_max_duration_is_ended():
     assert actions[-1] == HangupAll()
 
 
-@pytest.mark.xfail(strict=True, reason="media_check re-reports MediaTimeout for sip.max_duration on every check "
-                                       "(each second) until the hang-up completes; the RTP and no-SDP paths "
-                                       "report once per period")
 def test_max_duration_is_reported_once_while_the_hang_up_goes_through():
     c = answered()
     assert facts(check(c, 121.0, 5050, max_duration=120.0))
@@ -548,3 +545,20 @@ def test_ringing_calls_are_not_timed_out_by_the_media_check():
     assert check(c, 60.0, None) == []
     assert check(c, 600.0, None, max_duration=120.0) == []
     assert c.conv.state == S.RINGING
+
+
+def test_operator_left_during_the_transfer_and_it_failed_the_seat_is_dialled_again():
+    """Seat mode: the operator hung up while the hotline was ringing, then the hotline refused.
+    The caller must not stay on a line with nobody on it: the seat is rung again."""
+    c = answered(seat=True)
+    run(c, transfer())
+    assert not [a for a in run(c, gone(OPERATOR)) if isinstance(a, HangupAll | Finish)]
+    actions = run(c, gone(HOT, 486, "Busy Here"))
+    assert facts(actions, P.TransferUpdate)[0].step == TransferStep.FAILED
+    assert Dial(OPERATOR, "") in actions and c.conv.state == S.TALKING
+
+
+def test_a_failed_transfer_with_the_operator_still_there_does_not_ring_the_seat():
+    c = answered(seat=True)
+    run(c, transfer())
+    assert not [a for a in run(c, gone(HOT, 486, "Busy Here")) if isinstance(a, Dial)]

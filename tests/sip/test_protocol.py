@@ -221,3 +221,10 @@ def test_capacity_of_a_four_leg_worker(seat, reserve, legs, capacity):
 def test_capacity_is_at_least_one_conversation():
     s = WorkerSettings("w0", "127.0.0.1", 5060, 20000, max_calls=2, seat_uri="sip:seat@pbx")
     assert s.capacity() == 1
+
+
+@pytest.mark.parametrize("line", ['{"v": 2, "type": "Configure", "settings": 5}',
+                                  '{"v": 2, "type": "Configure", "settings": {"name": "w0"}}'])
+def test_badly_typed_fields_are_protocol_errors_not_crashes(line):
+    with pytest.raises(P.ProtocolError):
+        P.decode(line)
