@@ -119,13 +119,13 @@ class RecognizerPool:
                 self._free.append(rec)
 
     def warm(self, n: int, pcm: bytes) -> None:
-        """Have ``n`` recognisers decode ``pcm`` once (at start-up, before calls come)."""
-        recs = [self.get() for _ in range(n)]
-        for rec in recs:
+        """Make ``n`` new recognisers decode ``pcm`` once and offer each as soon as it is warm
+        (the ones already warm stay available to calls meanwhile)."""
+        for _ in range(n):
+            rec = self._make()
             for i in range(0, len(pcm), 640):
                 rec.AcceptWaveform(pcm[i:i + 640])  # type: ignore[attr-defined]
             rec.FinalResult()  # type: ignore[attr-defined]
-        for rec in recs:
             self.put(rec)
 
     @property

@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         socks.append(s)
     rec = Recogniser(job, send)
     warm_up(job)
+    more = job.settings.asr.streams_per_process - job.settings.asr.warm_streams
+    if more > 0 and hasattr(job.engine, "warm"):
+        # the rest in the background: Vosk releases the GIL, so this uses a spare core instead of
+        # stalling the recognition loop (warming inside the loop held every leg up ~2 s each time)
+        threading.Thread(target=job.engine.warm, args=(more,), name="asr-warm", daemon=True).start()
     # A Unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 by default:
     # 100 ms of two legs), so a receiver thread empties the sockets at once into memory and the
     # recognition loop (which releases the GIL inside Vosk) works from there.
@@ -340,9 +345,6 @@ def main(argv: list[str] | None = None) -> int:
             item = inbox.get(timeout=0.5)
         except queue.Empty:
             item = ("", b"", 0.0)
-            pool = getattr(job.engine, "pool", None)  # idle: prepare one more warm recogniser
-            if pool is not None and pool.free + rec.active < job.settings.asr.streams_per_process:
-                job.engine.warm(1)
         if item is None:
             break
         worker, data, arrived = item
@@ -453,22 +455,20 @@ class AsrProcess:
 
 
 class AsrPool:
-    """N ASR processes; SIP worker ``i`` sends its audio to process ``i % N``."""
+    """N ASR processes, each with one socket per SIP worker: a worker sends each call to the
+    process its slot picks (``slot % N``), so calls spread evenly whichever worker takes them
+    (a static worker -> process assignment left one core with 4 legs and the other with 2)."""
 
     def __init__(self, n: int, worker_names: list[str], make_job: Callable[[str, dict[str, str]], AsrJob],
                  on_item: Callable[[Any], None]) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="fenliu-asr-")
         folder = Path(self._dir.name)
-        self.paths = {w: str(folder / f"{w}.audio") for w in worker_names}
-        self.owner: dict[str, AsrProcess] = {}
+        n = max(1, n)
+        self.paths = {w: tuple(str(folder / f"{w}.asr{i}") for i in range(n)) for w in worker_names}
         self.procs: list[AsrProcess] = []
-        n = max(1, min(n, len(worker_names)))
         for i in range(n):
-            mine = {w: self.paths[w] for j, w in enumerate(worker_names) if j % n == i}
-            proc = AsrProcess(f"asr{i}", mine, make_job, on_item, folder)
-            self.procs.append(proc)
-            for w in mine:
-                self.owner[w] = proc
+            mine = {w: self.paths[w][i] for w in worker_names}
+            self.procs.append(AsrProcess(f"asr{i}", mine, make_job, on_item, folder))
 
     def start(self) -> None:
         errors: list[BaseException] = []
@@ -488,11 +488,12 @@ class AsrPool:
             self.stop()
             raise FenliuError(f"ASR processes failed to start: {errors[0]}")
 
-    def audio_path(self, worker: str) -> str:
+    def audio_paths(self, worker: str) -> tuple[str, ...]:
         return self.paths[worker]
 
     def worker_gone(self, worker: str) -> None:
-        self.owner[worker].tell(WorkerGone(worker))
+        for p in self.procs:
+            p.tell(WorkerGone(worker))
 
     def restart(self, name: str) -> None:
         p = next(x for x in self.procs if x.name == name)

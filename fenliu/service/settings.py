@@ -23,8 +23,9 @@ class AsrSettings:
     model_dir: str = ""  # where named models are looked for / fetched into (default ~/.cache/vosk)
     sample_rate: int = 16000
     partial_every_ms: int = 200  # how often to ask the recogniser for a partial transcript
-    mode: str = "processes"  # "processes": ASR processes get the audio straight from the SIP workers;
-    # "threads": one recognition thread per leg inside the supervisor (the issue-3 design, the baseline)
+    mode: str = "threads"  # "threads": one recognition thread per leg in the supervisor, one shared model and
+    # warm recogniser pool (measured best on 2 cores, see README); "processes": ASR processes fed straight by
+    # the SIP workers (isolation: a crash in the recogniser cannot take the supervisor down; a model per process)
     processes: int = 0  # ASR processes (0: one per CPU core)
     streams_per_process: int = 8  # legs one ASR process recognises; beyond: the call is marked "no live suggestion"
     max_delay: float = 3.0  # a leg whose recognition falls this many seconds behind the call is marked degraded

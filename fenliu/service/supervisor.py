@@ -124,7 +124,7 @@ class Supervisor:
         split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
         return WorkerSettings(
             name=name, address=s.address, sip_port=sip_port, rtp_port=rtp_port, rtp_range=s.rtp_range,
-            audio_path=self.pool.audio_path(name) if self.pool is not None else "",
+            audio_paths=self.pool.audio_paths(name) if self.pool is not None else (),
             seat_uri=s.seat_uri, users=split(s.users) or ("*",), media_timeout=s.media_timeout,
             max_duration=s.max_duration,
             reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
@@ -143,6 +143,12 @@ class Supervisor:
             self.pool = AsrPool(n, names, lambda name, socks: AsrJob(name, self.settings, self.router, self.engine,
                                                                      socks), self._from_asr)
             self.pool.start()
+        elif self.engine is not None and hasattr(self.engine, "warm"):
+            # threads mode: warm recognisers in the background (Vosk releases the GIL), so the first
+            # calls do not each spend ~1 s of CPU compiling a fresh recogniser
+            self.router.decide("热身：楼上装修太吵了")
+            threading.Thread(target=self.engine.warm, args=(self.settings.asr.warm_streams,), name="asr-warm",
+                             daemon=True).start()
         for i, name in enumerate(names):
             self.workers[name] = WorkerState(name, i)
             self._start_worker(name, i)

@@ -3,7 +3,7 @@
 Facts arrive as typed messages (``fenliu.sip.protocol``) on a stream socket; each one is
 kept in a bounded history (numbered, so a test or the CLI can wait for a fact that happens
 *after* its own action: ``n = link.mark(); act(); link.wait(pred, since=n)``) and handed to
-``on_fact``. Audio goes wherever ``WorkerSettings.audio_path`` says: an ASR process, or — when
+``on_fact``. Audio goes wherever ``WorkerSettings.audio_paths`` say: the ASR processes, or — when
 it is empty — this link's own datagram socket, whose frames are handed to ``on_frame`` on the
 receiving thread. ``stop()`` asks the worker to shut down, waits, and kills it if it does not
 go (no orphans).
@@ -39,12 +39,12 @@ class WorkerLink:
         self._dir = tempfile.TemporaryDirectory(prefix=f"fenliu-{settings.name}-")
         self.control_path = str(Path(self._dir.name) / "control.sock")
         self._audio: socket.socket | None = None
-        if not settings.audio_path:  # frames come back to us
+        if not settings.audio_paths:  # frames come back to us
             path = str(Path(self._dir.name) / "audio.sock")
             self._audio = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._audio.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self._audio.bind(path)
-            settings = replace(settings, audio_path=path)
+            settings = replace(settings, audio_paths=(path,))
         self.settings = settings
         self.on_frame = on_frame
         self.on_fact = on_fact

@@ -375,7 +375,9 @@ class WorkerSettings:
     sip_port: int
     rtp_port: int
     rtp_range: int = 40
-    audio_path: str = ""  # where frames go (the supervisor or this worker's ASR process)
+    # where frames go: the supervisor's socket, or one socket per ASR process (a call's frames all
+    # go to the process its slot picks: slot % len, so calls spread evenly over the processes)
+    audio_paths: tuple[str, ...] = ()
     max_calls: int = 4  # the pjsua2 wheel's limit per endpoint
     seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
     users: tuple[str, ...] = ("110",)  # request-URI users we take; "*" = any; others get 404

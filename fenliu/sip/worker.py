@@ -74,7 +74,7 @@ class Uplink:
         self.control.connect(control_path)
         self.audio = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.audio.setblocking(False)
-        self.audio_path = ""
+        self.audio_paths: tuple[str, ...] = ()
         self._inbox = b""
         self.dropped_frames = 0
 
@@ -91,7 +91,7 @@ class Uplink:
         if not isinstance(msg, P.Configure):
             raise P.ProtocolError(f"expected Configure first, got {type(msg).__name__}")
         self.control.setblocking(False)
-        self.audio_path = msg.settings.audio_path
+        self.audio_paths = msg.settings.audio_paths or ("",)
         return msg.settings
 
     def send(self, fact: P.Fact) -> None:
@@ -103,7 +103,8 @@ class Uplink:
 
     def frame(self, slot: int, leg: int, seq: int, pcm: bytes) -> None:
         try:
-            self.audio.sendto(FRAME_HEADER.pack(slot, leg, seq & 0xFFFFFFFF) + pcm, self.audio_path)
+            self.audio.sendto(FRAME_HEADER.pack(slot, leg, seq & 0xFFFFFFFF) + pcm,
+                              self.audio_paths[slot % len(self.audio_paths)])
         except (BlockingIOError, ConnectionRefusedError, FileNotFoundError):
             self.dropped_frames += 1
 
@@ -111,7 +112,8 @@ class Uplink:
         """A control datagram (leg open / close) in order with the frames."""
         for _ in range(50):
             try:
-                self.audio.sendto(FRAME_HEADER.pack(slot, marker, 0) + payload, self.audio_path)
+                self.audio.sendto(FRAME_HEADER.pack(slot, marker, 0) + payload,
+                                  self.audio_paths[slot % len(self.audio_paths)])
                 return
             except BlockingIOError:
                 time.sleep(0.002)  # the receiver is behind: wait a little, markers must arrive

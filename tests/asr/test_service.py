@@ -286,7 +286,7 @@ def test_asr_pool_process_recognises_a_worker_socket_at_real_time_pace(ko_engine
     chunks = frames(speech())
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            path = pool.audio_path("w0")
+            path = pool.audio_paths("w0")[0]
             s.sendto(leg_open(5, "live-1"), path)
             t0 = time.monotonic()
             for i, f in enumerate(chunks):  # one frame every 20 ms, as a call leg sends them

@@ -65,12 +65,15 @@ def fact(kind):
     return lambda it: isinstance(it, WorkerFact) and it.kind == kind
 
 
-def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tmp_path):
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_live_call_is_recognised_and_routed_with_call_tags(ko_engine, router, tmp_path, mode):
     got = Collector()
-    sup = Supervisor(settings_for(2), router, ko_engine, got.bus)
+    s = settings_for(2)
+    s = replace(s, asr=replace(s.asr, mode=mode))
+    sup = Supervisor(s, router, ko_engine, got.bus)
     sup.start()
     try:
-        assert len(sup.links) == 2
+        assert len(sup.links) == 2 and sup.mode == mode and (sup.pool is not None) == (mode == "processes")
         wav = FIXTURES / "ko" / "ko-02-help.wav"
         port = sup.worker_ports(1)[0]  # the second worker takes this call
         done = {}
@@ -215,7 +218,7 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
         assert 'fenliu_workers{state="alive"} 1.0' in metrics
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/health", timeout=10) as r:
             health = json.load(r)
-        assert health["ok"] and health["mode"] == "processes" and health["asr"][0]["alive"]
+        assert health["ok"] and health["mode"] == "threads" and health["workers"][0]["state"] == "alive"
         seat.wait(lambda e: e["event"] == "ended")
         t.join(60)
         assert box["r"].returncode == 0
