@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import table  # noqa: E402  (scripts/bench.py, this folder)
 
-from fenliu.asr.engine import VoskEngine  # noqa: E402
+from fenliu.asr.engine import RecognizerPool, VoskEngine  # noqa: E402
 from fenliu.asr.models import resolve_model, with_decoder  # noqa: E402
 from fenliu.events import Decision, FinalTranscript  # noqa: E402
 from fenliu.router import Router, parse_rules  # noqa: E402
@@ -103,8 +103,10 @@ def run_level(n: int, mode: str, engine: VoskEngine, router: Router, audio: Path
 
     bus = EventBus.on_thread()
     bus.subscribe(on_item)
+    engine.pool = RecognizerPool(engine._new_recognizer)  # every level starts from an empty pool
     sup = Supervisor(settings, router, engine, bus)
     sup.start()
+    sup.warmed.wait(120)  # a service is started before its calls come: measure it ready
     try:
         pids = [link.proc.pid for link in sup.links.values() if link.proc]
         if sup.pool is not None:

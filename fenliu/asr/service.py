@@ -256,7 +256,7 @@ def warm_up(job: AsrJob) -> None:
     this process: jieba's dictionaries, the router model's first pass, a recogniser."""
     job.router.decide("热身：楼上装修太吵了，没有人受伤")
     if job.engine is not None and hasattr(job.engine, "warm"):
-        job.engine.warm(job.settings.asr.warm_streams)
+        job.engine.warm(2)  # before ready; the rest in the background
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         socks.append(s)
     rec = Recogniser(job, send)
     warm_up(job)
-    more = job.settings.asr.streams_per_process - job.settings.asr.warm_streams
+    more = min(job.settings.asr.streams_per_process, job.settings.asr.warm_streams or 8) - 2
     if more > 0 and hasattr(job.engine, "warm"):
         # the rest in the background: Vosk releases the GIL, so this uses a spare core instead of
         # stalling the recognition loop (warming inside the loop held every leg up ~2 s each time)

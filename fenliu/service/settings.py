@@ -31,8 +31,8 @@ class AsrSettings:
     max_delay: float = 3.0  # a leg whose recognition falls this many seconds behind the call is marked degraded
     max_active: int = 0  # decoder search width (the model's --max-active); 0: the model's own (3000 for the small models)
     beam: float = 0.0  # decoder beam (the model's --beam); 0: the model's own (10). Narrower = less CPU, less accurate
-    warm_streams: int = 2  # recognisers each ASR process prepares before it says ready (the rest when idle);
-    # a cold recogniser costs ~1 s of CPU on its first 2 s of audio and would stall its process
+    warm_streams: int = 0  # recognisers prepared at start-up, in the background (0: as many legs as the workers
+    # admit); a cold recogniser costs ~1 s of CPU on its first speech, so each new call would stall
 
 
 @dataclass(frozen=True)

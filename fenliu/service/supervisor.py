@@ -99,6 +99,7 @@ class Supervisor:
         self.dialogs: dict[str, dict[tuple[str, str], DialogId]] = {}  # worker -> (call id, leg) -> dialog
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.warmed = threading.Event()  # the start-up recognisers are ready (threads mode)
         self.pool: Any = None
         self.front: Any = None  # the Kamailio front, when sip.front_port is set
 
@@ -112,6 +113,17 @@ class Supervisor:
             raise ConfigError(f"配置错误 / the negative list diverts to {', '.join(missing)} but [transfer.targets] "
                               f"has no SIP URI for {'it' if len(missing) == 1 else 'them'}; add e.g. "
                               f"{missing[0]} = \"sip:{missing[0]}@pbx.example:5060\"")
+
+    def legs_admitted(self) -> int:
+        """How many legs the workers can have recognised at once (caller, and operator in seat mode)."""
+        ws = self.worker_settings("probe", 0)
+        return self.settings.sip.workers * ws.capacity() * (2 if ws.seat_uri else 1)
+
+    def _warm(self, n: int) -> None:
+        try:
+            self.engine.warm(n)  # type: ignore[union-attr]
+        finally:
+            self.warmed.set()
 
     def worker_ports(self, i: int) -> tuple[int, int]:
         s = self.settings.sip
@@ -143,12 +155,15 @@ class Supervisor:
             self.pool = AsrPool(n, names, lambda name, socks: AsrJob(name, self.settings, self.router, self.engine,
                                                                      socks), self._from_asr)
             self.pool.start()
+            self.warmed.set()  # each process warms before it says ready (the rest in its background)
         elif self.engine is not None and hasattr(self.engine, "warm"):
             # threads mode: warm recognisers in the background (Vosk releases the GIL), so the first
-            # calls do not each spend ~1 s of CPU compiling a fresh recogniser
+            # calls do not each spend ~1 s of CPU on a fresh recogniser
             self.router.decide("热身：楼上装修太吵了")
-            threading.Thread(target=self.engine.warm, args=(self.settings.asr.warm_streams,), name="asr-warm",
-                             daemon=True).start()
+            threading.Thread(target=self._warm, args=(self.settings.asr.warm_streams or self.legs_admitted(),),
+                             name="asr-warm", daemon=True).start()
+        else:
+            self.warmed.set()
         for i, name in enumerate(names):
             self.workers[name] = WorkerState(name, i)
             self._start_worker(name, i)
