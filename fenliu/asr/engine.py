@@ -55,6 +55,9 @@ class VoskStream:
                  pool: RecognizerPool | None = None) -> None:
         self._rec = recognizer
         self._pool = pool
+        # a reused recogniser's word times run on from the audio it decoded before (Vosk keeps
+        # counting across FinalResult): subtract what it had been fed when we got it
+        self._base = pool.fed(recognizer) / 2 / sample_rate if pool is not None else 0.0
         self._rate = sample_rate
         self._fed = 0
         self._last_partial = ""
@@ -73,7 +76,7 @@ class VoskStream:
         if rec.AcceptWaveform(pcm):  # type: ignore[attr-defined]
             self._last_partial = ""
             self._since_partial = 0
-            return _final(rec.Result())  # type: ignore[attr-defined]
+            return _final(rec.Result(), self._base)  # type: ignore[attr-defined]
         self._since_partial += len(pcm)
         if self._since_partial < self._partial_bytes:
             return None
@@ -86,12 +89,12 @@ class VoskStream:
 
     def end_utterance(self) -> Hypothesis:
         self._last_partial = ""
-        return _final(self._rec.FinalResult())  # type: ignore[attr-defined]
+        return _final(self._rec.FinalResult(), self._base)  # type: ignore[attr-defined]
 
     def release(self) -> None:
         if self._pool is not None and self._rec is not None:
             self._rec.FinalResult()  # type: ignore[attr-defined]  # no utterance carries over
-            self._pool.put(self._rec)
+            self._pool.put(self._rec, self._fed)
         self._rec = None
 
 
@@ -105,6 +108,7 @@ class RecognizerPool:
         self._make = make
         self._keep = keep
         self._free: list[object] = []
+        self._fed: dict[int, int] = {}  # id(recogniser) -> bytes it has decoded in its life
         self._lock = threading.Lock()
 
     def get(self) -> object:
@@ -113,10 +117,17 @@ class RecognizerPool:
                 return self._free.pop()
         return self._make()
 
-    def put(self, rec: object) -> None:
+    def put(self, rec: object, fed: int = 0) -> None:
         with self._lock:
+            self._fed[id(rec)] = self._fed.get(id(rec), 0) + fed
             if len(self._free) < self._keep:
                 self._free.append(rec)
+            else:
+                self._fed.pop(id(rec), None)
+
+    def fed(self, rec: object) -> int:
+        with self._lock:
+            return self._fed.get(id(rec), 0)
 
     def warm(self, n: int, pcm: bytes) -> None:
         """Make ``n`` new recognisers decode ``pcm`` once and offer each as soon as it is warm
@@ -126,7 +137,7 @@ class RecognizerPool:
             for i in range(0, len(pcm), 640):
                 rec.AcceptWaveform(pcm[i:i + 640])  # type: ignore[attr-defined]
             rec.FinalResult()  # type: ignore[attr-defined]
-            self.put(rec)
+            self.put(rec, len(pcm))
 
     @property
     def free(self) -> int:
@@ -134,9 +145,10 @@ class RecognizerPool:
             return len(self._free)
 
 
-def _final(raw: str) -> Hypothesis:
+def _final(raw: str, base: float = 0.0) -> Hypothesis:
     data = json.loads(raw)
-    words = tuple(Word(word=w["word"], start=float(w["start"]), end=float(w["end"]), conf=float(w.get("conf", 1.0)))
+    words = tuple(Word(word=w["word"], start=round(float(w["start"]) - base, 3), end=round(float(w["end"]) - base, 3),
+                       conf=float(w.get("conf", 1.0)))
                   for w in data.get("result", []))
     return Hypothesis(text=data.get("text", "").strip(), final=True, words=words)
 

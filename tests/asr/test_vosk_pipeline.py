@@ -112,3 +112,19 @@ def test_missing_and_broken_models_say_how_to_fix(tmp_path):
     (broken / "am" / "final.mdl").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="could not load"):
         VoskEngine(broken)
+
+
+def test_a_reused_recogniser_times_words_from_its_own_call(ko_engine):
+    """Recognisers are pooled across calls (a fresh one costs ~1 s of CPU); Vosk keeps counting
+    time across them, so the second call's words must still be timed from its own start."""
+    clip = read_wav(FIXTURES / "ko" / "ko-01-greeting.wav")
+    pcm = resample(clip.pcm, clip.rate, 16000)
+    runs, free = [], []
+    for _ in range(2):
+        pipe = StreamPipeline("reuse", 16000, ko_engine, vad_enabled=False)
+        finals = [e for e in feed(pipe, pcm) + pipe.close() if isinstance(e, FinalTranscript)]
+        free.append(ko_engine.pool.free)
+        runs.append([w for f in finals for w in f.words])
+    assert free[0] >= 1 and free[1] == free[0]  # the second call reused a recogniser and gave it back
+    assert runs[0] and runs[1]
+    assert abs(runs[1][0].start - runs[0][0].start) < 0.1 and runs[1][-1].end <= clip.duration + 0.1
