@@ -41,7 +41,7 @@ from typing import Any
 
 from fenliu.errors import FenliuError
 from fenliu.sip import protocol as P
-from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg
+from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, leg_label
 
 log = logging.getLogger("fenliu.asr.service")
 
@@ -143,7 +143,7 @@ class Recogniser:
         from fenliu.asr.pipeline import StreamPipeline
         from fenliu.service.wiring import call_router
 
-        name = Leg(leg).label if leg in (0, 1, 2) else f"leg{leg}"
+        name = leg_label(leg)
         ls = LegState(name, None)
         cs.legs[leg] = ls
         if self.active >= self.settings.asr.streams_per_process:

@@ -33,7 +33,7 @@ from fenliu.service.wiring import call_router, vad_config
 from fenliu.sip import protocol as P
 from fenliu.sip.dialogs import DialogId, release
 from fenliu.sip.link import WorkerLink
-from fenliu.sip.protocol import LEG_NAMES, WorkerSettings
+from fenliu.sip.protocol import WorkerSettings, leg_label
 
 log = logging.getLogger("fenliu.supervisor")
 
@@ -307,7 +307,7 @@ class Supervisor:
     def _open_leg(self, s: CallSession, leg: int) -> LegStream:
         """Threads mode: a recognition stream for one leg (caller at call start, the others on
         their first frame). Only the caller's words drive the router."""
-        name = LEG_NAMES.get(leg, f"leg{leg}")  # type: ignore[call-overload]
+        name = leg_label(leg)
         router = call_router(self.router, self.settings, s.call_id) if leg == 0 else None
         reference = self.reference_for(s.call_id) if (self.engine is None and leg == 0 and self.reference_for) \
             else None

@@ -43,7 +43,11 @@ class Leg(IntEnum):
 
 
 LEG_CALLER, LEG_OPERATOR, LEG_HOTLINE = Leg.CALLER, Leg.OPERATOR, Leg.HOTLINE
-LEG_NAMES = {leg: leg.label for leg in Leg}
+
+
+def leg_label(leg: int) -> str:
+    """The name of a leg number as it appears in the audio header ("caller", …, or "legN")."""
+    return Leg(leg).label if leg in Leg._value2member_map_ else f"leg{leg}"
 
 
 class ConversationState(StrEnum):

@@ -241,7 +241,7 @@ class Worker:
         self.ep = pj.Endpoint()
         self.copy, self.copy_name = make_copier(pj.ByteVector)
         self.live: dict[str, Live] = {}
-        self.capacity = cfg.capacity() if cfg.reserve_transfer_leg else cfg.max_calls // (2 if cfg.seat_uri else 1)
+        self.capacity = cfg.capacity()
         self._graveyard: deque[tuple[float, Any]] = deque()  # (release at, tap port / player)
         self._unlinked: set[LegCall] = set()  # calls outside a conversation, kept until DISCONNECTED
         self.callback_errors = 0

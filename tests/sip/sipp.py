@@ -36,6 +36,39 @@ def alaw_file(wav: Path, out_dir: Path) -> Path:
     return out
 
 
+def caller_ack(headers: str) -> str:
+    """The caller's ACK to the 200 of its INVITE (``headers``: its From/To lines)."""
+    return f"""<send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>"""
+
+
+def caller_bye(headers: str, cseq: int) -> str:
+    """The caller hangs up and waits for the 200."""
+    return f"""<send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} BYE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>"""
+
+
 def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", user: str = "110",
                     sdp: str | None = None, callee_hangs_up: bool = False, middle: str = "") -> str:
     rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
@@ -55,19 +88,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
         ending = '<recv request="BYE"/>\n  ' + reply("200 OK")
     else:
         ending = f"""<pause milliseconds="{talk_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 4 BYE
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>"""
+  {caller_bye(headers, 4)}"""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="fenliu caller">
   <send retrans="500">
@@ -89,18 +110,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true" rrs="true"/>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
+  {caller_ack(headers)}
   {stream}
   {middle}
   {ending}
@@ -139,18 +149,7 @@ def no_sdp_scenario() -> str:
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
+  {caller_ack(headers)}
   <recv request="BYE"/>
   {reply("200 OK")}
 </scenario>

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.sip.sipp import caller_ack, caller_bye, reply
 
 SEAT_UA = "fenliu-test-seat"
 SEAT = "sip:seat@"  # the seat's Contact; a worker's is sip:fenliu-NAME@host:port
@@ -79,17 +80,7 @@ def seat_scenario(require_failopen: bool = False, ring_ms: int = 0) -> str:
   </send>
   <recv request="ACK" crlf="true"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
+  {reply("200 OK")}
 </scenario>
 """
 
@@ -140,32 +131,9 @@ def answered_by_caller(talk_ms: int = 500, expect: str = "", need_ring: bool = F
       <log message="answered-by [$contact] [call_id] [$who]"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
+  {caller_ack(headers)}
   <pause milliseconds="{talk_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
+  {caller_bye(headers, 2)}
 </scenario>
 """
 
