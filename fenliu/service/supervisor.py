@@ -344,6 +344,11 @@ class Supervisor:
             ls.frames.put_nowait(pcm)
         except queue.Full:
             ls.dropped += 1
+            if ls.dropped == 1:  # say so once: the operator sees "live suggestion delayed/unavailable"
+                why = (f"识别落后超过 {QUEUE_FRAMES * 20 / 1000:.0f} 秒，实时建议不可靠 / recognition more than "
+                       f"{QUEUE_FRAMES * 20 / 1000:.0f} s behind: audio is being dropped, live suggestion unreliable")
+                s.degraded = why
+                self._publish(worker, P.CallDegraded(s.call_id, why, ls.leg))
 
     def _recognise(self, s: CallSession, ls: LegStream, pipe: StreamPipeline) -> None:
         try:

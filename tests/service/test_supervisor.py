@@ -35,3 +35,36 @@ def test_worker_settings_come_from_one_place_with_the_services_defaults(router, 
     assert ws.capacity() == 2  # answer mode, a leg kept for each conversation's three-way transfer
     refer = replace(s, transfer=replace(s.transfer, mode="refer"))
     assert Supervisor(refer, router, None, bus).worker_settings("w0", 0).capacity() == 4  # REFER needs no leg
+
+
+def test_threads_mode_says_once_when_a_legs_recognition_falls_behind(router, bus):
+    """A leg whose queue is full drops frames (the media path is never held up) and the call is
+    reported degraded once, on the bus, for the operator's screen."""
+    import queue
+    import threading
+
+    from fenliu.service.bus import WorkerFact
+    from fenliu.service.supervisor import CallSession, LegStream
+    from fenliu.sip import protocol as P
+
+    got = []
+    seen = threading.Event()
+
+    def collect(item):
+        if isinstance(item, WorkerFact) and isinstance(item.fact, P.CallDegraded):
+            got.append(item.fact)
+            seen.set()
+
+    bus.subscribe(collect)
+    sup = Supervisor(load_settings(env={}), router, None, bus)
+    session = CallSession("call-1", "w0", 3, "<sip:138@pbx>", 0.0)
+    leg = LegStream("caller", frames=queue.Queue(2))  # no recognition thread drains it
+    session.legs[0] = leg
+    sup.sessions[("w0", 3)] = session
+    for _ in range(5):
+        sup._frame("w0", 3, 0, b"\0" * 640)
+    assert seen.wait(5)
+    bus.drain()
+    assert leg.dropped == 3 and len(got) == 1
+    assert got[0].call_id == "call-1" and got[0].leg == "caller" and "behind" in got[0].reason
+    assert sup.calls()[0]["degraded"] == got[0].reason
