@@ -1,126 +1,502 @@
-"""The supervisor's local HTTP API (the console builds its UI on it; the CLI uses it).
+"""The console and the HTTP API of `fenliu serve` (aiohttp): see docs/api.md for every endpoint,
+the roles, the CSRF rule and the event stream; ``GET /api/openapi.json`` describes them.
 
-    GET  /api/calls                              live calls
-    POST /api/calls/{call_id}/transfer           {"target": "12345", "mode": "three-way"|"refer"|"attended",
-                                                  "wait": 25}  (wait: seconds to wait for the outcome)
-    POST /api/calls/{call_id}/release-operator   {"wait": 10}  the operator leaves the three-way call
-    POST /api/calls/{call_id}/hangup
-    GET  /api/health                             every worker and ASR process as it really is
-    GET  /metrics                                Prometheus
-
-With ``wait``, the answer is the outcome, not the request: 200 when the transfer is bridged /
-completed, 502 with the reason when it failed (the caller stays with the operator), 504 when
-nothing was heard in time. Domain errors map to 404 (no such call) and 400 (bad target or mode).
+Order of checks on every request (``guard``): the Host must be one of this server's names and a
+browser's Origin must be this server (else 403, before anything is read or done); then the
+user (session cookie or bearer token; 401), then for a cookie session the CSRF header on
+state-changing requests (403), then the role the route needs (403). Bodies are JSON objects of
+at most ``console.max_body_kb`` and 32 levels (413 / 400). Errors are JSON
+``{"error", "code"}`` and never echo more than 64 characters of what was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
+from fenliu.errors import ConfigError
+from fenliu.router.rules import RuleListError
+from fenliu.service.auth import ROLE_NAMES, Accounts, AuthError, User, mask_number
 from fenliu.service.bus import EventBus, Item, WorkerFact
+from fenliu.service.feed import EventFeed
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
+from fenliu.service.settings import ConsoleSettings, Settings
+from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
+
+log = logging.getLogger("fenliu.api")
 
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 BUS = web.AppKey("bus", EventBus)
 METRICS = web.AppKey("metrics", Metrics)
+STORE = web.AppKey("store", Store)
+ACCOUNTS = web.AppKey("accounts", Accounts)
+FEED = web.AppKey("feed", EventFeed)
+CONSOLE = web.AppKey("console", ConsoleSettings)
+SETTINGS = web.AppKey("settings", Settings)
+
+USER = web.RequestKey("user", User)
+STREAM = web.RequestKey("stream", web.WebSocketResponse)
+SESSION_COOKIE = "fenliu_session"
+MAX_DEPTH = 32
+ECHO = 64
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+STATIC = resources.files("fenliu.console").joinpath("static")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(supervisor: Supervisor, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application()
+@dataclass(frozen=True)
+class Access:
+    role: str | None  # None: public
+
+
+PUBLIC = Access(None)
+OPERATOR, SUPERVISOR_ROLE, ADMIN = Access("operator"), Access("supervisor"), Access("admin")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def short(value: Any) -> str:
+    """What the client sent, cut to ``ECHO`` characters for an error message."""
+    s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return s if len(s) <= ECHO else s[:ECHO] + f"…({len(s)} chars)"
+
+
+def create_app(supervisor: Supervisor, store: Store, metrics: Metrics | None = None,
+               feed: EventFeed | None = None, accounts: Accounts | None = None) -> web.Application:
+    settings = supervisor.settings
+    c = settings.console
+    app = web.Application(middlewares=[guard], client_max_size=c.max_body_kb * 1024)
     app[SUPERVISOR] = supervisor
     app[BUS] = supervisor.bus
     app[METRICS] = metrics or Metrics(supervisor)
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/api/calls", calls)
-    app.router.add_post("/api/calls/{call_id}/transfer", transfer)
-    app.router.add_post("/api/calls/{call_id}/release-operator", release_operator)
-    app.router.add_post("/api/calls/{call_id}/hangup", hangup)
-    app.router.add_get("/metrics", metrics_view)
+    app[STORE] = store
+    app[ACCOUNTS] = accounts or Accounts(store, c.session_idle_minutes)
+    app[FEED] = feed or EventFeed(c.event_buffer, store.seat, settings.transfer.targets)
+    app[CONSOLE] = c
+    app[SETTINGS] = settings
+    r = app.router
+    for method, path, handler, _access in ROUTES:
+        r.add_route(method, path, handler)
+    r.add_get("/", index)
+    r.add_get("/static/{name}", static)
     return app
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+# -- the guard: host, origin, user, CSRF, role, errors --------------------------------------------
+def _route_access(request: web.Request) -> Access:
+    info = request.match_info
+    if info.http_exception is not None:
+        return PUBLIC  # 404/405: nothing to protect, answer as JSON
+    path = info.route.resource.canonical if info.route.resource else ""
+    if path in ("/", "/static/{name}"):
+        return PUBLIC
+    method = "GET" if request.method == "HEAD" else request.method
+    return ACCESS.get((method, path), ADMIN)  # anything not listed needs the highest role
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        _check_host(request)
+        _check_origin(request)
+        access = _route_access(request)
+        if request.match_info.http_exception is not None:
+            raise request.match_info.http_exception
+        if access.role is not None:
+            user = await _authenticate(request)
+            if not user.at_least(access.role):
+                raise ApiError(403, "forbidden_role", f"需要{ROLE_NAMES[access.role]}权限 / needs role {access.role} "
+                                                      f"(you are {user.role})")
+        response = await handler(request)
+    except ApiError as e:
+        response = error(e.status, e.code, e.message)
+    except AuthError as e:
+        response = error(e.status, e.code, e.message)
+    except web.HTTPRequestEntityTooLarge:
+        response = error(413, "too_large", f"请求体过大 / body larger than {request.app[CONSOLE].max_body_kb} KB")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        response = error(e.status, "not_found" if e.status == 404 else "http", f"{e.status} {e.reason}")
+    except Exception:
+        log.exception("API error on %s %s", request.method, request.path)
+        if isinstance(request.get(STREAM), web.WebSocketResponse):
+            return request[STREAM]  # already talking WebSocket: nothing else can be sent
+        response = error(500, "internal", "服务内部错误，已记录日志 / internal error, logged")
+    if not isinstance(response, web.WebSocketResponse) and not response.prepared:
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Cache-Control", "no-store")
+        h.setdefault("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "
+                                                "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                                                "base-uri 'none'; form-action 'self'")
+    return response
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+def _allowed_hosts(c: ConsoleSettings) -> set[str]:
+    hosts = {"localhost", "127.0.0.1", "[::1]", c.host.lower()}
+    hosts.update(h.strip().lower() for h in c.public_host.split(",") if h.strip())
+    return hosts
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _check_host(request: web.Request) -> None:
+    """DNS rebinding: a page on another name that resolves here must not reach the API."""
+    if _host_name(request.host) not in _allowed_hosts(request.app[CONSOLE]):
+        raise ApiError(403, "bad_host", f"不接受的 Host / Host {short(request.host)!r} is not this server; "
+                                        f"add it to console.public_host")
+
+
+def _check_origin(request: web.Request) -> None:
+    """A browser request from another site (Origin, or Sec-Fetch-Site) is refused outright."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        expected = {f"{request.scheme}://{request.host}".lower()}
+        if request.app[CONSOLE].behind_proxy:
+            expected.add(f"https://{request.host}".lower())
+        if origin.lower() not in expected:
+            raise ApiError(403, "bad_origin", f"跨站请求被拒绝 / cross-site request refused (Origin {short(origin)})")
+    elif request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise ApiError(403, "bad_origin", "跨站请求被拒绝 / cross-site request refused")
+
+
+async def _authenticate(request: web.Request) -> User:
+    accounts = request.app[ACCOUNTS]
+    auth = request.headers.get("Authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "bad_token", "Authorization 须为 Bearer 令牌 / use Authorization: Bearer <token>")
+        user = accounts.token_user(token.strip())
+    else:
+        sid = request.cookies.get(SESSION_COOKIE)
+        if not sid:
+            raise ApiError(401, "unauthenticated", "请先登录 / log in first (or send an API token)")
+        user, csrf = accounts.session_user(sid)
+        if request.method in UNSAFE:
+            sent = request.headers.get("X-CSRF-Token", "")
+            if not sent or not hmac.compare_digest(sent, csrf):
+                raise ApiError(403, "csrf", "缺少或错误的 CSRF 令牌 / missing or wrong X-CSRF-Token header; "
+                                            "reload the console")
+    request[USER] = user
+    return user
+
+
+def _user(request: web.Request) -> User:
+    return request[USER]
+
+
+# -- bodies -------------------------------------------------------------------------------------
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """True when arrays/objects nest deeper than ``limit`` (checked before parsing: a deep
+    document would otherwise exhaust the parser's recursion)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+async def body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
+    if request.content_type != "application/json":
+        raise ApiError(415, "bad_content_type", "请求体须为 application/json / send Content-Type: application/json")
+    raw = await request.read()  # bounded by client_max_size: 413 beyond
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "请求体须是 JSON / body must be JSON"}',
-                                 content_type="application/json") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error": "请求体须是 JSON 对象 / body must be a JSON object"}',
-                                 content_type="application/json")
-    return body
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_json", "请求体不是 UTF-8 / body is not UTF-8") from None
+    if json_depth_exceeds(text, MAX_DEPTH):
+        raise ApiError(400, "too_deep", f"JSON 嵌套过深 / JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ApiError(400, "bad_json", f"请求体不是合法 JSON / body is not JSON: {short(str(e))}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "请求体须是 JSON 对象 / body must be a JSON object")
+    return data
 
 
-def _wait_seconds(body: dict[str, Any]) -> float:
-    w = body.get("wait", 0)
-    if not isinstance(w, int | float) or not 0 <= w <= 300:
-        raise web.HTTPBadRequest(text='{"error": "wait 须是 0..300 秒 / wait must be 0..300 seconds"}',
-                                 content_type="application/json")
+def field_str(data: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> str:
+    v = data.get(key)
+    if v is None and not required:
+        return ""
+    if not isinstance(v, str) or (required and not v) or len(v) > max_len:
+        raise ApiError(400, "bad_field", f"字段 {key} 须是不超过 {max_len} 字的字符串 / {key} must be a string of "
+                                         f"at most {max_len} characters (got {short(v)})")
+    return v
+
+
+def wait_seconds(data: dict[str, Any]) -> float:
+    w = data.get("wait", 0)
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 300:
+        raise ApiError(400, "bad_field", f"wait 须是 0..300 秒 / wait must be 0..300 seconds (got {short(w)})")
     return float(w)
 
 
-async def health(request: web.Request) -> web.Response:
-    h = request.app[SUPERVISOR].health()
-    return web.json_response(h, status=200 if h["ok"] else 503)
+def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    v = request.query.get(key)
+    if v is None:
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        n = lo - 1
+    if not lo <= n <= hi:
+        raise ApiError(400, "bad_field", f"{key} 须是 {lo}..{hi} 的整数 / {key} must be an integer {lo}..{hi}")
+    return n
 
 
-async def calls(request: web.Request) -> web.Response:
-    return web.json_response({"calls": request.app[SUPERVISOR].calls()})
+# -- static console -------------------------------------------------------------------------------
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=STATIC.joinpath("index.html").read_bytes(), content_type="text/html", charset="utf-8")
 
 
-async def metrics_view(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png",
+                 ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 
 
-async def _act_and_wait(request: web.Request, act: Any, outcome: Any, wait: float) -> web.Response:
-    """Run ``act()`` (which names the call) and, with ``wait``, answer with the first outcome fact."""
-    sup = request.app[SUPERVISOR]
-    bus = request.app[BUS]
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    ext = Path(name).suffix
+    item = STATIC.joinpath(name)
+    if "/" in name or name.startswith(".") or ext not in CONTENT_TYPES or not item.is_file():
+        raise ApiError(404, "not_found", "没有这个文件 / no such file")
+    return web.Response(body=item.read_bytes(), content_type=CONTENT_TYPES[ext],
+                        charset="utf-8" if ext in (".js", ".css", ".html", ".svg") else None)
+
+
+# -- accounts -----------------------------------------------------------------------------------
+def _user_json(u: User) -> dict[str, Any]:
+    return {"name": u.name, "role": u.role, "role_name": ROLE_NAMES[u.role], "seat": u.seat}
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.app[CONSOLE].behind_proxy
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    name = field_str(data, "username", required=True, max_len=64)
+    password = field_str(data, "password", required=True, max_len=1024)
+    store, address = request.app[STORE], request.remote or ""
+    try:
+        user, sid, csrf = request.app[ACCOUNTS].login(name, password, address)
+    except AuthError as e:
+        store.audit(name, "login", outcome=e.code, detail={"address": address})
+        raise
+    store.audit(user.name, "login", outcome="ok", detail={"address": address})
+    resp = web.json_response({"user": _user_json(user), "csrf": csrf})
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=_secure(request), path="/")
+    return resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    request.app[ACCOUNTS].logout(sid)
+    request.app[STORE].audit(_user(request).name, "logout", outcome="ok")
+    resp = web.json_response({"ok": True})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    user = _user(request)
+    csrf = ""
+    if user.via == "session":
+        _, csrf = request.app[ACCOUNTS].session_user(request.cookies.get(SESSION_COOKIE, ""))
+    return web.json_response({"user": _user_json(user), "csrf": csrf})
+
+
+# -- calls --------------------------------------------------------------------------------------
+def _visible_call(request: web.Request, call_id: str) -> None:
+    """404 for a call this operator may not see (no hint that it exists)."""
+    if not _user(request).may_see(request.app[FEED].seat_of(call_id)):
+        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {short(call_id)!r}")
+
+
+def _masked(request: web.Request, remote: str | None) -> str:
+    remote = remote or ""
+    return remote if _user(request).sees_full_numbers else mask_number(remote)
+
+
+async def calls(request: web.Request) -> web.StreamResponse:
+    sup, feed, user = request.app[SUPERVISOR], request.app[FEED], _user(request)
+    out = []
+    for c in sup.calls():
+        seat = feed.seat_of(c["call_id"])
+        if not user.may_see(seat):
+            continue
+        lc = feed.live.get(c["call_id"])
+        out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat,
+                    "decision": lc.decision if lc else None,
+                    "transfer": (lc.transfer if lc and lc.transfer else None) or _transfer_of(c),
+                    "last_event_id": lc.last_event_id if lc else feed.last_id})
+    return web.json_response({"calls": out, "last_event_id": feed.last_id})
+
+
+def _transfer_of(c: dict[str, Any]) -> dict[str, Any] | None:
+    t = c.get("transfer")
+    return t if isinstance(t, dict) else None
+
+
+async def call_detail(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    _visible_call(request, call_id)
+    sup, store, feed = request.app[SUPERVISOR], request.app[STORE], request.app[FEED]
+    live = next((c for c in sup.calls() if c["call_id"] == call_id), None)
+    row = store.call(call_id)
+    if live is None and row is None:
+        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {short(call_id)!r}")
+    events = store.events(call_id)
+    utterances = [{"leg": e["leg"], "utterance_id": e["utterance_id"], "text": e["text"], "t0": e["t0"],
+                   "t1": e["t1"], "at": e["at"], "source": e.get("source", "asr")}
+                  for e in events if e["kind"] == "FinalTranscript"]
+    decisions = [{**{k: v for k, v in e.items() if k not in ("kind", "type")}} for e in events
+                 if e["kind"] == "Decision"]
+    transfers = [{k: v for k, v in e.items() if k not in ("event",)} for e in events
+                 if e["kind"].startswith("transfer_")]
+    call: dict[str, Any] = dict(row or {})
+    lc = feed.live.get(call_id)
+    if live is not None:
+        call.update(live)
+        call["decision"] = lc.decision if lc else None
+        call["last_event_id"] = lc.last_event_id if lc else feed.last_id
+    else:
+        call["last_event_id"] = feed.last_id
+    call["remote"] = _masked(request, call.get("remote"))
+    call.pop("text", None)
+    return web.json_response({"call": call, "utterances": utterances, "decisions": decisions,
+                              "transfers": transfers, "live": live is not None})
+
+
+def _date(value: str, key: str, end: bool) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "bad_field", f"{key} 须为 YYYY-MM-DD 或 Unix 秒 / {key}: a date YYYY-MM-DD or unix "
+                                         f"seconds (got {short(value)})") from None
+    if end:
+        day += dt.timedelta(days=1)  # "to" includes that whole day
+    return dt.datetime.combine(day, dt.time()).timestamp()
+
+
+async def history(request: web.Request) -> web.StreamResponse:
+    q, user = request.query, _user(request)
+    for k in ("q", "number", "category", "target"):
+        if len(q.get(k, "")) > 100:
+            raise ApiError(400, "bad_field", f"{k} 过长 / {k}: at most 100 characters")
+    rows, total = request.app[STORE].history(
+        q=q.get("q", ""), number=q.get("number", ""), category=q.get("category", ""), target=q.get("target", ""),
+        since=_date(q.get("from", ""), "from", False), until=_date(q.get("to", ""), "to", True),
+        seat=None if user.at_least("supervisor") or not user.seat else user.seat,
+        limit=query_int(request, "limit", 50, 1, 500), offset=query_int(request, "offset", 0, 0, 10**7))
+    for r in rows:
+        r["remote"] = _masked(request, r["remote"])
+        r["text"] = (r["text"] or "")[:300]
+    return web.json_response({"calls": rows, "total": total})
+
+
+# -- the keys -----------------------------------------------------------------------------------
+async def _act(request: web.Request, action: str, act: Callable[[Supervisor], dict[str, Any]],
+               outcome: Callable[[P.Fact], bool] | None, wait: float, detail: dict[str, Any]) -> web.StreamResponse:
+    """Run ``act`` (which names the call); with ``wait``, answer with the first outcome fact.
+    Every key is written to the audit log with its outcome, and noted on the event stream so
+    that other consoles watching the call see who pressed what."""
+    call_id = request.match_info["call_id"]
+    _visible_call(request, call_id)
+    sup, bus, store, user = request.app[SUPERVISOR], request.app[BUS], request.app[STORE], _user(request)
     box: dict[str, str] = {}
 
     def matches(item: Item) -> bool:
-        return isinstance(item, WorkerFact) and item.call_id == box.get("call_id") and outcome(item.fact)
+        return isinstance(item, WorkerFact) and item.call_id == box.get("call_id") and outcome is not None \
+            and outcome(item.fact)
 
-    waiter = asyncio.ensure_future(bus.next(matches, wait)) if wait else None
+    waiter = asyncio.ensure_future(bus.next(matches, wait)) if wait and outcome else None
     await asyncio.sleep(0)  # the waiter is subscribed before anything can happen
     try:
-        result = act(sup)
-    except LookupError as e:
-        return _cancel(waiter, _error(404, str(e)))
-    except ValueError as e:
-        return _cancel(waiter, _error(400, str(e)))
+        try:
+            result = act(sup)
+        except LookupError as e:
+            row = store.call(call_id)
+            if row is not None and row["ended_at"] is not None:
+                raise ApiError(409, "call_ended", f"通话已结束 / call {short(call_id)} has ended") from e
+            raise ApiError(404, "no_such_call", f"没有这通电话 / {short(str(e))}") from e
+        except ValueError as e:
+            raise ApiError(400, "bad_field", short(str(e)) if len(str(e)) > 300 else str(e)) from e
+    except ApiError as e:
+        if waiter is not None:
+            waiter.cancel()
+        store.audit(user.name, action, call_id, outcome=e.code, detail=detail)
+        raise
     box["call_id"] = result["call_id"]
+    request.app[FEED].note("operator_action", result["call_id"], {"action": action, "by": user.name, **detail})
     if waiter is None:
+        store.audit(user.name, action, result["call_id"], outcome="requested", detail=detail)
         return web.json_response(result, status=202)
     try:
         item = await waiter
     except TimeoutError:
-        return web.json_response({**result, "status": "timeout",
+        store.audit(user.name, action, result["call_id"], outcome="timeout", detail=detail)
+        return web.json_response({**result, "status": "timeout", "code": "timeout",
                                   "error": f"{wait:.0f} 秒内没有结果 / no outcome within {wait:.0f} s"}, status=504)
     fact = item.fact  # type: ignore[union-attr]
     ok = not (isinstance(fact, P.TransferUpdate) and fact.step == P.TransferStep.FAILED) \
         and not isinstance(fact, P.WorkerError)
-    detail = {"status": item.kind, "reason": getattr(fact, "reason", "") or getattr(fact, "message", ""),
-              "sip_status": getattr(fact, "status", 0)}
-    return web.json_response({**result, **detail}, status=200 if ok else 502)
-
-
-def _cancel(waiter: Any, response: web.Response) -> web.Response:
-    if waiter is not None:
-        waiter.cancel()
-    return response
+    out = {"status": item.kind, "reason": getattr(fact, "reason", "") or getattr(fact, "message", ""),
+           "sip_status": getattr(fact, "status", 0)}
+    store.audit(user.name, action, result["call_id"], outcome=item.kind, detail={**detail, **out})
+    return web.json_response({**result, **out}, status=200 if ok else 502)
 
 
 def _transfer_outcome(f: P.Fact) -> bool:
@@ -128,24 +504,232 @@ def _transfer_outcome(f: P.Fact) -> bool:
                                                           P.TransferStep.FAILED)
 
 
-async def transfer(request: web.Request) -> web.Response:
-    body = await _body(request)
-    if not isinstance(body.get("target"), str):
-        return _error(400, "缺少 target / missing target, e.g. {\"target\": \"12345\"}")
-    call_id, wait = request.match_info["call_id"], _wait_seconds(body)
-    return await _act_and_wait(request, lambda s: s.transfer(call_id, body["target"], body.get("mode")),
-                               _transfer_outcome, wait)
+async def transfer(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    target = field_str(data, "target", required=True, max_len=300)
+    mode = field_str(data, "mode", max_len=20) or None
+    wait = wait_seconds(data)
+    return await _act(request, "transfer", lambda s: s.transfer(request.match_info["call_id"], target, mode),
+                      _transfer_outcome, wait, {"target": target, "mode": mode or request.app[SETTINGS].transfer.mode})
 
 
-async def release_operator(request: web.Request) -> web.Response:
-    body = await _body(request)
-    call_id, wait = request.match_info["call_id"], _wait_seconds(body)
-    return await _act_and_wait(
-        request, lambda s: s.release_operator(call_id),
-        lambda f: (isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.COMPLETED)
-        or isinstance(f, P.WorkerError), wait)
+async def cancel_transfer(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    return await _act(request, "cancel_transfer", lambda s: s.cancel_transfer(request.match_info["call_id"]),
+                      lambda f: (isinstance(f, P.TransferUpdate) and f.final) or isinstance(f, P.WorkerError),
+                      wait_seconds(data), {})
 
 
-async def hangup(request: web.Request) -> web.Response:
-    call_id = request.match_info["call_id"]
-    return await _act_and_wait(request, lambda s: s.hangup(call_id), lambda f: isinstance(f, P.CallEnded), 0)
+async def release_operator(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    return await _act(request, "release", lambda s: s.release_operator(request.match_info["call_id"]),
+                      lambda f: (isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.COMPLETED)
+                      or isinstance(f, P.WorkerError), wait_seconds(data), {})
+
+
+async def hangup(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    return await _act(request, "hangup", lambda s: s.hangup(request.match_info["call_id"]),
+                      lambda f: isinstance(f, P.CallEnded), wait_seconds(data), {})
+
+
+# -- configuration, the negative list, audit -------------------------------------------------------
+URGENT_NAMES = {"119": "119 消防救援", "120": "120 医疗急救", "122": "122 交通事故", "fraud": "96110 反诈中心"}
+
+
+async def config(request: web.Request) -> web.StreamResponse:
+    settings, sup = request.app[SETTINGS], request.app[SUPERVISOR]
+    t = settings.transfer
+    urgent = [x.strip() for x in t.urgent.split(",") if x.strip()]
+    named = sup.router.rules.targets
+    targets = []
+    for tid, uri in t.targets.items():
+        tg = named.get(tid)
+        number = getattr(tg, "number", "") or (uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else tid)
+        name = getattr(tg, "name", "") or URGENT_NAMES.get(tid, tid)
+        targets.append({"id": tid, "name": name, "number": number, "urgent": tid in urgent})
+    return web.json_response({"targets": targets, "links": dict(t.links), "modes": ["three-way", "refer", "attended"],
+                              "default_mode": t.mode, "rule_version": sup.router.rules.version,
+                              "user": _user_json(_user(request))})
+
+
+def _rules_path(request: web.Request) -> str:
+    return request.app[SETTINGS].router.rules_path
+
+
+async def negative_list(request: web.Request) -> web.StreamResponse:
+    rules = request.app[SUPERVISOR].router.rules
+    path = _rules_path(request)
+    text = _list_text(path)
+    return web.json_response({"version": rules.version, "name": rules.name, "path": path or "(fenliu 自带 / shipped)",
+                              "categories": len(rules.categories), "danger_groups": len(rules.danger),
+                              "editable": bool(path), "text": text})
+
+
+def _list_text(path: str) -> str:
+    if not path:
+        return resources.files("fenliu.router").joinpath("negative_list.toml").read_text(encoding="utf-8")
+    p = Path(path)
+    return p.read_text(encoding="utf-8") if p.is_file() else ""
+
+
+async def _reload(request: web.Request, text: str | None) -> web.StreamResponse:
+    sup, store, user = request.app[SUPERVISOR], request.app[STORE], _user(request)
+    action = "list_edit" if text is not None else "list_reload"
+    try:
+        version, previous = sup.reload_rules(text)
+    except (RuleListError, ConfigError) as e:
+        store.audit(user.name, action, outcome="bad_rules", detail={"error": str(e)[:500]})
+        raise ApiError(422, "bad_rules", f"{e}（原清单仍在使用 / the previous list stays active）") from e
+    except RuntimeError as e:
+        store.audit(user.name, action, outcome="refused", detail={"error": str(e)})
+        raise ApiError(409, "not_reloadable", str(e)) from e
+    store.audit(user.name, action, outcome="ok", detail={"version": version, "previous": previous})
+    request.app[FEED].note("negative_list_reloaded", "", {"version": version, "previous": previous, "by": user.name})
+    return web.json_response({"version": version, "previous": previous})
+
+
+async def reload_list(request: web.Request) -> web.StreamResponse:
+    await body(request)
+    return await _reload(request, None)
+
+
+async def put_list(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    return await _reload(request, field_str(data, "text", required=True, max_len=2_000_000))
+
+
+async def audit(request: web.Request) -> web.StreamResponse:
+    rows = request.app[STORE].audit_log(query_int(request, "limit", 100, 1, 1000),
+                                        request.query.get("action", "")[:40])
+    return web.json_response({"audit": rows})
+
+
+async def users(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"users": request.app[STORE].users()})
+
+
+async def add_user(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    try:
+        u = request.app[ACCOUNTS].add_user(field_str(data, "name", required=True, max_len=64),
+                                           field_str(data, "role", required=True, max_len=20),
+                                           field_str(data, "password", required=True, max_len=1024),
+                                           field_str(data, "seat", max_len=64))
+    except ValueError as e:
+        raise ApiError(400, "bad_field", str(e)) from e
+    request.app[STORE].audit(_user(request).name, "user_add", outcome="ok", detail={"name": u.name, "role": u.role})
+    return web.json_response({"user": _user_json(u)}, status=201)
+
+
+# -- health, metrics, openapi ----------------------------------------------------------------------
+async def health(request: web.Request) -> web.StreamResponse:
+    h = request.app[SUPERVISOR].health()
+    return web.json_response(h, status=200 if h["ok"] else 503)
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    sup = request.app[SUPERVISOR]
+    h = sup.health()
+    warm = sup.warmed.is_set() or sup.engine is None or sup.mode == "processes"
+    ok = h["ok"] and warm
+    why = "" if ok else ("workers not all alive" if not h["ok"] else "recognisers still warming up")
+    return web.json_response({"ready": ok, "why": why}, status=200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.StreamResponse:
+    token = request.app[CONSOLE].metrics_token
+    auth = request.headers.get("Authorization", "")
+    if token:
+        if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "bad_token", "/metrics 需要 console.metrics_token / needs the metrics bearer token")
+    elif not _loopback(request.remote):
+        raise ApiError(403, "forbidden", "/metrics 只对本机开放 / loopback only; set console.metrics_token to "
+                                         "allow a remote Prometheus")
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    from fenliu.service.openapi import describe
+
+    return web.json_response(describe(ROUTES))
+
+
+# -- the event stream -----------------------------------------------------------------------------
+async def events(request: web.Request) -> web.StreamResponse:
+    feed, user = request.app[FEED], _user(request)
+    since_raw = request.query.get("since")
+    since: int | None = None
+    if since_raw is not None:
+        if not since_raw.isdigit() or len(since_raw) > 15:
+            raise ApiError(400, "bad_field", "since 须是事件编号 / since must be an event id (integer)")
+        since = int(since_raw)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+    await ws.prepare(request)
+    request[STREAM] = ws
+    client, hello, missed = feed.connect(user, since, request.query.get("server"))
+    try:
+        await ws.send_str(json.dumps(hello, ensure_ascii=False))
+        for env in missed:
+            await ws.send_str(json.dumps(env, ensure_ascii=False))
+        reader = asyncio.ensure_future(_drain_incoming(ws))
+        while not reader.done():
+            getter = asyncio.ensure_future(client.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            await ws.send_str(json.dumps(getter.result(), ensure_ascii=False))
+            feed.sent += 1
+            if client.overflowed and client.queue.empty():
+                await ws.close(code=1013, message=b"fell behind: reconnect with ?since=<last id>")
+                break
+        reader.cancel()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        feed.disconnect(client)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    """The stream is one-way: read (and ignore) what the client sends, until it closes."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break
+
+
+ROUTES: list[tuple[str, str, Handler, Access]] = [
+    ("GET", "/api/health", health, PUBLIC),
+    ("GET", "/api/ready", ready, PUBLIC),
+    ("POST", "/api/login", login, PUBLIC),
+    ("POST", "/api/logout", logout, OPERATOR),
+    ("GET", "/api/me", me, OPERATOR),
+    ("GET", "/api/config", config, OPERATOR),
+    ("GET", "/api/calls", calls, OPERATOR),
+    ("GET", "/api/calls/{call_id}", call_detail, OPERATOR),
+    ("POST", "/api/calls/{call_id}/transfer", transfer, OPERATOR),
+    ("POST", "/api/calls/{call_id}/cancel-transfer", cancel_transfer, OPERATOR),
+    ("POST", "/api/calls/{call_id}/release-operator", release_operator, OPERATOR),
+    ("POST", "/api/calls/{call_id}/hangup", hangup, OPERATOR),
+    ("GET", "/api/history", history, OPERATOR),
+    ("GET", "/api/events", events, OPERATOR),
+    ("GET", "/api/negative-list", negative_list, OPERATOR),
+    ("POST", "/api/negative-list/reload", reload_list, SUPERVISOR_ROLE),
+    ("PUT", "/api/negative-list", put_list, SUPERVISOR_ROLE),
+    ("GET", "/api/audit", audit, SUPERVISOR_ROLE),
+    ("GET", "/api/users", users, ADMIN),
+    ("POST", "/api/users", add_user, ADMIN),
+    ("GET", "/api/openapi.json", openapi, OPERATOR),
+    ("GET", "/metrics", metrics_view, PUBLIC),  # loopback or its own token, checked in the handler
+]
+ACCESS = {(method, path): access for method, path, _, access in ROUTES}

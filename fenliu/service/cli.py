@@ -99,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--timeout", type=float, default=10.0, help="wait this long for the outcome")
     rl.add_argument("--url")
 
+    for x in (cl, tf, rl):
+        x.add_argument("--token", help="API token (default: env FENLIU_TOKEN, else the token fenliu serve leaves "
+                                       "beside the store, var/cli.token)")
+
+    us = sub.add_parser("user", help="console accounts (operator, supervisor, admin)")
+    uss = us.add_subparsers(dest="user_command", required=True)
+    ua = uss.add_parser("add", help="create an account; the password is asked for (or read from stdin)")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    ua.add_argument("--seat", default="", help="the operator's seat (sip.seat_uri user part); empty: all calls")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    up = uss.add_parser("passwd", help="set an account's password (ends its sessions)")
+    up.add_argument("name")
+    up.add_argument("--password-stdin", action="store_true")
+    uss.add_parser("list", help="list accounts")
+    tk = sub.add_parser("token", help="API tokens for machine clients (PBX/CTI, scripts)")
+    tks = tk.add_subparsers(dest="token_command", required=True)
+    tc = tks.add_parser("create", help="make a token acting as USER; printed once, stored hashed")
+    tc.add_argument("name")
+    tc.add_argument("--user", required=True)
+    tr = tks.add_parser("revoke", help="revoke every token of that name")
+    tr.add_argument("name")
+
     dl = sub.add_parser("dial", help="place a real SIP call that plays a recording (拨测)")
     dl.add_argument("wav")
     dl.add_argument("--to", help="SIP URI to call (default: sip:110@sip.address:sip.port)")
@@ -174,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if cmd in ("calls", "transfer", "release"):
         return _api_command(args, settings)
+    if cmd in ("user", "token"):
+        return _accounts_command(args, settings)
     if cmd == "dial":
         from fenliu.service.dial import dial
 
@@ -247,17 +272,22 @@ def _api_command(args: argparse.Namespace, settings) -> int:
     import urllib.error
     import urllib.request
 
+    from fenliu.service.serve import cli_token_path
+
     base = (args.url or f"http://{settings.console.host}:{settings.console.port}").rstrip("/")
+    token = _cli_token(args, settings)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     wait = 0.0
     if args.command == "calls":
-        req = urllib.request.Request(f"{base}/api/calls")
+        req = urllib.request.Request(f"{base}/api/calls", headers=auth)
     else:
         path = "transfer" if args.command == "transfer" else "release-operator"
         wait = args.timeout if args.timeout is not None else settings.transfer.answer_timeout + 5
         body = {"target": args.target, "mode": args.mode, "wait": wait} if args.command == "transfer" \
             else {"wait": wait}
         req = urllib.request.Request(f"{base}/api/calls/{args.call_id}/{path}", method="POST",
-                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json",
+                                                                              **auth})
     try:
         with urllib.request.urlopen(req, timeout=wait + 10) as r:
             data = json.load(r)
@@ -274,6 +304,10 @@ def _api_command(args: argparse.Namespace, settings) -> int:
             print(f"✘ {what}: {data.get('reason') or data.get('error', '')}; 来电仍由接警员处理 / the caller stays "
                   f"with the operator", file=sys.stderr)
             return 1
+        if e.code == 401:
+            raise FenliuError(f"401: {data.get('error', e.reason)} — the CLI reads its token from "
+                              f"{cli_token_path(settings)} (written by fenliu serve; run as the same account), "
+                              f"or --token / FENLIU_TOKEN (fenliu token create NAME --user USER)") from e
         raise FenliuError(f"{e.code}: {data.get('error', e.reason)}") from e
     except urllib.error.URLError as e:
         raise FenliuError(f"无法连接 fenliu serve / cannot reach fenliu serve at {base} ({e.reason}); "
@@ -288,6 +322,65 @@ def _api_command(args: argparse.Namespace, settings) -> int:
     else:
         print(json.dumps(data, ensure_ascii=False))
         print(f"✔ {data.get('status')}", file=sys.stderr)
+    return 0
+
+
+def _cli_token(args: argparse.Namespace, settings) -> str:
+    from fenliu.service.serve import cli_token_path
+
+    token = args.token or os.environ.get("FENLIU_TOKEN", "")
+    if token:
+        return str(token)
+    try:
+        return cli_token_path(settings).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""  # the server will say 401, and we say where a token comes from
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("密码 / password: ")
+    if getpass.getpass("再输一次 / again: ") != first:
+        raise FenliuError("两次输入的密码不一致 / the passwords differ")
+    return first
+
+
+def _accounts_command(args: argparse.Namespace, settings) -> int:
+    from fenliu.service.auth import Accounts
+    from fenliu.service.store import Store
+
+    store = Store(settings.store.url)
+    accounts = Accounts(store)
+    try:
+        if args.command == "user" and args.user_command == "list":
+            for row in store.users():
+                if row["name"] != "cli":
+                    print(f"{row['name']:20} {row['role']:11} {row['seat'] or '-':10} "
+                          f"{'停用 disabled' if row['disabled'] else ''}")
+        elif args.command == "user" and args.user_command == "add":
+            u = accounts.add_user(args.name, args.role, _read_password(args.password_stdin), args.seat)
+            store.audit("cli", "user_add", outcome="ok", detail={"name": u.name, "role": u.role})
+            print(f"✔ 账户 {u.name} ({u.role}) 已创建 / account created")
+        elif args.command == "user":
+            accounts.set_password(args.name, _read_password(args.password_stdin))
+            store.audit("cli", "user_passwd", outcome="ok", detail={"name": args.name})
+            print(f"✔ {args.name}: 密码已更新 / password set; its sessions have ended")
+        elif args.token_command == "create":
+            token = accounts.create_token(args.name, args.user)
+            store.audit("cli", "token_create", outcome="ok", detail={"name": args.name, "user": args.user})
+            print(token)
+            print("↑ 只显示这一次，请妥善保存 / shown once: keep it safe", file=sys.stderr)
+        else:
+            n = store.revoke_token(args.name)
+            store.audit("cli", "token_revoke", outcome="ok", detail={"name": args.name, "revoked": n})
+            print(f"✔ {n} token(s) revoked")
+    except ValueError as e:
+        raise FenliuError(str(e)) from e
+    finally:
+        store.close()
     return 0
 
 

@@ -1,21 +1,28 @@
 """`fenliu serve`: the supervisor with its SIP workers and ASR processes, one event bus on this
 process's asyncio loop, and its subscribers: the store (first), the log printer, the metrics,
-the HTTP API."""
+the console's event feed; the console and HTTP API on the same loop."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable
-from typing import IO
+from pathlib import Path
+from typing import IO, Any
 
 from fenliu.events import event_to_dict
 from fenliu.router import Router
+from fenliu.service.auth import Accounts
 from fenliu.service.bus import CallEvent, EventBus, Item
+from fenliu.service.feed import EventFeed
+from fenliu.service.metrics import Metrics
 from fenliu.service.offline import format_event
 from fenliu.service.settings import Settings
+from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 
 
@@ -39,41 +46,115 @@ def printer(out: IO[str], as_json: bool) -> Callable[[Item], None]:
     return emit
 
 
+def seat_name(seat_uri: str) -> str:
+    """``sip:seat01@pbx:5060`` → ``seat01`` (the seat every call rings in B2BUA mode)."""
+    return seat_uri.split(":", 1)[-1].split("@", 1)[0] if seat_uri else ""
+
+
+def cli_token_path(settings: Settings) -> Path:
+    """Where `fenliu serve` leaves the local CLI's API token (beside the SQLite file)."""
+    url = settings.store.url
+    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path("var")
+    return folder / "cli.token"
+
+
+def issue_cli_token(accounts: Accounts, store: Store, path: Path) -> None:
+    """A fresh token for the local CLI at every start (the old one is revoked), readable by this
+    account only. The CLI acts as the built-in account "cli" (supervisor), audited as such."""
+    if store.user("cli") is None:
+        store.add_user("cli", "supervisor", "!")  # "!" is no argon2 hash: nobody can log in as cli
+    store.revoke_token("local-cli")
+    token = accounts.create_token("local-cli", "cli")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    c = settings.console
+    out = []
+    loopback = c.host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not c.tls_cert and not c.behind_proxy:
+        out.append(f"警告 / WARNING: the console listens on {c.host}:{c.port} without TLS: passwords and session "
+                   f"cookies cross the network in clear. Set console.tls_cert/tls_key, or put a TLS reverse proxy in "
+                   f"front and set console.behind_proxy = true.")
+    if not loopback and not c.public_host:
+        out.append("警告 / WARNING: console.public_host is empty: browsers reaching the console by a name other than "
+                   "localhost are refused (Host check). Set it to the name operators use.")
+    return out
+
+
+class Console:
+    """The console and API on the supervisor's loop: the store's accounts, the event feed (a bus
+    subscriber) and the aiohttp site."""
+
+    def __init__(self, settings: Settings, sup: Supervisor, store: Store, metrics: Metrics | None = None) -> None:
+        from fenliu.service.api import create_app
+
+        c = settings.console
+        self.settings = settings
+        self.accounts = Accounts(store, c.session_idle_minutes)
+        self.feed = EventFeed(c.event_buffer, store.seat, settings.transfer.targets)
+        sup.bus.subscribe(self.feed)
+        self.app = create_app(sup, store, metrics, self.feed, self.accounts)
+        self.runner: Any = None
+        self.url = ""
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        c = self.settings.console
+        ssl_ctx = None
+        if c.tls_cert:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(c.tls_cert, c.tls_key)
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, c.host, c.port, ssl_context=ssl_ctx).start()
+        host = c.host if ":" not in c.host else f"[{c.host}]"
+        self.url = f"{'https' if ssl_ctx else 'http'}://{host}:{c.port}/"
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:
     return asyncio.run(_serve(settings, router, engine, as_json))
 
 
 async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> int:
-    from aiohttp import web
-
-    from fenliu.service.api import create_app
-    from fenliu.service.metrics import Metrics
-    from fenliu.service.store import Store
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bus = EventBus(loop)
-    store = Store(settings.store.url)
+    store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri))
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
     bus.subscribe(printer(sys.stdout, as_json))
     sup = Supervisor(settings, router, engine, bus)
     metrics = Metrics(sup)
     bus.subscribe(metrics)
-    runner = web.AppRunner(create_app(sup, metrics))
+    console = Console(settings, sup, store, metrics)
+    for w in security_warnings(settings):
+        print(w, file=sys.stderr, flush=True)
     try:
+        issue_cli_token(console.accounts, store, cli_token_path(settings))
         await loop.run_in_executor(None, sup.start)
-        await runner.setup()
-        c = settings.console
-        await web.TCPSite(runner, c.host, c.port).start()
+        url = await console.start()
         s = settings.sip
         print(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}..{s.port + s.workers - 1}, "
-              f"recognition in {sup.mode}, API on http://{c.host}:{c.port}/api/calls, metrics on /metrics; "
+              f"recognition in {sup.mode}; 接警台 console {url} (API /api/…, metrics /metrics); "
               f"Ctrl-C / SIGTERM to stop", file=sys.stderr, flush=True)
+        if store.count_users() <= 1:  # only the built-in cli account
+            print("还没有登录账户 / no console account yet: create the first one with\n"
+                  "    fenliu user add admin --role admin", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await console.stop()
         await loop.run_in_executor(None, sup.stop)
         await asyncio.sleep(0)  # deliver what the stop published
         store.close()

@@ -84,7 +84,16 @@ def _default_targets() -> dict[str, str]:
     # local test hotlines, started by the demo; a deployment points these at its PBX
     return {"12345": "sip:12345@127.0.0.1:5091", "12348": "sip:12348@127.0.0.1:5092",
             "12328": "sip:12328@127.0.0.1:5093", "12338": "sip:12338@127.0.0.1:5094",
-            "95598": "sip:95598@127.0.0.1:5095", "social": "sip:social@127.0.0.1:5096"}
+            "95598": "sip:95598@127.0.0.1:5095", "social": "sip:social@127.0.0.1:5096",
+            # the urgent lane: services the operator brings into the call (three-way) with one key
+            "119": "sip:119@127.0.0.1:5097", "120": "sip:120@127.0.0.1:5098", "122": "sip:122@127.0.0.1:5099",
+            "fraud": "sip:96110@127.0.0.1:5100"}
+
+
+def _default_links() -> dict[str, str]:
+    # which urgent service a danger card offers, by danger group of the negative list
+    return {"fire": "119", "person_at_risk": "120", "suicide": "120", "traffic_accident": "122",
+            "drunk_driving": "122", "fraud": "fraud"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class TransferSettings:
     answer_timeout: float = 20.0  # hotline must answer (or the REFER complete) within this
     drop_operator_after: float = 0.0  # three-way: leave automatically after N s (0 = on the operator's word)
     targets: dict[str, str] = field(default_factory=_default_targets)
+    urgent: str = "119,120,122,fraud"  # targets shown in the console's urgent lane (comma separated ids)
+    links: dict[str, str] = field(default_factory=_default_links)  # danger group id -> urgent target id
 
 
 @dataclass(frozen=True)
@@ -102,8 +113,16 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class ConsoleSettings:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # a non-loopback address needs TLS (tls_cert) or a TLS reverse proxy (behind_proxy)
     port: int = 8110
+    public_host: str = ""  # names browsers use to reach the console (comma separated), besides localhost
+    tls_cert: str = ""  # PEM certificate and key: serve HTTPS (cookies then carry Secure)
+    tls_key: str = ""
+    behind_proxy: bool = False  # a TLS reverse proxy in front: cookies carry Secure, no start-up warning
+    session_idle_minutes: float = 480.0  # a console session ends after this long without a request
+    event_buffer: int = 10000  # events kept for clients that reconnect (?since=)
+    metrics_token: str = ""  # /metrics: loopback clients only, or this bearer token (set it via environment)
+    max_body_kb: int = 256  # larger request bodies are refused (413)
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,16 @@ def _validate(s: Settings) -> None:
         raise bad("sip.fallback_uri", s.sip.fallback_uri, "the operators' SIP URI, e.g. sip:acd@pbx:5060, or empty")
     if s.router.switch_margin < 0:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
+    for tid in [t.strip() for t in s.transfer.urgent.split(",") if t.strip()] + list(s.transfer.links.values()):
+        if tid not in s.transfer.targets:
+            raise bad("transfer.urgent", tid, "every urgent / linked target needs a SIP URI in [transfer.targets]")
+    if bool(s.console.tls_cert) != bool(s.console.tls_key):
+        raise bad("console.tls_cert", s.console.tls_cert, "set both console.tls_cert and console.tls_key (PEM files)")
+    if not 1 <= s.console.max_body_kb <= 10240 or not 100 <= s.console.event_buffer <= 1_000_000:
+        raise bad("console.max_body_kb", (s.console.max_body_kb, s.console.event_buffer),
+                  "use max_body_kb 1..10240 and event_buffer 100..1000000")
+    if s.console.session_idle_minutes <= 0:
+        raise bad("console.session_idle_minutes", s.console.session_idle_minutes, "use a positive number of minutes")
     for k, port in (("sip.port", s.sip.port), ("console.port", s.console.port)):
         if not 0 < port < 65536:
             raise bad(k, port, "a port is 1..65535")

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fenliu.asr.engine import AsrEngine
@@ -385,6 +386,42 @@ class Supervisor:
         t = self.settings.transfer
         self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after))
         return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}
+
+    def cancel_transfer(self, call_id: str) -> dict[str, Any]:
+        s = self._session(call_id)
+        self._link(s).send(P.CancelTransfer(s.call_id))
+        return {"call_id": s.call_id, "status": "requested"}
+
+    def reload_rules(self, text: str | None = None) -> tuple[str, str]:
+        """Replace the negative list: re-read ``router.rules_path`` (or the shipped list), or
+        validate ``text`` and write it there. New calls use the new list; a call in progress
+        keeps the list it started with. A bad list raises RuleListError (file:line) and the old
+        one stays active. Returns (new version, previous version)."""
+        from fenliu.router.rules import load_rules, parse_rules
+
+        if self.mode == "processes":
+            raise RuntimeError("asr.mode = processes: the ASR processes hold their own copy of the list; "
+                               "restart fenliu serve to load the edited list")
+        path = self.settings.router.rules_path or None
+        if text is not None:
+            if path is None:
+                raise RuntimeError("the shipped list cannot be edited in place: copy it, set router.rules_path "
+                                   "to the copy and restart")
+            rules = parse_rules(text, path)
+        else:
+            rules = load_rules(path)
+        new = Router(rules, model=self.router.model)
+        targets = self.settings.transfer.targets
+        missing = sorted({c.target for c in rules.categories} - set(targets))
+        if missing:
+            raise ConfigError(f"{path or 'negative list'}: diverts to {', '.join(missing)}, which [transfer.targets] "
+                              f"does not have; add it to the configuration first")
+        if text is not None and path is not None:
+            tmp = Path(path).with_suffix(".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        previous, self.router = self.router.rules.version, new
+        return rules.version, previous
 
     def release_operator(self, call_id: str) -> dict[str, Any]:
         s = self._session(call_id)

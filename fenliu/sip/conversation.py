@@ -225,6 +225,16 @@ class Conversation:
         out: list[Action] = [HangupLeg(Leg.OPERATOR)] if Leg.OPERATOR in self.legs else []
         return out + self._handed_over()
 
+    def cancel_transfer(self) -> list[Action]:
+        """The operator stops a transfer before the hotline is bridged. A REFER cannot be taken
+        back once the caller's side accepted it; a dialled hotline leg can."""
+        t = self.transfer
+        if t is None or self.state not in (S.TRANSFERRING, S.CONSULTED):
+            return [Emit(WorkerError(f"no transfer to cancel (state {self.state.value})", self.call_id))]
+        if t.mode == TransferMode.REFER:
+            return [Emit(WorkerError("a REFER cannot be cancelled once sent; wait for its outcome", self.call_id))]
+        return self._failed(487, "cancelled by the operator")
+
     # -- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
         t = self.transfer

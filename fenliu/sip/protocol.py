@@ -428,6 +428,14 @@ class ReleaseOperator(Command):
 
 
 @dataclass(frozen=True)
+class CancelTransfer(Command):
+    """Stop a transfer while the hotline is still ringing (or consulted): the hotline leg is
+    hung up and the caller stays with the operator."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
 class Play(Command):
     call_id: str
     wav: str

@@ -531,6 +531,8 @@ class Worker:
                                                     now, free))
         elif isinstance(cmd, P.ReleaseOperator):
             self.execute(lv, lv.conv.release_operator())
+        elif isinstance(cmd, P.CancelTransfer):
+            self.execute(lv, lv.conv.cancel_transfer())
         elif isinstance(cmd, P.Play):
             self.play(lv, cmd.leg, cmd.wav)
         else:

@@ -1,0 +1,169 @@
+"""The event stream the console and API clients read (``GET /api/events``, a WebSocket).
+
+``EventFeed`` is a bus subscriber: it turns each bus item a client cares about into one JSON
+envelope ``{"id", "at", "kind", "call_id", "leg", "worker", "data"}`` with a strictly increasing
+id, keeps the last ``size`` envelopes so that a client reconnecting with ``?since=<id>`` gets
+what it missed (no gap, no duplicate), and hands each new envelope to every connected client's
+queue. It also folds the stream into the live view ``GET /api/calls`` serves (each call's
+latest decision and transfer step, and the id up to which the view is current).
+
+Masking and visibility are per client, applied when an envelope is sent (``Client``): the ring
+holds the full record once. There is no second event model: the envelopes are the bus's typed
+items, serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fenliu.events import (
+    Decision,
+    FinalTranscript,
+    PartialTranscript,
+    SpeechStarted,
+    SpeechStopped,
+    event_to_dict,
+)
+from fenliu.service.auth import User, mask_number
+from fenliu.service.bus import CallEvent, Item, WorkerFact
+
+CHAIN_KINDS = {SpeechStarted: "speech_started", SpeechStopped: "speech_stopped",
+               PartialTranscript: "partial_transcript", FinalTranscript: "final_transcript", Decision: "decision"}
+CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "media_timeout", "dtmf",
+              "leg_dialing", "leg_answered", "leg_ended", "transfer_started", "transfer_progress",
+              "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed"}
+SUPERVISOR_FACTS = {"worker_lost", "worker_restarted", "restart_failed", "front_event", "orphans_released",
+                    "call_rejected"}
+SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded"}
+DROP_FIELDS = {"event", "call_id", "t"}  # already in the envelope
+
+
+@dataclass
+class LiveCall:
+    decision: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None
+    last_event_id: int = 0
+
+
+@dataclass(eq=False)  # one per connection, kept in a set by identity
+class Client:
+    """One connected event-stream reader."""
+
+    user: User
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))
+    overflowed: bool = False
+
+    def wants(self, env: dict[str, Any], seat_of: Callable[[str], str]) -> bool:
+        if env["kind"] in SUPERVISOR_KINDS:
+            return self.user.at_least("supervisor")
+        return not env["call_id"] or self.user.may_see(seat_of(env["call_id"]))
+
+    def view(self, env: dict[str, Any]) -> dict[str, Any]:
+        if env["kind"] == "call_started" and not self.user.sees_full_numbers:
+            return {**env, "data": {**env["data"], "remote": mask_number(env["data"].get("remote", ""))}}
+        return env
+
+
+class EventFeed:
+    def __init__(self, size: int = 10_000, seat: str = "", targets: dict[str, str] | None = None) -> None:
+        self.run_id = secrets.token_hex(6)  # ids are only comparable within one server run
+        self.ring: deque[dict[str, Any]] = deque(maxlen=size)
+        self.last_id = 0
+        self.seat = seat
+        self.live: dict[str, LiveCall] = {}
+        self.clients: set[Client] = set()
+        self._target_ids = {uri: tid for tid, uri in (targets or {}).items()}
+        self.sent = 0
+
+    def seat_of(self, call_id: str) -> str:
+        return self.seat  # one seat per service in this version (sip.seat_uri)
+
+    # -- in -------------------------------------------------------------------------------------
+    def __call__(self, item: Item) -> None:
+        """A bus subscriber (runs on the bus loop)."""
+        env = self._envelope(item)
+        if env is not None:
+            self._add(env)
+
+    def note(self, kind: str, call_id: str = "", data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An event of the console itself (an operator's key, a list reload), on the same stream."""
+        return self._add({"kind": kind, "call_id": call_id, "leg": "", "worker": "", "data": data or {}})
+
+    def _envelope(self, item: Item) -> dict[str, Any] | None:
+        if isinstance(item, CallEvent):
+            kind = CHAIN_KINDS.get(type(item.event))
+            if kind is None:
+                return None
+            data = {k: v for k, v in event_to_dict(item.event).items() if k not in ("type", "stream_id")}
+            if kind == "decision":
+                data.pop("call_id", None)
+            return {"kind": kind, "call_id": item.call_id, "leg": item.leg, "worker": item.worker, "data": data}
+        assert isinstance(item, WorkerFact)
+        kind = item.kind
+        if kind not in CALL_FACTS and kind not in SUPERVISOR_FACTS:
+            return None
+        data = {k: v for k, v in item.fact.to_dict().items() if k not in DROP_FIELDS}
+        if kind.startswith("transfer_"):
+            data["target_id"] = self._target_ids.get(data.get("target", ""), "")
+        if kind == "call_started":
+            data["seat"] = self.seat
+        return {"kind": kind, "call_id": item.call_id, "leg": str(data.pop("leg", "") or ""),
+                "worker": item.worker, "data": data}
+
+    def _add(self, env: dict[str, Any]) -> dict[str, Any]:
+        self.last_id += 1
+        env = {"id": self.last_id, "at": round(time.time(), 3), **env}
+        self.ring.append(env)
+        self._fold(env)
+        for c in list(self.clients):
+            if c.overflowed or not c.wants(env, self.seat_of):
+                continue
+            try:
+                c.queue.put_nowait(c.view(env))
+            except asyncio.QueueFull:  # a reader that stopped reading: cut it; it resumes from the ring
+                c.overflowed = True
+        return env
+
+    def _fold(self, env: dict[str, Any]) -> None:
+        call_id, kind = env["call_id"], env["kind"]
+        if not call_id:
+            return
+        if kind == "call_ended":
+            self.live.pop(call_id, None)
+            return
+        if kind not in CALL_FACTS and kind not in CHAIN_KINDS.values() and kind != "operator_action":
+            return
+        lc = self.live.setdefault(call_id, LiveCall())
+        lc.last_event_id = env["id"]
+        if kind == "decision" and env["leg"] == "caller":
+            lc.decision = env["data"]
+        elif kind.startswith("transfer_"):
+            d = env["data"]
+            lc.transfer = {"target": d.get("target_id") or d.get("target"), "mode": d.get("mode"),
+                           "step": kind.removeprefix("transfer_"), "reason": d.get("reason", "")}
+
+    # -- out ------------------------------------------------------------------------------------
+    def connect(self, user: User, since: int | None, run_id: str | None) -> tuple[Client, dict[str, Any],
+                                                                                  list[dict[str, Any]]]:
+        """Register a client; returns it, its hello and the missed envelopes to send first.
+        Registration and the replay are taken together on the loop thread: nothing can fall
+        between them."""
+        c = Client(user)
+        oldest = self.ring[0]["id"] if self.ring else self.last_id + 1
+        resumed = since is not None and run_id in (None, self.run_id) and since >= oldest - 1 \
+            and since <= self.last_id
+        missed = [c.view(e) for e in self.ring if e["id"] > since and c.wants(e, self.seat_of)] if resumed else []
+        hello = {"id": self.last_id, "at": round(time.time(), 3), "kind": "hello", "call_id": "", "leg": "",
+                 "worker": "", "data": {"user": user.name, "role": user.role, "server": self.run_id,
+                                        "resumed": resumed}}
+        self.clients.add(c)
+        return c, hello, missed
+
+    def disconnect(self, c: Client) -> None:
+        self.clients.discard(c)
