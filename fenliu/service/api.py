@@ -548,7 +548,8 @@ async def config(request: web.Request) -> web.StreamResponse:
         number = getattr(tg, "number", "") or (uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else tid)
         name = getattr(tg, "name", "") or URGENT_NAMES.get(tid, tid)
         targets.append({"id": tid, "name": name, "number": number, "urgent": tid in urgent})
-    return web.json_response({"targets": targets, "links": dict(t.links), "modes": ["three-way", "refer", "attended"],
+    links = {group: tid for group, tid in t.links.items() if tid in t.targets}
+    return web.json_response({"targets": targets, "links": links, "modes": ["three-way", "refer", "attended"],
                               "default_mode": t.mode, "rule_version": sup.router.rules.version,
                               "user": _user_json(_user(request))})
 

@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--json", action="store_true")
     dm.add_argument("--live", action="store_true",
                     help="live: SIP workers, local test hotlines, fixtures dialled as real calls, one-key transfer")
-    dm.add_argument("--limit", type=int, help="--live: dial only the first N fixtures")
+    dm.add_argument("--limit", type=int, help="--live: dial only the first N fixtures, then end (without it the "
+                                              "console stays up after the last call until Ctrl-C)")
+    dm.add_argument("--key-wait", type=float, default=8.0,
+                    help="--live: seconds the operator has to press the key before the demo presses it")
     return p
 
 
@@ -228,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
         except ModelError as e:
             print(f"注意 / note: {e}", file=sys.stderr)
             engine = None
-        return run_live_demo(settings, router, engine, sys.stdout, args.fixtures, args.limit)
+        return run_live_demo(settings, router, engine, sys.stdout, args.fixtures, args.limit, args.key_wait)
     if cmd == "demo":
         from fenliu.service.demo import run_demo
 

@@ -4,7 +4,9 @@ Starts the local test hotlines that the default `[transfer.targets]` point at (p
 127.0.0.1:5091…), the supervisor with its SIP workers, then dials each Mandarin fixture into
 110 as a real SIP call (`fenliu dial`). The live transcript and decision are printed; when the
 decision is a diversion the demo presses the one key (three-way transfer to the target hotline)
-the way an operator would, and reports how the transfer went.
+the way an operator would, and reports how the transfer went. The console runs on
+console.host:console.port with a ready-made login, so a newcomer can watch the calls arrive and
+press the key in a browser.
 
 Without a Chinese model the calls still run through SIP, the conference bridge and the VAD,
 and the fixture's reference transcript (labelled as such) stands in for recognition.
@@ -12,6 +14,8 @@ and the fixture's reference transcript (labelled as such) stands in for recognit
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +30,9 @@ from fenliu.router import Router
 from fenliu.service.bus import EventBus, Item, WorkerFact
 from fenliu.service.demo import default_fixtures, load_manifest
 from fenliu.service.offline import format_event
+from fenliu.service.serve import Console, seat_name
 from fenliu.service.settings import Settings
+from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
 
@@ -46,18 +52,39 @@ def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[st
     return procs
 
 
+DEMO_USER = "demo"
+
+
+def demo_login(console: Console) -> str:
+    """A ready-made operator login for the newcomer: account "demo", a fresh password each run."""
+    password = secrets.token_urlsafe(9)
+    if console.accounts.store.user(DEMO_USER) is None:
+        console.accounts.add_user(DEMO_USER, "operator", password)
+    else:
+        console.accounts.set_password(DEMO_USER, password)
+    return password
+
+
 def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, out: IO[str],
-                  fixtures: Path | None = None, limit: int | None = None) -> int:
+                  fixtures: Path | None = None, limit: int | None = None, key_wait: float = 8.0) -> int:
+    """Dial the fixtures as real calls while the console shows them. The operator presses the
+    one key in the browser; a diversion nobody has acted on after ``key_wait`` seconds is
+    transferred by the demo itself ("自动按键"), so an unattended run shows the whole loop.
+    With ``limit`` the demo ends after that many calls; without, the console stays up after
+    the last call until Ctrl-C."""
     rows = load_manifest(fixtures or default_fixtures())[:limit]
     folder = fixtures or default_fixtures()
     current: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
+    transferred: set[str] = set()
     sup: Supervisor
 
     def on_item(item: Item) -> None:  # a bus subscriber: runs on the bus thread, one item at a time
         row = current.get("row")
         if isinstance(item, WorkerFact):
             f = item.fact
+            if isinstance(f, P.TransferUpdate):
+                transferred.add(f.call_id)
             if isinstance(f, P.TransferUpdate) and f.step != P.TransferStep.PROGRESS:
                 out.write(f"    ☎ {item.kind} {f.target} {f.reason}\n")
                 if row is not None:
@@ -75,7 +102,14 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
         out.flush()
 
     def press_key(call_id: str, target: str) -> None:
-        time.sleep(0.5)  # the operator reads the suggestion
+        deadline = time.monotonic() + key_wait  # the operator's turn
+        while time.monotonic() < deadline:
+            if call_id in transferred:
+                return
+            time.sleep(0.1)
+        if call_id in transferred:
+            return
+        out.write(f"    ⌨ 自动按键 / nobody pressed the key in {key_wait:.0f} s: the demo transfers to {target}\n")
         try:
             sup.transfer(call_id, target)
         except (LookupError, ValueError) as e:
@@ -88,15 +122,24 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
     with tempfile.TemporaryDirectory(prefix="fenliu-live-demo-") as tmp:
         hotlines = start_hotlines(settings, Path(tmp))
         bus = EventBus.on_thread()
+        store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri))
+        bus.subscribe(store.record)
         bus.subscribe(on_item)
         sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
+        console = Console(settings, sup, store)
         try:
             sup.start()
+            url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(30)
+            password = demo_login(console)
             s = settings.sip
             out.write(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}; "
                       f"{len(hotlines)} local test hotline(s)\n")
+            out.write(f"\n  接警台 console: {url}\n  登录 login: {DEMO_USER} / {password}\n"
+                      f"  建议出现后按 F8 一键转接（{key_wait:.0f} 秒内无人操作则自动按键）/ press F8 when the "
+                      f"suggestion appears\n")
             if engine is None:
                 out.write("没有中文模型：通话照常经过 SIP、会议桥和 VAD，【参考文本】代替识别结果。\n")
+            out.flush()
             from fenliu.service.dial import dial
 
             for row in rows:
@@ -104,15 +147,29 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                 current["row"] = row
                 results[row["id"]] = {"expected": f"{row['expected']['target']} {row['expected']['category']}"}
                 out.write(f"\n── 拨打 dialling {row['id']}\n")
+                out.flush()
                 try:
-                    dial(folder / row["file"], f"sip:{s.users.split(',')[0]}@{s.address}:{s.port}", tail_s=3.0,
-                         ring_timeout=10)
+                    # the call stays up long enough for the operator to read the card, press the
+                    # key and see the three-way call
+                    dial(folder / row["file"], f"sip:{s.users.split(',')[0]}@{s.address}:{s.port}",
+                         tail_s=key_wait + 4.0, ring_timeout=10)
                 except Exception as e:
                     out.write(f"    ✘ {e}\n")
                 time.sleep(1.0)
+            if limit is None:
+                out.write(f"\n示例来电已拨完；接警台仍在 {url}（历史记录可查），Ctrl-C 结束 / all fixture calls done; "
+                          f"the console stays up until Ctrl-C\n")
+                out.flush()
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
         finally:
+            asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(30)
             sup.stop()
             bus.close()
+            store.close()
             for p in hotlines:
                 p.terminate()
                 p.wait(10)

@@ -334,12 +334,16 @@ def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
         ("12345", "12348", "12328", "12338", "95598", "social"), ports, strict=True))
     env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
            "FENLIU_SIP__WORKERS": "1", "FENLIU_TRANSFER__TARGETS": targets,
-           "FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "demo", "--live", "--fixtures", str(folder)],
+           "FENLIU_ASR__MODEL_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(tmp_path),
+           "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db", "FENLIU_CONSOLE__PORT": str(free_port())}
+    r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "demo", "--live", "--fixtures", str(folder),
+                        "--limit", "2", "--key-wait", "1"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout
     assert "参考文本（非识别结果）" in out
+    assert "接警台 console: http://127.0.0.1:" in out and "登录 login: demo / " in out
+    assert "自动按键" in out  # nobody pressed the key: the demo did
     power = next(line for line in out.splitlines() if line.startswith("cmn-06-power"))
     assert "95598" in power and "transfer_completed" in power
     knife = next(line for line in out.splitlines() if line.startswith("cmn-11-knife"))
