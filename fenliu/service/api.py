@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -323,7 +324,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     data = await body(request)
     name = field_str(data, "username", required=True, max_len=64)
     password = field_str(data, "password", required=True, max_len=1024)
-    store, address = request.app[STORE], request.remote or ""
+    store, address = request.app[STORE], _client_address(request)
     try:
         user, sid, csrf = request.app[ACCOUNTS].login(name, password, address)
     except AuthError as e:
@@ -333,6 +334,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     resp = web.json_response({"user": _user_json(user), "csrf": csrf})
     resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=_secure(request), path="/")
     return resp
+
+
+def _client_address(request: web.Request) -> str:
+    """The browser's address; behind a reverse proxy, the one the proxy reports (else every
+    console would share the proxy's address, and one person's wrong passwords lock all out)."""
+    if request.app[CONSOLE].behind_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.remote or ""
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -473,7 +484,7 @@ async def _act(request: web.Request, action: str, act: Callable[[Supervisor], di
                 raise ApiError(409, "call_ended", f"通话已结束 / call {short(call_id)} has ended") from e
             raise ApiError(404, "no_such_call", f"没有这通电话 / {short(str(e))}") from e
         except ValueError as e:
-            raise ApiError(400, "bad_field", short(str(e)) if len(str(e)) > 300 else str(e)) from e
+            raise ApiError(400, "bad_field", str(e)[:300]) from e
     except ApiError as e:
         if waiter is not None:
             waiter.cancel()
@@ -567,6 +578,12 @@ async def negative_list(request: web.Request) -> web.StreamResponse:
                               "editable": bool(path), "text": text})
 
 
+def _clip(message: str, quoted: int = 64) -> str:
+    """A rule-list error names file:line and quotes the offending text: keep the quotes short."""
+    pattern = r"([\"'「])([^\"'」]{" + str(quoted + 1) + r",})([\"'」])"
+    return re.sub(pattern, lambda m: m.group(1) + m.group(2)[:quoted] + "…" + m.group(3), message)[:600]
+
+
 def _list_text(path: str) -> str:
     if not path:
         return resources.files("fenliu.router").joinpath("negative_list.toml").read_text(encoding="utf-8")
@@ -581,7 +598,7 @@ async def _reload(request: web.Request, text: str | None) -> web.StreamResponse:
         version, previous = sup.reload_rules(text)
     except (RuleListError, ConfigError) as e:
         store.audit(user.name, action, outcome="bad_rules", detail={"error": str(e)[:500]})
-        raise ApiError(422, "bad_rules", f"{e}（原清单仍在使用 / the previous list stays active）") from e
+        raise ApiError(422, "bad_rules", f"{_clip(str(e))}（原清单仍在使用 / the previous list stays active）") from e
     except RuntimeError as e:
         store.audit(user.name, action, outcome="refused", detail={"error": str(e)})
         raise ApiError(409, "not_reloadable", str(e)) from e

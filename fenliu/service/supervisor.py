@@ -372,17 +372,17 @@ class Supervisor:
         t = self.settings.transfer
         uri = target if target.startswith("sip:") else t.targets.get(target)
         if uri is None:
-            raise ValueError(f"unknown target {target!r}; configured: {', '.join(sorted(t.targets))}")
+            raise ValueError(f"unknown target {_cut(target)!r}; configured: {', '.join(sorted(t.targets))}")
         mode = mode or t.mode
         if mode not in ("three-way", "refer", "attended"):
-            raise ValueError(f"unknown transfer mode {mode!r}: use three-way, refer or attended")
+            raise ValueError(f"unknown transfer mode {_cut(mode)!r}: use three-way, refer or attended")
         return uri, mode
 
     def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
         """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
         social) from settings, or a SIP URI. Progress and the outcome arrive on the bus."""
+        s = self._session(call_id)  # first: a call that is not live is that, whatever the target
         uri, mode = self.resolve_target(target, mode)
-        s = self._session(call_id)
         t = self.settings.transfer
         self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after))
         return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}
@@ -505,3 +505,8 @@ class Supervisor:
         if self.pool is not None:
             self.pool.stop()
         self.bus.drain()
+
+
+def _cut(text: str, n: int = 64) -> str:
+    """Part of what a client sent, for an error message (never the whole of an unbounded input)."""
+    return text if len(text) <= n else text[:n] + "…"
