@@ -1,0 +1,111 @@
+// Chinese labels and small view builders shared by the live view and the history.
+
+import {el, highlight, timeOfDay} from './dom.js';
+import {dangerLabel, targetName, targetShort} from './config.js';
+
+export const ROLE_LABELS = {operator: '话务员', supervisor: '班长', admin: '管理员'};
+export const STATE_LABELS = {
+  ringing: '振铃', talking: '通话中', transferring: '转接中', consulted: '已咨询',
+  'three-way': '三方通话', 'handed-over': '已移交', ended: '已结束',
+};
+export const LEG_LABELS = {caller: '来电人', operator: '接警员', hotline: '热线'};
+export const TRANSFER_LABELS = {
+  completed: '已完成', bridged: '三方通话', failed: '失败', consulted: '已咨询',
+  started: '已发起', progress: '振铃中', cancelled: '已取消',
+};
+
+export const roleLabel = (role) => ROLE_LABELS[role] || String(role || '');
+export const stateLabel = (state) => STATE_LABELS[state] || String(state || '');
+export const legLabel = (leg) => LEG_LABELS[leg] || String(leg || '');
+export const isSupervisor = (role) => role === 'supervisor' || role === 'admin';
+
+/** A target as read on the card: "12345 政务服务便民热线" (number, then name). */
+export function targetText(id) {
+  if (!id) return '';
+  const short = targetShort(id);
+  const name = targetName(id);
+  return name && name !== short ? `${short} ${name}` : short;
+}
+
+/** How a match reads: the word; "heard≈word" for a homophone; the matched stretch of a pattern. */
+export function chipText(m) {
+  if (!m) return '';
+  if (m.kind === 'homophone' && m.heard) return `${m.heard}≈${m.word}`;
+  if (m.kind === 'pattern' && m.heard) return `「${m.heard}」`;
+  return String(m.word || m.heard || '');
+}
+
+const list = (v) => (Array.isArray(v) ? v : []);
+export const matchesOf = (d) => list(d && d.matched);
+export const vetoesOf = (d) => list(d && d.vetoed_by);
+export const alternativesOf = (d) => list(d && d.alternatives);
+
+/** The danger groups of a decision's vetoes, in order, without repeats. */
+export const vetoGroups = (d) => [...new Set(vetoesOf(d).map((m) => m.group).filter(Boolean))];
+
+/** Is this decision about fraud (urgent: stop the payment)? */
+export function isFraud(d) {
+  if (!d) return false;
+  if (vetoesOf(d).some((m) => m.group === 'fraud')) return true;
+  return /fraud|诈骗|反诈/i.test(`${d.category_id || ''} ${d.reason || ''}`);
+}
+
+/**
+ * What to mark in transcript lines for a decision: each match by the text heard (else the
+ * word); the word too, when it differs (an ASR near-miss may still contain it). Danger words
+ * get the red class.
+ */
+export function needlesOf(d) {
+  const out = [];
+  const add = (m, danger) => {
+    for (const text of new Set([m.heard, m.word])) {
+      if (typeof text === 'string' && text.trim()) out.push({text, cls: danger ? 'danger' : 'hit', danger});
+    }
+  };
+  matchesOf(d).forEach((m) => add(m, false));
+  vetoesOf(d).forEach((m) => add(m, true));
+  return out;
+}
+
+/** A word chip. */
+export function chip(m, danger = false) {
+  return el('span', {class: danger ? 'chip danger' : 'chip', title: danger ? dangerLabel(m.group) : (m.kind || '')}, chipText(m));
+}
+
+/** One transcript line: leg label and the text with the decision's words marked. */
+export function utteranceEl(u, needles, {partial = false} = {}) {
+  const leg = String(u.leg || '');
+  const line = el('div', {
+    class: `utt ${partial ? 'partial' : 'final'}`,
+    dataset: {leg, uttId: String(u.utterance_id ?? '')},
+  });
+  const text = el('span', {class: 'text'});
+  text.append(highlight(u.text, needles));
+  line.append(el('span', {class: 'who', title: u.at ? timeOfDay(u.at) : ''}, legLabel(leg)), text);
+  return line;
+}
+
+/**
+ * The caller's number as the operator reads it: the user part of a SIP address
+ * ('"caller" <sip:138****0000@pbx>' -> '138****0000'), else the text as given.
+ */
+export function displayNumber(remote) {
+  const text = String(remote || '');
+  const m = text.match(/sips?:([^@;>\s]+)@/i) || text.match(/^(?:tel:)?([+\d*#]+)$/i);
+  return m ? m[1] : text;
+}
+
+const STEP_LABELS = {
+  requested: '已请求', started: '呼叫中', dialing: '呼叫中', progress: '振铃中', answered: '已接听',
+  consulted: '已咨询', bridged: '三方通话中', completed: '已完成', failed: '失败', ended: '已结束', unknown: '无进度',
+};
+
+/** One line for a call's transfer: "转接 12345（三方通话）· 已完成". */
+export function transferSummary(t, modeLabels) {
+  if (!t || !t.step) return '';
+  const mode = modeLabels[t.mode] || t.mode || '';
+  return `转接 ${targetShort(t.target) || '—'}${mode ? `（${mode}）` : ''} · ${STEP_LABELS[t.step] || t.step}`;
+}
+
+/** "87%" from a confidence in 0..1. */
+export const percent = (x) => (typeof x === 'number' && isFinite(x) ? `${Math.round(x * 100)}%` : '—');

@@ -1,0 +1,208 @@
+"""The operator console in a real browser (Debian's Chromium driven by Playwright) on the real
+service: SIP worker, Vosk (the Korean test model), router, event feed, store. A SIPp caller
+speaks; the operator logs in, watches the transcript arrive, sees the suggestion card, presses
+F8, sees the hotline join (three-way), leaves with F9; a supervisor in a second browser sees the
+same call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fenliu.events import Decision, FinalTranscript
+from fenliu.router import Router, parse_rules
+from fenliu.service.bus import CallEvent, EventBus
+from fenliu.service.serve import Console
+from fenliu.service.settings import load_settings
+from fenliu.service.store import Store
+from fenliu.service.supervisor import Supervisor
+from tests.conftest import FIXTURES, free_port, minimal_rules, sox
+from tests.sip.peers import PeerProc, rms_after
+from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PASSWORD = "browser-test-pw"
+SHOTS = os.environ.get("FENLIU_SCREENSHOTS")  # a folder: the README's screenshots are taken here
+
+
+@pytest.fixture(scope="module")
+def heard_words(ko_engine, tmp_path_factory):
+    """The words the Korean model hears in the caller's audio over an A-law line: the test's
+    negative list diverts on them (the Chinese list is tested on Chinese text elsewhere)."""
+    from fenliu.asr.audio import read_wav
+    from fenliu.asr.pipeline import StreamPipeline
+
+    tmp = tmp_path_factory.mktemp("probe")
+    sox(str(FIXTURES / "ko" / "ko-02-help.wav"), "-r", "8000", "-e", "a-law", str(tmp / "line.wav"))
+    sox(str(tmp / "line.wav"), "-e", "signed-integer", "-b", "16", str(tmp / "narrow.wav"))
+    clip = read_wav(tmp / "narrow.wav")
+    probe = StreamPipeline("probe", clip.rate, ko_engine)
+    heard = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
+    words = sorted({w for f in heard for w in f.text.split() if len(w) >= 2})
+    assert words, "the model heard nothing in the probe"
+    return words
+
+
+@pytest.fixture
+def service(ko_engine, heard_words, tmp_path):
+    """fenliu's service as `fenliu serve` wires it, in this process (console on a free port)."""
+    hotline = PeerProc("--answer", "200", "--record", str(tmp_path / "hotline.wav"), user="12345")
+    seat = PeerProc("--answer", "200", user="seat01")  # the operator's SIP phone (B2BUA seat mode)
+    s = load_settings(env={})
+    port = free_port(2)
+    s = replace(s, sip=replace(s.sip, port=port, workers=1, rtp_port=20000 + (port % 2000) * 20, seat_uri=seat.uri),
+                transfer=replace(s.transfer, targets={"12345": hotline.uri, "119": "sip:119@127.0.0.1:9"},
+                                 urgent="119"),
+                console=replace(s.console, port=free_port()),
+                store=replace(s.store, url=f"sqlite:///{tmp_path}/fenliu.db"))
+    rules = parse_rules(minimal_rules(decisive=heard_words, strong="없는말하나", weak="없는말", danger="살려줘요",
+                                      negator="안", name="噪声扰民", version="ko-browser"))
+    bus = EventBus.on_thread()
+    store = Store(s.store.url, seat="seat01")
+    bus.subscribe(store.record)
+    sup = Supervisor(s, Router(rules), ko_engine, bus)
+    console = Console(s, sup, store)
+    sup.start()
+    url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(20)
+    console.accounts.add_user("op1", "operator", PASSWORD, seat="seat01")
+    console.accounts.add_user("boss", "supervisor", PASSWORD)
+    try:
+        yield {"settings": s, "sup": sup, "bus": bus, "store": store, "url": url, "hotline": hotline,
+               "seat": seat, "recording": tmp_path / "hotline.wav"}
+    finally:
+        asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(20)
+        sup.stop()
+        bus.close()
+        store.close()
+        hotline.stop()
+        seat.stop()
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("Chromium is required for the console tests (apt-get install chromium; scripts/setup.sh test)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_console(browser, url: str, user: str):
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = ctx.new_page()
+    errors: list[str] = []
+    # a script error, a dialog (alert() from injected markup) or a CSP violation is a failure
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("console", lambda m: errors.append(f"console: {m.text}")
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.goto(url)
+    page.fill("#login-form input[name=username]", user)
+    page.fill("#login-form input[name=password]", PASSWORD)
+    page.press("#login-form input[name=password]", "Enter")
+    page.wait_for_selector("#logout", state="visible")
+    page.wait_for_selector('#conn:has-text("已连接")')  # the event stream is up (no eval: the CSP forbids it)
+    return page, errors
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / name))
+
+
+def test_operator_sees_the_call_presses_f8_and_the_hotline_joins(service, browser, heard_words, tmp_path):
+    op, op_errors = open_console(browser, service["url"], "op1")
+    boss, boss_errors = open_console(browser, service["url"], "boss")
+    assert op.locator("#calls li[data-call-id]").count() == 0  # nothing yet: the call comes after
+
+    audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
+    scen = caller_scenario(audio, talk_ms=30000).replace(f"{audio},1,8", f"{audio},-1,8")
+    box: dict = {}
+    caller = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, service["settings"].sip.port,
+                                                                           tmp_path, timeout=60)))
+    caller.start()
+    try:
+        item = op.wait_for_selector("#calls li[data-call-id]", timeout=20000)
+        call_id = item.get_attribute("data-call-id")
+        assert "****" in item.inner_text()  # the operator sees the number masked
+        # the caller's words arrive as a final transcript, then the suggestion card
+        op.wait_for_selector('#transcript .utt.final[data-leg="caller"]', timeout=30000)
+        op.wait_for_selector('#card[data-target="12345"]', timeout=30000)
+        card = op.inner_text("#card")
+        assert "12345" in card and any(w in card for w in heard_words)
+        assert op.locator("#transcript mark").count() >= 1  # the matched words, highlighted
+        # the supervisor's console shows the same call, with the full number
+        b_item = boss.wait_for_selector(f'#calls li[data-call-id="{call_id}"]', timeout=10000)
+        assert "13800000000" in b_item.inner_text()
+        shot(op, "console-live.png")
+
+        # an utterance with markup in it is shown as text, never run
+        service["bus"].publish(CallEvent(call_id, "caller", "w0", FinalTranscript(
+            call_id, 999, '<img src=x onerror="alert(1)"><script>alert(2)</script>', 0.0, 1.0)))
+        op.wait_for_selector('#transcript .utt.final:has-text("<img src=x")', timeout=10000)
+        assert op.locator("#transcript img, #transcript script").count() == 0  # and no alert (see errors)
+
+        # the one key
+        op.keyboard.press("F8")
+        op.wait_for_selector('#transfer-progress:has-text("三方")', timeout=30000)
+        service["hotline"].wait(lambda e: e["event"] == "media", 20)
+        boss.wait_for_selector(f'#calls li[data-call-id="{call_id}"]:has-text("三方")', timeout=10000)
+        shot(op, "console-three-way.png")
+        op.keyboard.press("F9")  # the operator leaves; caller and hotline talk on
+        op.wait_for_selector('#transfer-progress:has-text("退出")', timeout=20000)
+        service["seat"].wait(lambda e: e["event"] == "ended", 20)  # the operator's phone left
+        service["hotline"].wait(lambda e: e["event"] == "ended", 40)
+    finally:
+        caller.join(70)
+    assert box["r"].returncode == 0, box["r"].stdout[-1500:]
+    service["hotline"].stop()  # the recorder writes its file when the peer ends
+    assert rms_after(service["recording"], 0.3) > 200  # the hotline heard the caller
+    actions = [(a["user"], a["action"]) for a in service["store"].audit_log()]
+    assert ("op1", "transfer") in actions and ("op1", "release") in actions
+    # history: the ended call is found by a word of its transcript, with its outcome
+    op.click("#tab-history")
+    op.fill('#history-search input[name=q]', heard_words[0])
+    op.press('#history-search input[name=q]', "Enter")
+    row = op.wait_for_selector(f'#history-results tbody tr[data-call-id="{call_id}"]', timeout=10000)
+    assert "completed" in row.inner_text() or "完成" in row.inner_text()
+    assert not op_errors and not boss_errors, op_errors + boss_errors
+
+
+def test_danger_card_and_session_expiry(service, browser, tmp_path):
+    """A decision vetoed by a danger word shows the red 不可分流 card and no one-key diversion;
+    an ended session sends the operator back to the login form with the reason."""
+    op, errors = open_console(browser, service["url"], "op1")
+    audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
+    scen = caller_scenario(audio, talk_ms=15000).replace(f"{audio},1,8", f"{audio},-1,8")
+    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=40))
+    caller.start()
+    try:
+        item = op.wait_for_selector("#calls li[data-call-id]", timeout=20000)
+        call_id = item.get_attribute("data-call-id")
+        d = Router().decide("他拿着刀在门口说要砍人，着火了")  # the shipped Chinese list: a danger veto
+        assert d.target == "police" and d.vetoed_by
+        service["bus"].publish(CallEvent(call_id, "caller", "w0", replace(d, call_id=call_id)))
+        op.wait_for_selector("#card .veto", timeout=10000)
+        assert "不可分流" in op.inner_text("#card")
+        shot(op, "console-danger.png")
+        # the session ends on the server (e.g. idle timeout): the next request says so
+        service["store"]._db.execute("DELETE FROM sessions")
+        op.reload()
+        op.wait_for_selector("#login-form", state="visible", timeout=10000)
+    finally:
+        caller.join(50)
+    assert not errors, errors
+    assert isinstance(d, Decision)
