@@ -229,3 +229,81 @@ def test_router_model_check_describes_the_shipped_artefact():
     assert "version rm-" in r.stdout and "held out" in r.stdout and "thresholds" in r.stdout
     d = json.loads(run("classify", "我们整栋楼从早上就停电了").stdout)
     assert d["model_version"].startswith("rm-")
+
+
+def test_user_add_and_token_create_make_working_credentials(tmp_path):
+    from fenliu.service.auth import Accounts
+    from fenliu.service.store import Store
+
+    env = {"FENLIU_STORE__URL": f"sqlite:///{tmp_path}/f.db"}
+    r = run("user", "add", "zhang.san", "--role", "operator", "--seat", "seat07", "--password-stdin",
+            stdin="a long enough password\n", env=env)
+    assert r.returncode == 0 and "zhang.san" in r.stdout, r.stderr
+    again = run("user", "add", "zhang.san", "--role", "admin", "--password-stdin", stdin="another password\n", env=env)
+    assert again.returncode == 2 and "exists" in again.stderr
+    short = run("user", "add", "li", "--role", "operator", "--password-stdin", stdin="short\n", env=env)
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    tok = run("token", "create", "cti", "--user", "zhang.san", env=env)
+    assert tok.returncode == 0 and tok.stdout.startswith("flt_")
+    listed = run("user", "list", env=env)
+    assert "zhang.san" in listed.stdout and "seat07" in listed.stdout
+    store = Store(env["FENLIU_STORE__URL"])
+    accounts = Accounts(store)
+    user, _, _ = accounts.login("zhang.san", "a long enough password", "127.0.0.1")
+    assert user.role == "operator" and user.seat == "seat07"
+    assert accounts.token_user(tok.stdout.strip()).name == "zhang.san"
+    store.close()
+    revoked = run("token", "revoke", "cti", env=env)
+    assert revoked.returncode == 0 and "1 token" in revoked.stdout
+    store = Store(env["FENLIU_STORE__URL"])
+    with pytest.raises(Exception, match="revoked"):
+        Accounts(store).token_user(tok.stdout.strip())
+    assert [a["action"] for a in store.audit_log()][:2] == ["token_revoke", "token_create"]
+    store.close()
+
+
+def test_cli_without_a_token_says_where_one_comes_from(tmp_path):
+    """`fenliu calls` against a running API without a token: 401 explained, not a traceback."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def deny(request):
+        return web.json_response({"error": "请先登录 / log in first", "code": "unauthenticated"}, status=401)
+
+    async def serve():
+        app = web.Application()
+        app.router.add_get("/api/calls", deny)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+
+    threading.Thread(target=lambda: (loop.run_until_complete(serve()), loop.run_forever()), daemon=True).start()
+    ready.wait(10)
+    r = run("calls", "--url", f"http://127.0.0.1:{port}", env={"FENLIU_STORE__URL": f"sqlite:///{tmp_path}/x.db",
+                                                                "FENLIU_TOKEN": ""})
+    loop.call_soon_threadsafe(loop.stop)
+    assert r.returncode == 2 and "401" in r.stderr and "cli.token" in r.stderr and "token create" in r.stderr
+
+
+def test_security_warnings_for_a_console_on_the_network():
+    from dataclasses import replace
+
+    from fenliu.service.serve import security_warnings
+    from fenliu.service.settings import Settings
+
+    s = Settings()
+    assert security_warnings(s) == []  # loopback: nothing to warn about
+    lan = replace(s, console=replace(s.console, host="0.0.0.0"))
+    w = security_warnings(lan)
+    assert any("without TLS" in x for x in w) and any("public_host" in x for x in w)
+    proxied = replace(s, console=replace(s.console, host="0.0.0.0", behind_proxy=True, public_host="110.example"))
+    assert security_warnings(proxied) == []

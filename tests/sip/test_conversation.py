@@ -562,3 +562,24 @@ def test_a_failed_transfer_with_the_operator_still_there_does_not_ring_the_seat(
     c = answered(seat=True)
     run(c, transfer())
     assert not [a for a in run(c, gone(HOT, 486, "Busy Here")) if isinstance(a, Dial)]
+
+
+def test_cancel_while_ringing_hangs_up_the_hotline_and_keeps_the_caller():
+    c = answered(seat=True)
+    run(c, transfer())
+    actions = run(c, lambda c: c.conv.cancel_transfer())
+    (failed,) = facts(actions, P.TransferUpdate)
+    assert failed.step == TransferStep.FAILED and failed.status == 487 and "cancelled" in failed.reason
+    assert "HangupLeg hotline" in [describe(a) for a in actions]
+    assert c.conv.state == S.TALKING
+
+
+@pytest.mark.parametrize("mode", ["refer", None])
+def test_cancel_without_a_cancellable_transfer_is_an_error_and_changes_nothing(mode):
+    c = answered(seat=True)
+    if mode:
+        run(c, transfer(mode))
+    state = c.conv.state
+    (err,) = facts(run(c, lambda c: c.conv.cancel_transfer()))
+    assert isinstance(err, P.WorkerError) and ("REFER" in err.message or "no transfer" in err.message)
+    assert c.conv.state == state

@@ -111,6 +111,28 @@ def test_failed_transfer_keeps_the_caller_with_the_operator(b2bua, seat, tmp_pat
         hotline.stop()
 
 
+def test_operator_cancels_a_ringing_transfer_and_keeps_the_caller(b2bua, seat, tmp_path):
+    hotline = PeerProc("--answer", "none", user="12345")  # rings and never answers
+    try:
+        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        cid = b2bua.wait(fact(P.CallStarted)).call_id
+        b2bua.wait(fact(P.CallAnswered, call_id=cid))
+        b2bua.send(P.Transfer(cid, hotline.uri, P.TransferMode("three-way"), timeout=30))
+        hotline.wait(ev("incoming"))  # ringing at the hotline now
+        n = b2bua.mark()
+        b2bua.send(P.CancelTransfer(cid))
+        failed = b2bua.wait(step(P.TransferStep.FAILED, call_id=cid), since=n, timeout=10)
+        assert failed.status == 487 and "cancelled by the operator" in failed.reason
+        hotline.wait(ev("ended"), 10)  # the hotline stopped ringing
+        assert not seat.has("ended")  # the operator is still with the caller
+        b2bua.send(P.CancelTransfer(cid))  # nothing left to cancel: said so, nothing changes
+        b2bua.wait(fact(P.WorkerError, call_id=cid), since=n)
+        t.join(60)
+        assert box["r"].returncode == 0  # the caller's call ran to its own BYE
+    finally:
+        hotline.stop()
+
+
 def test_caller_hanging_up_mid_transfer_cleans_up_every_leg(b2bua, seat, tmp_path):
     hotline = PeerProc("--answer", "none", user="12345")
     try:
