@@ -384,6 +384,7 @@ async def calls(request: web.Request) -> web.StreamResponse:
             continue
         lc = feed.live.get(c["call_id"])
         out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat,
+                    "state": (lc.state if lc and lc.state else c["state"]),
                     "decision": lc.decision if lc else None,
                     "transfer": (lc.transfer if lc and lc.transfer else None) or _transfer_of(c),
                     "last_event_id": lc.last_event_id if lc else feed.last_id})
@@ -415,6 +416,8 @@ async def call_detail(request: web.Request) -> web.StreamResponse:
     lc = feed.live.get(call_id)
     if live is not None:
         call.update(live)
+        call["state"] = lc.state if lc and lc.state else live["state"]
+        call["transfer"] = (lc.transfer if lc else None) or _transfer_of(live)
         call["decision"] = lc.decision if lc else None
         call["last_event_id"] = lc.last_event_id if lc else feed.last_id
     else:

@@ -44,8 +44,13 @@ SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded"}
 DROP_FIELDS = {"event", "call_id", "t"}  # already in the envelope
 
 
+STATE_AFTER = {"call_answered": "talking", "transfer_started": "transferring", "transfer_consulted": "consulted",
+               "transfer_bridged": "three-way", "transfer_completed": "handed-over", "transfer_failed": "talking"}
+
+
 @dataclass
 class LiveCall:
+    state: str = ""  # the conversation state as the events tell it (ConversationState values)
     decision: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
     last_event_id: int = 0
@@ -141,6 +146,7 @@ class EventFeed:
             return
         lc = self.live.setdefault(call_id, LiveCall())
         lc.last_event_id = env["id"]
+        lc.state = STATE_AFTER.get(kind, lc.state)
         if kind == "decision" and env["leg"] == "caller":
             lc.decision = env["data"]
         elif kind.startswith("transfer_"):

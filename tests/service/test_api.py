@@ -84,3 +84,23 @@ async def test_token_for_machine_clients(env):
     r = await env.client.get("/api/calls", headers={"Authorization": "Bearer flt_nope"})
     assert r.status == 401 and (await r.json())["code"] == "bad_token"
     assert PASSWORD  # the fixture's password is what login() uses
+
+
+async def test_live_view_folds_the_conversation_state_from_the_events(env):
+    from fenliu.service.bus import WorkerFact
+    from fenliu.service.supervisor import CallSession
+    from fenliu.sip import protocol as P
+
+    # the supervisor's live session, as its worker link would have opened it
+    env.sup.sessions[("w0", 0)] = CallSession("c5", "w0", 0, "<sip:13900001111@pbx>", 0.0)
+    env.start_call("c5")
+    env.publish(WorkerFact("w0", P.CallAnswered("c5")))
+    await login(env.client, "boss")
+    await asyncio.sleep(0.05)
+    (c,) = (await (await env.client.get("/api/calls")).json())["calls"]
+    assert c["state"] == "talking" and c["transfer"] is None
+    env.publish(WorkerFact("w0", P.TransferUpdate("c5", P.TransferStep.BRIDGED, "sip:12345@127.0.0.1:5091",
+                                                  "three-way")))
+    await asyncio.sleep(0.05)
+    (c,) = (await (await env.client.get("/api/calls")).json())["calls"]
+    assert c["state"] == "three-way" and c["transfer"]["target"] == "12345" and c["transfer"]["step"] == "bridged"
