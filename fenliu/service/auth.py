@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -62,8 +63,13 @@ class LoginThrottle:
     def __init__(self, limit: int = 5, window: float = 300.0) -> None:
         self.limit, self.window = limit, window
         self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()  # logins are checked on executor threads
 
     def check(self, *keys: str) -> None:
+        with self._lock:
+            self._check(keys)
+
+    def _check(self, keys: tuple[str, ...]) -> None:
         now = time.monotonic()
         for k in keys:
             recent = [t for t in self._fails.get(k, []) if now - t < self.window]
@@ -74,12 +80,14 @@ class LoginThrottle:
                                 f"登录失败次数过多，请 {wait} 秒后再试 / too many failed logins, retry in {wait} s")
 
     def failed(self, *keys: str) -> None:
-        for k in keys:
-            self._fails.setdefault(k, []).append(time.monotonic())
+        with self._lock:
+            for k in keys:
+                self._fails.setdefault(k, []).append(time.monotonic())
 
     def succeeded(self, *keys: str) -> None:
-        for k in keys:
-            self._fails.pop(k, None)
+        with self._lock:
+            for k in keys:
+                self._fails.pop(k, None)
 
 
 class Accounts:

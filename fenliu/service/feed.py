@@ -15,6 +15,7 @@ items, serialised.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections import deque
@@ -61,7 +62,7 @@ class Client:
     """One connected event-stream reader."""
 
     user: User
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))  # JSON texts
     overflowed: bool = False
 
     def wants(self, env: dict[str, Any], seat_of: Callable[[str], str]) -> bool:
@@ -69,16 +70,16 @@ class Client:
             return self.user.at_least("supervisor")
         return not env["call_id"] or self.user.may_see(seat_of(env["call_id"]))
 
-    def view(self, env: dict[str, Any]) -> dict[str, Any]:
-        if env["kind"] == "call_started" and not self.user.sees_full_numbers:
-            return {**env, "data": {**env["data"], "remote": mask_number(env["data"].get("remote", ""))}}
-        return env
+    def view(self, text: str, masked: str | None) -> str:
+        """The envelope as this client may see it (JSON made once per envelope, not per client)."""
+        return masked if masked is not None and not self.user.sees_full_numbers else text
 
 
 class EventFeed:
     def __init__(self, size: int = 10_000, seat: str = "", targets: dict[str, str] | None = None) -> None:
         self.run_id = secrets.token_hex(6)  # ids are only comparable within one server run
         self.ring: deque[dict[str, Any]] = deque(maxlen=size)
+        self._texts: deque[tuple[str, str | None]] = deque(maxlen=size)  # each ring entry as JSON (full, masked)
         self.last_id = 0
         self.seat = seat
         self.live: dict[str, LiveCall] = {}
@@ -124,13 +125,19 @@ class EventFeed:
     def _add(self, env: dict[str, Any]) -> dict[str, Any]:
         self.last_id += 1
         env = {"id": self.last_id, "at": round(time.time(), 3), **env}
+        text = json.dumps(env, ensure_ascii=False)
+        masked = None
+        if env["kind"] == "call_started":
+            masked = json.dumps({**env, "data": {**env["data"], "remote": mask_number(env["data"].get("remote", ""))}},
+                                ensure_ascii=False)
         self.ring.append(env)
+        self._texts.append((text, masked))
         self._fold(env)
         for c in list(self.clients):
             if c.overflowed or not c.wants(env, self.seat_of):
                 continue
             try:
-                c.queue.put_nowait(c.view(env))
+                c.queue.put_nowait(c.view(text, masked))
             except asyncio.QueueFull:  # a reader that stopped reading: cut it; it resumes from the ring
                 c.overflowed = True
         return env
@@ -155,8 +162,7 @@ class EventFeed:
                            "step": kind.removeprefix("transfer_"), "reason": d.get("reason", "")}
 
     # -- out ------------------------------------------------------------------------------------
-    def connect(self, user: User, since: int | None, run_id: str | None) -> tuple[Client, dict[str, Any],
-                                                                                  list[dict[str, Any]]]:
+    def connect(self, user: User, since: int | None, run_id: str | None) -> tuple[Client, dict[str, Any], list[str]]:
         """Register a client; returns it, its hello and the missed envelopes to send first.
         Registration and the replay are taken together on the loop thread: nothing can fall
         between them."""
@@ -164,7 +170,8 @@ class EventFeed:
         oldest = self.ring[0]["id"] if self.ring else self.last_id + 1
         resumed = since is not None and run_id in (None, self.run_id) and since >= oldest - 1 \
             and since <= self.last_id
-        missed = [c.view(e) for e in self.ring if e["id"] > since and c.wants(e, self.seat_of)] if resumed else []
+        missed = [c.view(*t) for e, t in zip(self.ring, self._texts, strict=True)
+                  if e["id"] > since and c.wants(e, self.seat_of)] if resumed else []
         hello = {"id": self.last_id, "at": round(time.time(), 3), "kind": "hello", "call_id": "", "leg": "",
                  "worker": "", "data": {"user": user.name, "role": user.role, "server": self.run_id,
                                         "resumed": resumed}}
