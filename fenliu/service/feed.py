@@ -83,6 +83,7 @@ class EventFeed:
         self.last_id = 0
         self.seat = seat
         self.live: dict[str, LiveCall] = {}
+        self._ended: dict[str, None] = {}  # recently ended calls, oldest first (bounded)
         self.clients: set[Client] = set()
         self._target_ids = {uri: tid for tid, uri in (targets or {}).items()}
         self.sent = 0
@@ -148,8 +149,13 @@ class EventFeed:
             return
         if kind == "call_ended":
             self.live.pop(call_id, None)
+            self._ended[call_id] = None
+            if len(self._ended) > 10_000:
+                del self._ended[next(iter(self._ended))]
             return
         if kind not in CALL_FACTS and kind not in CHAIN_KINDS.values() and kind != "operator_action":
+            return
+        if call_id in self._ended:  # recognition finishing after the hang-up: not a live call again
             return
         lc = self.live.setdefault(call_id, LiveCall())
         lc.last_event_id = env["id"]

@@ -104,3 +104,13 @@ async def test_live_view_folds_the_conversation_state_from_the_events(env):
     await asyncio.sleep(0.05)
     (c,) = (await (await env.client.get("/api/calls")).json())["calls"]
     assert c["state"] == "three-way" and c["transfer"]["target"] == "12345" and c["transfer"]["step"] == "bridged"
+
+
+async def test_late_transcripts_of_an_ended_call_do_not_bring_it_back_to_the_live_view(env):
+    env.start_call("c7")
+    env.end_call("c7")
+    env.publish(CallEvent("c7", "caller", "w0", FinalTranscript("c7", 3, "挂断后才识别完的一句", 0, 1)))
+    await asyncio.sleep(0.05)
+    feed = env.console.feed
+    assert feed.ring[-1]["kind"] == "final_transcript"  # still on the stream and in the record
+    assert "c7" not in feed.live
