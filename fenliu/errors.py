@@ -1,5 +1,16 @@
 """Domain errors. Each carries a message that says what was wrong and what to do."""
 
+import json
+from typing import Any
+
+ECHO = 64  # an error message quotes at most this many characters of what a client sent
+
+
+def quoted(value: Any, limit: int = ECHO) -> str:
+    """Part of what a client sent, for an error message (never the whole of an unbounded input)."""
+    s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return s if len(s) <= limit else s[:limit] + f"…({len(s)} chars)"
+
 
 class FenliuError(Exception):
     """Base class: ``str(err)`` is meant for the user and names the fix."""

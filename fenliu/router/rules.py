@@ -102,6 +102,12 @@ class RuleSet:
 
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Load and validate a negative list; ``None`` loads the list shipped with fenliu."""
+    text, source = rules_text(path)
+    return parse_rules(text, source)
+
+
+def rules_text(path: str | Path | None = None) -> tuple[str, str]:
+    """A negative list's text and where it came from (``None``: the list shipped with fenliu)."""
     if path is None:
         text = resources.files("fenliu.router").joinpath(DEFAULT_RULES).read_text(encoding="utf-8")
         source = f"fenliu/router/{DEFAULT_RULES}"
@@ -115,7 +121,7 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
         except UnicodeDecodeError as e:
             raise RuleListError(f"{p}: 不是 UTF-8 编码 / not UTF-8 text; save the file as UTF-8") from e
         source = str(p)
-    return parse_rules(text, source)
+    return text, source
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RuleSet:

@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from fenliu.errors import ConfigError
-from fenliu.router.rules import RuleListError
+from fenliu.errors import ConfigError, quoted
+from fenliu.router.rules import RuleListError, rules_text
 from fenliu.service.auth import ROLE_NAMES, Accounts, AuthError, User, mask_number
 from fenliu.service.bus import EventBus, Item, WorkerFact
 from fenliu.service.feed import EventFeed
@@ -47,12 +47,12 @@ ACCOUNTS = web.AppKey("accounts", Accounts)
 FEED = web.AppKey("feed", EventFeed)
 CONSOLE = web.AppKey("console", ConsoleSettings)
 SETTINGS = web.AppKey("settings", Settings)
+HOSTS = web.AppKey("hosts", frozenset)
 
 USER = web.RequestKey("user", User)
 STREAM = web.RequestKey("stream", web.WebSocketResponse)
 SESSION_COOKIE = "fenliu_session"
 MAX_DEPTH = 32
-ECHO = 64
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 STATIC = resources.files("fenliu.console").joinpath("static")
 
@@ -74,14 +74,9 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def short(value: Any) -> str:
-    """What the client sent, cut to ``ECHO`` characters for an error message."""
-    s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return s if len(s) <= ECHO else s[:ECHO] + f"…({len(s)} chars)"
-
-
-def create_app(supervisor: Supervisor, store: Store, metrics: Metrics | None = None,
-               feed: EventFeed | None = None, accounts: Accounts | None = None) -> web.Application:
+def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: Accounts,
+               metrics: Metrics | None = None) -> web.Application:
+    """``feed`` must be subscribed to the supervisor's bus (``serve.Console`` builds all three)."""
     settings = supervisor.settings
     c = settings.console
     app = web.Application(middlewares=[guard], client_max_size=c.max_body_kb * 1024)
@@ -89,9 +84,10 @@ def create_app(supervisor: Supervisor, store: Store, metrics: Metrics | None = N
     app[BUS] = supervisor.bus
     app[METRICS] = metrics or Metrics(supervisor)
     app[STORE] = store
-    app[ACCOUNTS] = accounts or Accounts(store, c.session_idle_minutes)
-    app[FEED] = feed or EventFeed(c.event_buffer, store.seat, settings.transfer.targets)
+    app[ACCOUNTS] = accounts
+    app[FEED] = feed
     app[CONSOLE] = c
+    app[HOSTS] = _allowed_hosts(c)
     app[SETTINGS] = settings
     r = app.router
     for method, path, handler, _access in ROUTES:
@@ -127,9 +123,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 raise ApiError(403, "forbidden_role", f"需要{ROLE_NAMES[access.role]}权限 / needs role {access.role} "
                                                       f"(you are {user.role})")
         response = await handler(request)
-    except ApiError as e:
-        response = error(e.status, e.code, e.message)
-    except AuthError as e:
+    except (ApiError, AuthError) as e:
         response = error(e.status, e.code, e.message)
     except web.HTTPRequestEntityTooLarge:
         response = error(413, "too_large", f"请求体过大 / body larger than {request.app[CONSOLE].max_body_kb} KB")
@@ -158,10 +152,10 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": message, "code": code}, status=status)
 
 
-def _allowed_hosts(c: ConsoleSettings) -> set[str]:
+def _allowed_hosts(c: ConsoleSettings) -> frozenset[str]:
     hosts = {"localhost", "127.0.0.1", "[::1]", c.host.lower()}
     hosts.update(h.strip().lower() for h in c.public_host.split(",") if h.strip())
-    return hosts
+    return frozenset(hosts)
 
 
 def _host_name(host: str) -> str:
@@ -173,8 +167,8 @@ def _host_name(host: str) -> str:
 
 def _check_host(request: web.Request) -> None:
     """DNS rebinding: a page on another name that resolves here must not reach the API."""
-    if _host_name(request.host) not in _allowed_hosts(request.app[CONSOLE]):
-        raise ApiError(403, "bad_host", f"不接受的 Host / Host {short(request.host)!r} is not this server; "
+    if _host_name(request.host) not in request.app[HOSTS]:
+        raise ApiError(403, "bad_host", f"不接受的 Host / Host {quoted(request.host)!r} is not this server; "
                                         f"add it to console.public_host")
 
 
@@ -186,7 +180,7 @@ def _check_origin(request: web.Request) -> None:
         if request.app[CONSOLE].behind_proxy:
             expected.add(f"https://{request.host}".lower())
         if origin.lower() not in expected:
-            raise ApiError(403, "bad_origin", f"跨站请求被拒绝 / cross-site request refused (Origin {short(origin)})")
+            raise ApiError(403, "bad_origin", f"跨站请求被拒绝 / cross-site request refused (Origin {quoted(origin)})")
     elif request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise ApiError(403, "bad_origin", "跨站请求被拒绝 / cross-site request refused")
 
@@ -256,7 +250,7 @@ async def body(request: web.Request) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise ApiError(400, "bad_json", f"请求体不是合法 JSON / body is not JSON: {short(str(e))}") from None
+        raise ApiError(400, "bad_json", f"请求体不是合法 JSON / body is not JSON: {quoted(str(e))}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "请求体须是 JSON 对象 / body must be a JSON object")
     return data
@@ -268,14 +262,14 @@ def field_str(data: dict[str, Any], key: str, *, required: bool = False, max_len
         return ""
     if not isinstance(v, str) or (required and not v) or len(v) > max_len:
         raise ApiError(400, "bad_field", f"字段 {key} 须是不超过 {max_len} 字的字符串 / {key} must be a string of "
-                                         f"at most {max_len} characters (got {short(v)})")
+                                         f"at most {max_len} characters (got {quoted(v)})")
     return v
 
 
 def wait_seconds(data: dict[str, Any]) -> float:
     w = data.get("wait", 0)
     if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 300:
-        raise ApiError(400, "bad_field", f"wait 须是 0..300 秒 / wait must be 0..300 seconds (got {short(w)})")
+        raise ApiError(400, "bad_field", f"wait 须是 0..300 秒 / wait must be 0..300 seconds (got {quoted(w)})")
     return float(w)
 
 
@@ -369,7 +363,7 @@ async def me(request: web.Request) -> web.StreamResponse:
 def _visible_call(request: web.Request, call_id: str) -> None:
     """404 for a call this operator may not see (no hint that it exists)."""
     if not _user(request).may_see(request.app[FEED].seat_of(call_id)):
-        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {short(call_id)!r}")
+        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
 
 
 def _masked(request: web.Request, remote: str | None) -> str:
@@ -384,18 +378,18 @@ async def calls(request: web.Request) -> web.StreamResponse:
         seat = feed.seat_of(c["call_id"])
         if not user.may_see(seat):
             continue
-        lc = feed.live.get(c["call_id"])
-        out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat,
-                    "state": (lc.state if lc and lc.state else c["state"]),
-                    "decision": lc.decision if lc else None,
-                    "transfer": (lc.transfer if lc and lc.transfer else None) or _transfer_of(c),
-                    "last_event_id": lc.last_event_id if lc else feed.last_id})
+        out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat, **_live_view(feed, c)})
     return web.json_response({"calls": out, "last_event_id": feed.last_id})
 
 
-def _transfer_of(c: dict[str, Any]) -> dict[str, Any] | None:
-    t = c.get("transfer")
-    return t if isinstance(t, dict) else None
+def _live_view(feed: EventFeed, c: dict[str, Any]) -> dict[str, Any]:
+    """What the event stream has folded into a live call (state, transfer, latest decision) and
+    the event id it is current to; the supervisor's own state until the first event."""
+    lc = feed.live.get(c["call_id"])
+    if lc is None:
+        return {"state": c["state"], "transfer": None, "decision": None, "last_event_id": feed.last_id}
+    return {"state": lc.state or c["state"], "transfer": lc.transfer, "decision": lc.decision,
+            "last_event_id": lc.last_event_id}
 
 
 async def call_detail(request: web.Request) -> web.StreamResponse:
@@ -405,23 +399,19 @@ async def call_detail(request: web.Request) -> web.StreamResponse:
     live = next((c for c in sup.calls() if c["call_id"] == call_id), None)
     row = store.call(call_id)
     if live is None and row is None:
-        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {short(call_id)!r}")
+        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
     events = store.events(call_id)
     utterances = [{"leg": e["leg"], "utterance_id": e["utterance_id"], "text": e["text"], "t0": e["t0"],
                    "t1": e["t1"], "at": e["at"], "source": e.get("source", "asr")}
                   for e in events if e["kind"] == "FinalTranscript"]
-    decisions = [{**{k: v for k, v in e.items() if k not in ("kind", "type")}} for e in events
+    decisions = [{k: v for k, v in e.items() if k not in ("kind", "type")} for e in events
                  if e["kind"] == "Decision"]
     transfers = [{k: v for k, v in e.items() if k not in ("event",)} for e in events
                  if e["kind"].startswith("transfer_")]
     call: dict[str, Any] = dict(row or {})
-    lc = feed.live.get(call_id)
     if live is not None:
         call.update(live)
-        call["state"] = lc.state if lc and lc.state else live["state"]
-        call["transfer"] = (lc.transfer if lc else None) or _transfer_of(live)
-        call["decision"] = lc.decision if lc else None
-        call["last_event_id"] = lc.last_event_id if lc else feed.last_id
+        call.update(_live_view(feed, live))
     else:
         call["last_event_id"] = feed.last_id
     call["remote"] = _masked(request, call.get("remote"))
@@ -441,7 +431,7 @@ def _date(value: str, key: str, end: bool) -> float | None:
         day = dt.date.fromisoformat(value)
     except ValueError:
         raise ApiError(400, "bad_field", f"{key} 须为 YYYY-MM-DD 或 Unix 秒 / {key}: a date YYYY-MM-DD or unix "
-                                         f"seconds (got {short(value)})") from None
+                                         f"seconds (got {quoted(value)})") from None
     if end:
         day += dt.timedelta(days=1)  # "to" includes that whole day
     return dt.datetime.combine(day, dt.time()).timestamp()
@@ -486,8 +476,8 @@ async def _act(request: web.Request, action: str, act: Callable[[Supervisor], di
         except LookupError as e:
             row = store.call(call_id)
             if row is not None and row["ended_at"] is not None:
-                raise ApiError(409, "call_ended", f"通话已结束 / call {short(call_id)} has ended") from e
-            raise ApiError(404, "no_such_call", f"没有这通电话 / {short(str(e))}") from e
+                raise ApiError(409, "call_ended", f"通话已结束 / call {quoted(call_id)} has ended") from e
+            raise ApiError(404, "no_such_call", f"没有这通电话 / {quoted(str(e))}") from e
         except ValueError as e:
             raise ApiError(400, "bad_field", str(e)[:300]) from e
     except ApiError as e:
@@ -590,10 +580,10 @@ def _clip(message: str, quoted: int = 64) -> str:
 
 
 def _list_text(path: str) -> str:
-    if not path:
-        return resources.files("fenliu.router").joinpath("negative_list.toml").read_text(encoding="utf-8")
-    p = Path(path)
-    return p.read_text(encoding="utf-8") if p.is_file() else ""
+    try:
+        return rules_text(path or None)[0]
+    except RuleListError:
+        return ""  # the file went missing since the list was loaded: the loaded list is still shown
 
 
 async def _reload(request: web.Request, text: str | None) -> web.StreamResponse:

@@ -98,7 +98,7 @@ class Console:
         self.accounts = Accounts(store, c.session_idle_minutes)
         self.feed = EventFeed(c.event_buffer, store.seat, settings.transfer.targets)
         sup.bus.subscribe(self.feed)
-        self.app = create_app(sup, store, metrics, self.feed, self.accounts)
+        self.app = create_app(sup, store, self.feed, self.accounts, metrics)
         self.runner: Any = None
         self.url = ""
 

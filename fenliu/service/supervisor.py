@@ -26,8 +26,9 @@ from typing import Any
 
 from fenliu.asr.engine import AsrEngine
 from fenliu.asr.pipeline import StreamPipeline
-from fenliu.errors import ConfigError, FenliuError
+from fenliu.errors import ConfigError, FenliuError, quoted
 from fenliu.router import Router
+from fenliu.router.rules import RuleSet, load_rules, parse_rules
 from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.settings import Settings
 from fenliu.service.wiring import call_router, vad_config
@@ -108,12 +109,15 @@ class Supervisor:
     def check_targets(self) -> None:
         """Every hotline the rules can suggest must be dialable: a start-up error, not a surprise
         at the key."""
-        targets = self.settings.transfer.targets
-        missing = sorted({c.target for c in self.router.rules.categories} - set(targets))
+        missing = self.missing_targets(self.router.rules)
         if missing:
             raise ConfigError(f"配置错误 / the negative list diverts to {', '.join(missing)} but [transfer.targets] "
                               f"has no SIP URI for {'it' if len(missing) == 1 else 'them'}; add e.g. "
                               f"{missing[0]} = \"sip:{missing[0]}@pbx.example:5060\"")
+
+    def missing_targets(self, rules: RuleSet) -> list[str]:
+        """The hotlines a list can divert to that [transfer.targets] has no SIP URI for."""
+        return sorted({c.target for c in rules.categories} - set(self.settings.transfer.targets))
 
     def legs_admitted(self) -> int:
         """How many legs the workers can have recognised at once (caller, and operator in seat mode)."""
@@ -372,10 +376,10 @@ class Supervisor:
         t = self.settings.transfer
         uri = target if target.startswith("sip:") else t.targets.get(target)
         if uri is None:
-            raise ValueError(f"unknown target {_cut(target)!r}; configured: {', '.join(sorted(t.targets))}")
+            raise ValueError(f"unknown target {quoted(target)!r}; configured: {', '.join(sorted(t.targets))}")
         mode = mode or t.mode
         if mode not in ("three-way", "refer", "attended"):
-            raise ValueError(f"unknown transfer mode {_cut(mode)!r}: use three-way, refer or attended")
+            raise ValueError(f"unknown transfer mode {quoted(mode)!r}: use three-way, refer or attended")
         return uri, mode
 
     def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
@@ -397,8 +401,6 @@ class Supervisor:
         validate ``text`` and write it there. New calls use the new list; a call in progress
         keeps the list it started with. A bad list raises RuleListError (file:line) and the old
         one stays active. Returns (new version, previous version)."""
-        from fenliu.router.rules import load_rules, parse_rules
-
         if self.mode == "processes":
             raise RuntimeError("asr.mode = processes: the ASR processes hold their own copy of the list; "
                                "restart fenliu serve to load the edited list")
@@ -411,8 +413,7 @@ class Supervisor:
         else:
             rules = load_rules(path)
         new = Router(rules, model=self.router.model)
-        targets = self.settings.transfer.targets
-        missing = sorted({c.target for c in rules.categories} - set(targets))
+        missing = self.missing_targets(rules)
         if missing:
             raise ConfigError(f"{path or 'negative list'}: diverts to {', '.join(missing)}, which [transfer.targets] "
                               f"does not have; add it to the configuration first")
@@ -505,8 +506,3 @@ class Supervisor:
         if self.pool is not None:
             self.pool.stop()
         self.bus.drain()
-
-
-def _cut(text: str, n: int = 64) -> str:
-    """Part of what a client sent, for an error message (never the whole of an unbounded input)."""
-    return text if len(text) <= n else text[:n] + "…"
