@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from fenliu.events import Decision, FinalTranscript
+from fenliu.events import Alternative, Decision, FinalTranscript
 from fenliu.router import Router, parse_rules
-from fenliu.service.bus import CallEvent, EventBus
+from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.serve import Console
 from fenliu.service.settings import load_settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
+from fenliu.sip import protocol as P
 from tests.conftest import FIXTURES, free_port, minimal_rules, sox
 from tests.sip.peers import PeerProc, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
@@ -55,12 +56,14 @@ def service(ko_engine, heard_words, tmp_path):
     """fenliu's service as `fenliu serve` wires it, in this process (console on a free port)."""
     hotline = PeerProc("--answer", "200", "--record", str(tmp_path / "hotline.wav"), user="12345")
     seat = PeerProc("--answer", "200", user="seat01")  # the operator's SIP phone (B2BUA seat mode)
+    ambulance = PeerProc("--answer", "none", user="120")  # an urgent service that rings and rings
     s = load_settings(env={})
     port = free_port(2)
     s = replace(s, sip=replace(s.sip, port=port, workers=1, rtp_port=20000 + (port % 2000) * 20, seat_uri=seat.uri,
                                media_timeout=60.0),  # the danger test's caller sends no audio
-                transfer=replace(s.transfer, targets={"12345": hotline.uri, "119": "sip:119@127.0.0.1:9"},
-                                 urgent="119"),
+                transfer=replace(s.transfer, targets={"12345": hotline.uri, "119": "sip:119@127.0.0.1:9",
+                                                      "120": ambulance.uri, "fraud": "sip:96110@127.0.0.1:9"},
+                                 urgent="119,120"),
                 console=replace(s.console, port=free_port()),
                 store=replace(s.store, url=f"sqlite:///{tmp_path}/fenliu.db"))
     rules = parse_rules(minimal_rules(decisive=heard_words, strong="없는말하나", weak="없는말", danger="살려줘요",
@@ -76,7 +79,7 @@ def service(ko_engine, heard_words, tmp_path):
     console.accounts.add_user("boss", "supervisor", PASSWORD)
     try:
         yield {"settings": s, "sup": sup, "bus": bus, "store": store, "url": url, "hotline": hotline,
-               "seat": seat, "recording": tmp_path / "hotline.wav"}
+               "seat": seat, "ambulance": ambulance, "recording": tmp_path / "hotline.wav"}
     finally:
         asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(20)
         sup.stop()
@@ -84,6 +87,7 @@ def service(ko_engine, heard_words, tmp_path):
         store.close()
         hotline.stop()
         seat.stop()
+        ambulance.stop()
 
 
 @pytest.fixture
@@ -211,3 +215,75 @@ def test_danger_card_and_session_expiry(service, browser, tmp_path):
         caller.join(50)
     assert not errors, errors
     assert isinstance(d, Decision)
+
+
+def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
+    """The card's other faces and keys, on a live (silent) call whose decisions are published on
+    the bus the way the recogniser's are: an unchanged decision does not rebuild the card, a
+    tie offers its alternatives, fraud is urgent with the stop-payment reminder and the anti-fraud
+    desk, an unsuggested target asks first, the urgent lane rings 120 and Esc cancels it, a
+    degraded call says there is no live suggestion."""
+    op, errors = open_console(browser, service["url"], "op1")
+    scen = caller_scenario(None, talk_ms=40000)
+    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=60))
+    caller.start()
+    router, bus = Router(), service["bus"]
+    try:
+        call_id = op.wait_for_selector("#calls li[data-call-id]", timeout=20000).get_attribute("data-call-id")
+
+        def show(d: Decision, uid: int) -> None:
+            bus.publish(CallEvent(call_id, "caller", "w0", replace(d, call_id=call_id, utterance_id=uid)))
+
+        def said(uid: int, text: str) -> None:  # a later fact: once it is on screen, what came before is too
+            bus.publish(CallEvent(call_id, "caller", "w0", FinalTranscript(call_id, uid, text, 0.0, 1.0)))
+            op.wait_for_selector(f'#transcript .utt.final:has-text("{text}")', timeout=10000)
+
+        noise = router.decide("楼上装修太吵了，天天半夜还在用电钻")
+        assert noise.target == "12345"
+        show(noise, 1)
+        op.wait_for_selector('#card[data-target="12345"]', timeout=10000)
+        shown = op.query_selector("#card-body > *")
+        show(noise, 2)  # the same evidence again
+        said(3, "第三句")
+        assert shown.evaluate("n => n.isConnected")  # not rebuilt: no flicker
+
+        keep = router.decide("你好")
+        assert keep.target == "police" and not keep.vetoed_by
+        show(replace(keep, alternatives=(Alternative("12345", "噪声扰民", "noise", "城管", ()),
+                                         Alternative("12348", "劳资纠纷", "wage", "人社", ()))), 4)
+        op.wait_for_selector('#card .alt-btn[data-target="12348"]', timeout=10000)
+        assert op.locator('#card .alt-btn[data-target="12345"]').count() == 1
+        assert not shown.evaluate("n => n.isConnected")  # the evidence changed: rebuilt
+
+        fraud = router.decide("我被骗了，刚给对方转账五万块，对方说是公安局的")
+        assert fraud.target == "police" and any(m.group == "fraud" for m in fraud.vetoed_by)
+        show(fraud, 5)
+        op.wait_for_selector('#card:has-text("停止转账")', timeout=10000)
+        op.wait_for_selector('#card .link-btn[data-target="fraud"]', timeout=10000)
+
+        # a target the router did not suggest: asked first; 取消 sends nothing
+        op.select_option("#target-select", "12345")
+        op.keyboard.press("F8")
+        op.wait_for_selector("#confirm", state="visible", timeout=5000)
+        assert "12345" in op.inner_text("#confirm-text")
+        op.click("#confirm-cancel")
+        op.wait_for_selector("#confirm", state="hidden", timeout=5000)
+
+        # the urgent lane brings 120 in; while it rings, Esc cancels and the caller stays
+        op.click('#urgent-buttons button[data-target="120"]')
+        service["ambulance"].wait(lambda e: e["event"] == "incoming", 15)
+        op.wait_for_selector("#btn-cancel", state="visible", timeout=10000)
+        op.keyboard.press("Escape")
+        op.wait_for_selector('#transfer-progress:has-text("cancelled by the operator")', timeout=10000)
+        service["ambulance"].wait(lambda e: e["event"] == "ended", 10)
+        assert not service["seat"].has("ended")  # the operator is still with the caller
+
+        bus.publish(WorkerFact("w0", P.CallDegraded(call_id, "recognition fell behind")))
+        op.wait_for_selector(f'#calls li[data-call-id="{call_id}"] .badge.degraded', timeout=10000)
+        op.wait_for_selector('#card:has-text("无实时建议")', timeout=10000)
+    finally:
+        caller.join(70)
+    actions = [(a["user"], a["action"], a["detail"].get("target")) for a in service["store"].audit_log()]
+    assert ("op1", "transfer", "120") in actions and ("op1", "cancel_transfer", None) in actions
+    assert ("op1", "transfer", "12345") not in actions  # the confirmation was declined
+    assert not errors, errors
