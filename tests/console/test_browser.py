@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fenliu.events import Alternative, Decision, FinalTranscript
+from fenliu.events import Alternative, Decision, FinalTranscript, PartialTranscript
 from fenliu.router import Router, parse_rules
 from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.serve import Console
@@ -277,6 +277,24 @@ def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
         op.wait_for_selector('#transfer-progress:has-text("cancelled by the operator")', timeout=10000)
         service["ambulance"].wait(lambda e: e["event"] == "ended", 10)
         assert not service["seat"].has("ended")  # the operator is still with the caller
+
+        # a partial is replaced in place by its final
+        bus.publish(CallEvent(call_id, "caller", "w0", PartialTranscript(call_id, 50, "我家楼下", 0.0, 0.5)))
+        op.wait_for_selector('#transcript .utt.partial[data-utt-id="50"]:has-text("我家楼下")', timeout=10000)
+        said(50, "我家楼下的烧烤店太吵")
+        assert op.locator('#transcript .utt[data-utt-id="50"]').count() == 1
+        assert op.locator('#transcript .utt.partial[data-utt-id="50"]').count() == 0
+
+        # the transcript follows new lines, and stops following when the operator scrolls up
+        for uid in range(60, 90):
+            bus.publish(CallEvent(call_id, "caller", "w0", FinalTranscript(call_id, uid, f"第{uid}句话", 0.0, 1.0)))
+        op.wait_for_selector('#transcript .utt.final:has-text("第89句话")', timeout=10000)
+        box = op.query_selector("#transcript")
+        assert box.evaluate("n => n.scrollTop + n.clientHeight >= n.scrollHeight - 30")  # at the bottom
+        box.evaluate("n => { n.scrollTop = 0; n.dispatchEvent(new Event('scroll')); }")
+        said(90, "往上翻时来的一句")
+        assert box.evaluate("n => n.scrollTop") == 0  # it did not jump away from what the operator reads
+        op.wait_for_selector("#jump-new", state="visible", timeout=5000)
 
         bus.publish(WorkerFact("w0", P.CallDegraded(call_id, "recognition fell behind")))
         op.wait_for_selector(f'#calls li[data-call-id="{call_id}"] .badge.degraded', timeout=10000)
