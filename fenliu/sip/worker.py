@@ -291,9 +291,16 @@ class Worker:
         deadline = time.monotonic() + 2.0
         while self.live and time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
+        for lv in self.live.values():  # calls that would not end in time: their ports go the same way
+            for obj in [*lv.taps.values(), *lv.players]:
+                self._release_later(obj)
         self.live.clear()
         self._unlinked.clear()
-        self._graveyard.clear()
+        # a tap port or player freed while the bridge may still call it is a use-after-free
+        # (seen as SIGSEGV at exit): let each go only after its grace period, as during the run
+        while self._graveyard:
+            self.ep.libHandleEvents(20)
+            self.check_timers()
         self.account = None
         self.uplink.send(P.Stopped(self.cfg.name, self.uplink.dropped_frames, self.callback_errors))
         self.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
