@@ -109,7 +109,69 @@ class TransferSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    url: str = "sqlite:///var/fenliu.db"
+    url: str = "sqlite:///var/fenliu.db"  # or postgresql://USER@HOST:PORT/DB (shared by several instances)
+    timezone: str = "Asia/Shanghai"  # the calendar of daily figures
+    transcript_days: int = 0  # blank transcripts (text, finals) of calls older than this (0: keep)
+    recording_days: int = 0  # delete recordings in recordings_dir older than this (0: keep)
+    recordings_dir: str = ""
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """One hotline platform receiving work orders (each city's 12345 differs: map the fields)."""
+
+    url: str = ""  # POST endpoint for a work order (JSON); empty: orders are kept for hand-over only
+    name: str = ""
+    timeout: float = 10.0
+    ca: str = ""  # PEM CA of the platform or its security-boundary gateway (empty: system CAs)
+    client_cert: str = ""  # PEM client certificate and key when the gateway asks for one
+    client_key: str = ""
+    secret_env: str = ""  # environment variable holding the shared HMAC secret (signs orders, checks webhooks)
+    deadline_hours: float = 72.0  # an order not completed (办结) by then raises a flow-back alert
+    ref_field: str = "order_no"  # the field of the platform's answer holding its own order number
+    fields: dict[str, str] = field(default_factory=dict)  # platform field -> template of fenliu fields; empty: as is
+    headers: dict[str, str] = field(default_factory=dict)  # extra request headers (e.g. an app id)
+    status_map: dict[str, str] = field(default_factory=dict)  # platform status word -> accepted/dispatched/…
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """One 110 site (e.g. a county) with its own hotline platform and targets, chosen by the
+    call's called number or trunk."""
+
+    name: str = ""
+    numbers: str = "*"  # called numbers (request-URI user) of this site, comma separated; * = any
+    trunks: str = ""  # hosts of the caller's From URI (the PBX trunk), comma separated; empty = any
+    targets: dict[str, str] = field(default_factory=dict)  # target id -> SIP URI, over [transfer.targets]
+    platforms: dict[str, str] = field(default_factory=dict)  # target id -> platform id; "*" for the rest
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    url: str = ""  # SMS gateway: POST JSON {to, text, ...}; empty: messages are recorded as not sent
+    enabled: bool = True
+    sender: str = ""
+    timeout: float = 10.0
+    secret_env: str = ""  # environment variable with the HMAC secret (signs requests, checks reply webhooks)
+    templates: str = ""  # TOML file of message templates (empty: the shipped Chinese ones)
+    per_number_per_day: int = 3  # at most this many messages to one number in 24 h
+    followup: bool = True  # when the hotline reports 办结, ask the caller about the result
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    retry_base: float = 2.0  # first retry after ~this many seconds, doubling (with jitter)
+    retry_max: float = 300.0  # longest wait between two tries
+    stuck_minutes: float = 15.0  # an undelivered order older than this raises an alert (it keeps trying)
+    poll_seconds: float = 1.0  # how often the outbox looks for due items (other instances' too)
+    lease_seconds: float = 60.0  # a claimed item is retried by another instance after this
+
+
+@dataclass(frozen=True)
+class FollowupSettings:
+    window_days: float = 7.0  # the flow-back window: a repeat call about the same matter is flagged
+    cluster_days: float = 30.0  # leads: similar complaints from different numbers within this window
+    cluster_min_numbers: int = 3  # … from at least this many numbers
 
 
 @dataclass(frozen=True)
@@ -135,6 +197,11 @@ class Settings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    followup: FollowupSettings = field(default_factory=FollowupSettings)
+    platforms: dict[str, PlatformSettings] = field(default_factory=dict)
+    sites: dict[str, SiteSettings] = field(default_factory=dict)
     source: str = "defaults"
 
 
@@ -206,8 +273,41 @@ def _validate(s: Settings) -> None:
         raise bad("sip.front_port", s.sip.front_port, "a free port outside the workers' sip.port .. sip.port+workers-1")
     if not 1 <= s.sip.workers <= 64:
         raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
-    if not s.store.url.startswith(("sqlite:///", "postgresql://")):
+    if not s.store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise bad("store.url", s.store.url, "use sqlite:///PATH or postgresql://USER@HOST/DB")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(s.store.timezone)
+    except Exception:
+        raise bad("store.timezone", s.store.timezone, 'an IANA time zone such as "Asia/Shanghai"') from None
+    if s.store.transcript_days < 0 or s.store.recording_days < 0:
+        raise bad("store.transcript_days", (s.store.transcript_days, s.store.recording_days), "use 0 (keep) or days")
+    if s.sms.url and not s.sms.url.startswith(("http://", "https://")):
+        raise bad("sms.url", s.sms.url, "the SMS gateway's http(s):// URL, or empty")
+    if s.sms.per_number_per_day < 1:
+        raise bad("sms.per_number_per_day", s.sms.per_number_per_day, "use 1 or more")
+    if not 0 < s.outbox.retry_base <= s.outbox.retry_max:
+        raise bad("outbox.retry_base", (s.outbox.retry_base, s.outbox.retry_max), "use 0 < retry_base <= retry_max")
+    if s.outbox.poll_seconds <= 0 or s.outbox.lease_seconds <= 0 or s.outbox.stuck_minutes <= 0:
+        raise bad("outbox.poll_seconds", s.outbox.poll_seconds, "poll_seconds, lease_seconds, stuck_minutes > 0")
+    if s.followup.window_days <= 0 or s.followup.cluster_days <= 0 or s.followup.cluster_min_numbers < 2:
+        raise bad("followup.window_days", s.followup.window_days, "positive days; cluster_min_numbers >= 2")
+    for pid, p in s.platforms.items():
+        if p.url and not p.url.startswith(("http://", "https://")):
+            raise bad(f"platforms.{pid}.url", p.url, "the platform's http(s):// URL, or empty")
+        if bool(p.client_cert) != bool(p.client_key):
+            raise bad(f"platforms.{pid}.client_cert", p.client_cert, "set both client_cert and client_key (PEM)")
+        if p.timeout <= 0 or p.deadline_hours <= 0:
+            raise bad(f"platforms.{pid}.timeout", p.timeout, "positive seconds / hours")
+    for sid, site in s.sites.items():
+        for tid, pid in site.platforms.items():
+            if pid and pid not in s.platforms:
+                raise bad(f"sites.{sid}.platforms.{tid}", pid, f"no [platforms.{pid}] (known: "
+                          f"{', '.join(s.platforms) or 'none'})")
+        for tid, uri in site.targets.items():
+            if not uri.startswith("sip:"):
+                raise bad(f"sites.{sid}.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")
 
 
 def _coerce(key: str, value: Any, typ: Any, source: str) -> Any:
@@ -255,6 +355,19 @@ def _apply(section_obj: Any, section: str, values: dict[str, Any], source: str) 
     return replace(section_obj, **changes)
 
 
+NAMED_SECTIONS: dict[str, type] = {"platforms": PlatformSettings, "sites": SiteSettings}
+
+
+def _named(section: str, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``[platforms.ID]`` / ``[sites.ID]`` tables: one settings object per id."""
+    out = {}
+    for ident, table in values.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"配置错误 / [{section}] in {source}: {ident} must be a table, e.g. [{section}.{ident}]")
+        out[str(ident)] = _apply(NAMED_SECTIONS[section](), f"{section}.{ident}", table, source)
+    return out
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     s = Settings()
@@ -268,6 +381,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"配置文件语法错误 / {p}: TOML syntax error: {e}") from e
         for sec, values in data.items():
+            if sec in NAMED_SECTIONS and isinstance(values, dict):
+                s = replace(s, **{sec: _named(sec, values, str(p))})
+                continue
             if sec not in sections or not isinstance(values, dict):
                 guess = difflib.get_close_matches(sec, sections, n=1)
                 hint = f"did you mean [{guess[0]}]?" if guess else f"sections: {', '.join(sections)}"

@@ -34,7 +34,7 @@ def test_store_keeps_calls_finals_decisions_and_transfer_steps(tmp_path, router)
 
 def test_unsupported_store_url_is_refused():
     with pytest.raises(ConfigError, match="sqlite"):
-        Store("postgresql://x@y/z")
+        Store("mysql://x@y/z")
 
 
 def test_decision_type_round_trips(tmp_path, router):
