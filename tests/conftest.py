@@ -1,10 +1,11 @@
-"""Shared fixtures: paths, the real Korean Vosk model, and a real local HTTP server that
-records requests and can fail on demand."""
+"""Shared fixtures: paths, the real Korean Vosk model, a real local HTTP server that
+records requests and can fail on demand, and a throw-away PostgreSQL cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
+from tests.pg import PgCluster, PgUnavailable, random_db_name, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "audio_fixtures"
@@ -151,3 +154,38 @@ def http_server() -> Iterator[RecordingServer]:
     asyncio.run_coroutine_threadsafe(runner_box["r"].cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     t.join(10)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 for the whole session (see tests/pg.py).
+    Skipped only with FENLIU_NO_PG=1; otherwise a cluster that cannot start fails the tests."""
+    if os.environ.get("FENLIU_NO_PG") == "1":
+        pytest.skip("FENLIU_NO_PG=1: PostgreSQL tests switched off")
+    try:
+        cluster = start_cluster()
+    except PgUnavailable as e:
+        problem = str(e)
+    else:
+        yield cluster
+        cluster.stop()
+        return
+    pytest.fail(f"could not start a throw-away PostgreSQL for the tests: {problem}\n"
+                "install it with `bash scripts/setup.sh test` (Debian package postgresql), "
+                "or set FENLIU_NO_PG=1 to skip the PostgreSQL tests", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_cluster: PgCluster) -> str:
+    """``postgresql://postgres@127.0.0.1:PORT/fenliu_test`` (trust auth, no password); shared by
+    the whole session, so tests using it must not rely on it being empty."""
+    return pg_cluster.url()
+
+
+@pytest.fixture
+def pg_store_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh empty database for one test (``t_<random>``), dropped afterwards; its URL."""
+    name = random_db_name()
+    url = pg_cluster.create_database(name)
+    yield url
+    pg_cluster.drop_database(name)

@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import io
 import ipaddress
 import json
 import logging
 import re
+import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import WSMsgType, web
 
@@ -31,8 +35,10 @@ from fenliu.router.rules import RuleListError, rules_text
 from fenliu.service.auth import ROLE_NAMES, Accounts, AuthError, User, mask_number
 from fenliu.service.bus import EventBus, Item, WorkerFact
 from fenliu.service.feed import EventFeed
+from fenliu.service.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from fenliu.service.settings import ConsoleSettings, Settings
+from fenliu.service.signing import SignatureError, secret_from_env, verify
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
@@ -48,6 +54,7 @@ FEED = web.AppKey("feed", EventFeed)
 CONSOLE = web.AppKey("console", ConsoleSettings)
 SETTINGS = web.AppKey("settings", Settings)
 HOSTS = web.AppKey("hosts", frozenset)
+WAKE = web.AppKey("wake_outbox", object)  # a callable waking the outbox (or a no-op)
 
 USER = web.RequestKey("user", User)
 STREAM = web.RequestKey("stream", web.WebSocketResponse)
@@ -89,6 +96,7 @@ def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: 
     app[CONSOLE] = c
     app[HOSTS] = _allowed_hosts(c)
     app[SETTINGS] = settings
+    app[WAKE] = lambda: None
     r = app.router
     for method, path, handler, _access in ROUTES:
         r.add_route(method, path, handler)
@@ -166,7 +174,10 @@ def _host_name(host: str) -> str:
 
 
 def _check_host(request: web.Request) -> None:
-    """DNS rebinding: a page on another name that resolves here must not reach the API."""
+    """DNS rebinding: a page on another name that resolves here must not reach the API. The
+    platforms' webhooks come by whatever name their network uses and carry an HMAC instead."""
+    if request.path.startswith("/api/hooks/"):
+        return
     if _host_name(request.host) not in request.app[HOSTS]:
         raise ApiError(403, "bad_host", f"不接受的 Host / Host {quoted(request.host)!r} is not this server; "
                                         f"add it to console.public_host")
@@ -387,9 +398,10 @@ def _live_view(feed: EventFeed, c: dict[str, Any]) -> dict[str, Any]:
     the event id it is current to; the supervisor's own state until the first event."""
     lc = feed.live.get(c["call_id"])
     if lc is None:
-        return {"state": c["state"], "transfer": None, "decision": None, "last_event_id": feed.last_id}
+        return {"state": c["state"], "transfer": None, "decision": None, "repeat": None,
+                "last_event_id": feed.last_id}
     return {"state": lc.state or c["state"], "transfer": lc.transfer, "decision": lc.decision,
-            "last_event_id": lc.last_event_id}
+            "repeat": lc.repeat, "last_event_id": lc.last_event_id}
 
 
 async def call_detail(request: web.Request) -> web.StreamResponse:
@@ -726,6 +738,222 @@ async def _drain_incoming(ws: web.WebSocketResponse) -> None:
             break
 
 
+# -- closing the loop: work orders, alerts, follow-ups, figures, webhooks --------------------------
+def _mask_row(request: web.Request, row: dict[str, Any], key: str = "number") -> dict[str, Any]:
+    if key in row and not _user(request).sees_full_numbers:
+        row[key] = mask_number(row[key] or "")
+    return row
+
+
+async def orders(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    status = q.get("status", "")
+    if status and status not in ORDER_STATES:
+        raise ApiError(400, "bad_field", f"status 须为 {'/'.join(ORDER_STATES)} / unknown status {quoted(status)}")
+    rows = request.app[STORE].orders(status=status, since=_date(q.get("from", ""), "from", False),
+                                     until=_date(q.get("to", ""), "to", True),
+                                     limit=query_int(request, "limit", 100, 1, 1000),
+                                     offset=query_int(request, "offset", 0, 0, 10**7))
+    return web.json_response({"orders": [_mask_row(request, r) for r in rows],
+                              "outbox": request.app[STORE].outbox_counts()})
+
+
+async def order_detail(request: web.Request) -> web.StreamResponse:
+    o = request.app[STORE].order(request.match_info["order_no"])
+    if o is None:
+        raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(request.match_info['order_no'])!r}")
+    _mask_row(request, o)
+    if not _user(request).sees_full_numbers and "caller" in o["body"]:
+        o["body"]["caller"] = mask_number(o["body"]["caller"])
+    return web.json_response(o)
+
+
+async def order_retry(request: web.Request) -> web.StreamResponse:
+    no, user = request.match_info["order_no"], _user(request)
+    store = request.app[STORE]
+    ok = await asyncio.to_thread(store.requeue, no, time.time())
+    store.audit(user.name, "order_retry", None, "ok" if ok else "refused", {"order_no": no})
+    if not ok:
+        raise ApiError(409, "not_retryable", f"工单 {quoted(no)} 不能重发：只有送达失败或待人工转交、且平台已配置 URL 的工单"
+                                             f"可以重发 / only failed or local orders whose platform has a URL")
+    request.app[WAKE]()
+    return web.json_response({"order_no": no, "status": "queued"})
+
+
+async def alerts(request: web.Request) -> web.StreamResponse:
+    rows = request.app[STORE].alerts(open_only=request.query.get("all") != "1",
+                                     limit=query_int(request, "limit", 200, 1, 1000))
+    return web.json_response({"alerts": rows})
+
+
+async def ack_alert(request: web.Request) -> web.StreamResponse:
+    try:
+        aid = int(request.match_info["alert_id"])
+    except ValueError:
+        raise ApiError(404, "no_such_alert", "没有这条告警 / no such alert") from None
+    user = _user(request)
+    if not request.app[STORE].ack_alert(aid, user.name):
+        raise ApiError(404, "no_such_alert", "没有这条未处理告警 / no such open alert")
+    request.app[STORE].audit(user.name, "alert_ack", None, "ok", {"alert": aid})
+    return web.json_response({"id": aid, "acked_by": user.name})
+
+
+async def call_loop(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    _visible_call(request, call_id)
+    out = request.app[STORE].call_loop(call_id)
+    if out["order"]:
+        _mask_row(request, out["order"])
+    for m in out["sms"]:
+        _mask_row(request, m)
+    return web.json_response(out)
+
+
+async def add_followup(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    data = await body(request)
+    side, score = data.get("side"), data.get("score")
+    if side not in ("110", "hotline"):
+        raise ApiError(400, "bad_field", "side 须为 \"110\" 或 \"hotline\" / side must be \"110\" or \"hotline\"")
+    if isinstance(score, bool) or score not in (1, 2, 3):
+        raise ApiError(400, "bad_field", "score 须为 1 满意 / 2 基本满意 / 3 不满意 / score must be 1, 2 or 3")
+    note = field_str(data, "note", max_len=500)
+    store, user = request.app[STORE], _user(request)
+    if store.call(call_id) is None:
+        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
+    fid = store.add_followup(call_id, side, score, "supervisor", user.name, note)
+    store.audit(user.name, "followup", call_id, "ok", {"side": side, "score": score})
+    return web.json_response({"id": fid, "call_id": call_id, "side": side, "score": score}, status=201)
+
+
+def _day_range(request: web.Request) -> tuple[str, str]:
+    q = request.query
+    today = dt.datetime.now(ZoneInfo(request.app[SETTINGS].store.timezone)).date()
+    try:
+        d_to = dt.date.fromisoformat(q["to"]) if q.get("to") else today
+        d_from = dt.date.fromisoformat(q["from"]) if q.get("from") else d_to - dt.timedelta(days=29)
+    except ValueError:
+        raise ApiError(400, "bad_field", "from/to 须为 YYYY-MM-DD / from and to are dates YYYY-MM-DD") from None
+    if d_from > d_to or (d_to - d_from).days > 3660:
+        raise ApiError(400, "bad_field", "日期范围无效（最多十年）/ from must not be after to; at most ten years")
+    return d_from.isoformat(), d_to.isoformat()
+
+
+async def stats_view(request: web.Request) -> web.StreamResponse:
+    from fenliu.service import stats  # scikit-learn and openpyxl load only when asked
+
+    d_from, d_to = _day_range(request)
+    figs = await asyncio.to_thread(stats.figures, request.app[STORE].db, d_from, d_to)
+    return web.json_response(figs)
+
+
+async def stats_export(request: web.Request) -> web.StreamResponse:
+    from fenliu.service import stats  # scikit-learn and openpyxl load only when asked
+
+    d_from, d_to = _day_range(request)
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "xlsx"):
+        raise ApiError(400, "bad_field", "format 须为 csv 或 xlsx / format: csv or xlsx")
+    figs = await asyncio.to_thread(stats.figures, request.app[STORE].db, d_from, d_to)
+    name = f"fenliu-{d_from}-{d_to}.{fmt}"
+    if fmt == "csv":
+        buf = io.StringIO()
+        stats.to_csv(figs, buf)
+        data, ctype = buf.getvalue().encode("utf-8"), "text/csv; charset=utf-8"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            await asyncio.to_thread(stats.to_xlsx, figs, str(path))
+            data = path.read_bytes()
+        ctype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    _user_name = _user(request).name
+    request.app[STORE].audit(_user_name, "export", None, "ok", {"from": d_from, "to": d_to, "format": fmt})
+    return web.Response(body=data, content_type=ctype.split(";")[0], charset="utf-8" if fmt == "csv" else None,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def leads_view(request: web.Request) -> web.StreamResponse:
+    from fenliu.service import stats  # scikit-learn and openpyxl load only when asked
+
+    f = request.app[SETTINGS].followup
+    days = query_int(request, "days", int(f.cluster_days), 1, 366)
+    rows = await asyncio.to_thread(stats.leads, request.app[STORE].db, time.time() - days * 86400,
+                                   f.cluster_min_numbers)
+    return web.json_response({"leads": rows, "days": days, "min_numbers": f.cluster_min_numbers})
+
+
+async def _signed(request: web.Request, secret_env: str, what: str) -> tuple[str, dict[str, Any]] | web.Response:
+    """Verify a webhook's HMAC (Standard Webhooks); returns (delivery id, body) or an error reply."""
+    secret = secret_from_env(secret_env)
+    if secret is None:
+        raise ApiError(503, "no_secret", f"{what} 的签名密钥未配置 / no shared secret: set {secret_env or 'secret_env'} "
+                                         f"in the environment")
+    raw = await request.read()
+    try:
+        delivery = verify(secret, request.headers, raw, time.time())
+    except SignatureError as e:
+        raise ApiError(401, "bad_signature", str(e)) from None
+    if json_depth_exceeds(raw.decode("utf-8", "replace"), MAX_DEPTH):
+        raise ApiError(400, "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "bad_json", "请求体不是合法 JSON / body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "请求体须是 JSON 对象 / body must be a JSON object")
+    if request.app[STORE].webhook_seen(delivery, time.time()):
+        return web.json_response({"ok": True, "duplicate": True})
+    return delivery, data
+
+
+async def hook_platform(request: web.Request) -> web.StreamResponse:
+    """A hotline platform reports an order's status (双向流转)."""
+    pid = request.match_info["platform"]
+    platform = request.app[SETTINGS].platforms.get(pid)
+    if platform is None:
+        raise ApiError(404, "no_such_platform", f"没有这个平台 / no platform {quoted(pid)!r} in [platforms]")
+    got = await _signed(request, platform.secret_env, f"platforms.{pid}")
+    if isinstance(got, web.Response):
+        return got
+    delivery, data = got
+    ref = data.get("order_no") or data.get(platform.ref_field)
+    word = data.get("status")
+    if not isinstance(ref, str | int) or not isinstance(word, str):
+        raise ApiError(400, "bad_field", "须有 order_no 与 status / order_no and status are required")
+    status = platform.status_map.get(word) or DEFAULT_STATUS_WORDS.get(word.strip().lower())
+    if status not in ORDER_STATUSES:
+        raise ApiError(422, "bad_status", f"未知状态 {quoted(word)} / unknown status; use accepted, dispatched, "
+                                          f"completed, returned (or map it in platforms.{pid}.status_map)")
+    at = data.get("at")
+    at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else time.time()
+    note = data.get("note") if isinstance(data.get("note"), str) else ""
+    row = request.app[STORE].order_status(str(ref), status, at, f"platform:{pid}",
+                                          {"note": note[:500], "delivery": delivery[:100], "word": word[:40]})
+    if row is None:
+        raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(str(ref))!r}")
+    request.app[WAKE]()  # a follow-up SMS may have been queued
+    return web.json_response({"ok": True, "order_no": row["order_no"], "status": status})
+
+
+async def hook_sms(request: web.Request) -> web.StreamResponse:
+    """The SMS gateway forwards a caller's reply ("1 满意 / 2 基本满意 / 3 不满意")."""
+    got = await _signed(request, request.app[SETTINGS].sms.secret_env, "sms")
+    if isinstance(got, web.Response):
+        return got
+    _, data = got
+    number, text = data.get("from"), data.get("text")
+    if not isinstance(number, str) or not isinstance(text, str):
+        raise ApiError(400, "bad_field", "须有 from 与 text / from and text are required")
+    placed = request.app[STORE].sms_reply(number, text[:200], time.time())
+    if placed is None:  # not an answer we can place: say so, but do not make the gateway retry
+        return web.json_response({"ok": True, "placed": False,
+                                  "why": "不是评价回复，或此号码近 30 天没有待评价的短信 / not a 1/2/3 answer to a "
+                                         "question we asked this number"})
+    return web.json_response({"ok": True, "placed": True, **placed})
+
+
+
+ORDER_STATES = ("local", "queued", "accepted", "dispatched", "completed", "returned", "failed")
 ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/api/health", health, PUBLIC),
     ("GET", "/api/ready", ready, PUBLIC),
@@ -749,5 +977,17 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("POST", "/api/users", add_user, ADMIN),
     ("GET", "/api/openapi.json", openapi, OPERATOR),
     ("GET", "/metrics", metrics_view, PUBLIC),  # loopback or its own token, checked in the handler
+    ("GET", "/api/orders", orders, SUPERVISOR_ROLE),
+    ("GET", "/api/orders/{order_no}", order_detail, SUPERVISOR_ROLE),
+    ("POST", "/api/orders/{order_no}/retry", order_retry, SUPERVISOR_ROLE),
+    ("GET", "/api/alerts", alerts, SUPERVISOR_ROLE),
+    ("POST", "/api/alerts/{alert_id}/ack", ack_alert, SUPERVISOR_ROLE),
+    ("GET", "/api/calls/{call_id}/loop", call_loop, OPERATOR),
+    ("POST", "/api/calls/{call_id}/followups", add_followup, SUPERVISOR_ROLE),
+    ("GET", "/api/stats", stats_view, SUPERVISOR_ROLE),
+    ("GET", "/api/stats/export", stats_export, SUPERVISOR_ROLE),
+    ("GET", "/api/leads", leads_view, SUPERVISOR_ROLE),
+    ("POST", "/api/hooks/platform/{platform}", hook_platform, PUBLIC),  # HMAC-signed, checked in the handler
+    ("POST", "/api/hooks/sms", hook_sms, PUBLIC),  # HMAC-signed, checked in the handler
 ]
 ACCESS = {(method, path): access for method, path, _, access in ROUTES}

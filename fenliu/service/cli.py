@@ -7,8 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fenliu.errors import FenliuError
+
+if TYPE_CHECKING:
+    from fenliu.service.settings import Settings
 
 
 def _channel(v: str) -> int | str:
@@ -122,6 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr = tks.add_parser("revoke", help="revoke every token of that name")
     tr.add_argument("name")
 
+    db = sub.add_parser("db", help="the store (SQLite file or PostgreSQL database)")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    dbs.add_parser("upgrade", help="bring the store's schema up to this version (run before rolling out)")
+    dbs.add_parser("status", help="say which store, which schema version, and what the outbox holds")
+    dbp = dbs.add_parser("purge", help="apply the retention settings now (store.transcript_days, recording_days)")
+    dbp.add_argument("--dry-run", action="store_true")
+    ob = sub.add_parser("outbox", help="deliver work orders and SMS (fenliu serve does this itself)")
+    obs = ob.add_subparsers(dest="outbox_command", required=True)
+    obr = obs.add_parser("run", help="run only the outbox: one more deliverer beside fenliu serve, or a lone one")
+    obr.add_argument("--once", action="store_true", help="deliver what is due now, then stop")
+    rp = sub.add_parser("report", help="the figures (分流率, 派出率, 有效办结率, 满意率, 回流) for a date range, offline")
+    rp.add_argument("--from", dest="day_from", required=True, help="first day, YYYY-MM-DD")
+    rp.add_argument("--to", dest="day_to", required=True, help="last day (included), YYYY-MM-DD")
+    rp.add_argument("--format", choices=["text", "csv", "xlsx", "json"], default="text")
+    rp.add_argument("--out", default="", help="file to write (csv/xlsx/json); text goes to stdout")
+    rp.add_argument("--labels", default="", help="also write the operators' final actions as labelled JSON lines "
+                                                  "(for a router retrain)")
+    rp.add_argument("--full-numbers", action="store_true", help="do not mask callers' numbers (audited)")
+
     dl = sub.add_parser("dial", help="place a real SIP call that plays a recording (拨测)")
     dl.add_argument("wav")
     dl.add_argument("--to", help="SIP URI to call (default: sip:110@sip.address:sip.port)")
@@ -200,6 +223,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if cmd in ("calls", "transfer", "release"):
         return _api_command(args, settings)
+    if cmd == "db":
+        return _db(args, settings)
+    if cmd == "outbox":
+        return _outbox(args, settings)
+    if cmd == "report":
+        from fenliu.service.report import run_report
+
+        return run_report(settings, args.day_from, args.day_to, args.out, args.format,
+                          full_numbers=args.full_numbers, labels_out=args.labels or None)
     if cmd in ("user", "token"):
         return _accounts_command(args, settings)
     if cmd == "dial":
@@ -438,3 +470,69 @@ def _router_model(args: argparse.Namespace, configured: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from fenliu.service.db import Database, redact
+    from fenliu.service.store import MIGRATIONS, Store
+
+    if args.db_command == "status":
+        d = Database(settings.store.url)
+        try:
+            version = d.version()
+        finally:
+            d.close()
+        state = "up to date" if version == len(MIGRATIONS) else (
+            f"needs `fenliu db upgrade` ({version} → {len(MIGRATIONS)})" if version < len(MIGRATIONS)
+            else "written by a newer fenliu")
+        print(f"store {redact(settings.store.url)} ({d.dialect}): schema {version}, {state}")
+        if version == len(MIGRATIONS):
+            store = Store(settings.store.url, settings=settings)
+            print("outbox:", ", ".join(f"{k} {v}" for k, v in sorted(store.outbox_counts().items())) or "empty")
+            store.close()
+        return 0 if version <= len(MIGRATIONS) else 1
+    store = Store(settings.store.url, settings=settings)
+    try:
+        if args.db_command == "upgrade":
+            before = store.upgraded_from
+            print(f"✔ {redact(settings.store.url)}: schema {before} → {store.version}"
+                  + (" (already up to date)" if before == store.version else ""))
+            return 0
+        from fenliu.service.retention import purge
+
+        for line in purge(store, settings, dry_run=args.dry_run):
+            print(line)
+        return 0
+    finally:
+        store.close()
+
+
+def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from fenliu.service.outbox import Outbox
+    from fenliu.service.store import Store
+
+    async def main() -> int:
+        store = Store(settings.store.url, settings=settings)
+        outbox = Outbox(store, settings)
+        try:
+            if args.once:
+                n = await outbox.deliver_due()
+                print(f"outbox: {n} item(s) tried, {outbox.delivered} delivered, {outbox.retried} to retry, "
+                      f"{outbox.refused} refused")
+                await outbox.close()
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            print(f"fenliu outbox: delivering from {settings.store.url.split('@')[-1]}; Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            await outbox.run(stop)
+            return 0
+        finally:
+            store.close()
+
+    return asyncio.run(main())

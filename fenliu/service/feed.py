@@ -41,7 +41,8 @@ CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "m
               "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed"}
 SUPERVISOR_FACTS = {"worker_lost", "worker_restarted", "restart_failed", "front_event", "orphans_released",
                     "call_rejected"}
-SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded"}
+SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded", "alert"}
+REPEAT_KINDS = {"repeat_caller", "repeat_same_matter"}  # notes of the follow-through (flow-back window)
 DROP_FIELDS = {"event", "call_id", "t"}  # already in the envelope
 
 
@@ -54,6 +55,7 @@ class LiveCall:
     state: str = ""  # the conversation state as the events tell it (ConversationState values)
     decision: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
+    repeat: dict[str, Any] | None = None  # the caller called before within the flow-back window
     last_event_id: int = 0
 
 
@@ -153,14 +155,17 @@ class EventFeed:
             if len(self._ended) > 10_000:
                 del self._ended[next(iter(self._ended))]
             return
-        if kind not in CALL_FACTS and kind not in CHAIN_KINDS.values() and kind != "operator_action":
+        if kind not in CALL_FACTS and kind not in CHAIN_KINDS.values() and kind != "operator_action" \
+                and kind not in REPEAT_KINDS:
             return
         if call_id in self._ended:  # recognition finishing after the hang-up: not a live call again
             return
         lc = self.live.setdefault(call_id, LiveCall())
         lc.last_event_id = env["id"]
         lc.state = STATE_AFTER.get(kind, lc.state)
-        if kind == "decision" and env["leg"] == "caller":
+        if kind in REPEAT_KINDS:
+            lc.repeat = {**(lc.repeat or {}), **env["data"]}
+        elif kind == "decision" and env["leg"] == "caller":
             lc.decision = env["data"]
         elif kind.startswith("transfer_"):
             d = env["data"]

@@ -5,6 +5,7 @@ the console's event feed; the console and HTTP API on the same loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,11 @@ from fenliu.router import Router
 from fenliu.service.auth import Accounts
 from fenliu.service.bus import CallEvent, EventBus, Item
 from fenliu.service.feed import EventFeed
+from fenliu.service.followthrough import FollowThrough
 from fenliu.service.metrics import Metrics
 from fenliu.service.offline import format_event
+from fenliu.service.outbox import Outbox
+from fenliu.service.retention import purge
 from fenliu.service.settings import Settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
@@ -122,6 +126,17 @@ class Console:
             await self.runner.cleanup()
 
 
+async def _retention(store: Store, settings: Settings, stop: asyncio.Event) -> None:
+    """Apply the retention settings at start and then every six hours."""
+    if not (settings.store.transcript_days or settings.store.recording_days):
+        return
+    while not stop.is_set():
+        for line in await asyncio.to_thread(purge, store, settings):
+            print(f"retention: {line}", file=sys.stderr, flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 6 * 3600)
+
+
 def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:
     return asyncio.run(_serve(settings, router, engine, as_json))
 
@@ -132,18 +147,26 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bus = EventBus(loop)
-    store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri))
+    store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
     bus.subscribe(printer(sys.stdout, as_json))
     sup = Supervisor(settings, router, engine, bus)
     metrics = Metrics(sup)
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
+    outbox = Outbox(store, settings)
+    bus.subscribe(FollowThrough(store, settings.followup.window_days, console.feed, outbox))
+    from fenliu.service.api import WAKE
+
+    console.app[WAKE] = outbox.wake
     for w in security_warnings(settings):
         print(w, file=sys.stderr, flush=True)
+    stop_loop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
     try:
         issue_cli_token(console.accounts, store, cli_token_path(settings))
         await loop.run_in_executor(None, sup.start)
+        tasks = [asyncio.create_task(outbox.run(stop_loop)), asyncio.create_task(_retention(store, settings, stop_loop))]
         url = await console.start()
         s = settings.sip
         print(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}..{s.port + s.workers - 1}, "
@@ -154,6 +177,8 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
                   "    fenliu user add admin --role admin", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
+        stop_loop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await console.stop()
         await loop.run_in_executor(None, sup.stop)
         await asyncio.sleep(0)  # deliver what the stop published

@@ -624,9 +624,16 @@ class Store:
     # -- retention --------------------------------------------------------------------------------
     def purge_transcripts(self, before: float) -> int:
         """Blank the transcripts of calls started before ``before`` (numbers, decisions, orders stay)."""
+        old_calls = "SELECT call_id FROM calls WHERE started_at<?"
         with self.db.tx():
             n = self.db.execute("UPDATE calls SET text='' WHERE started_at<? AND text<>''", (before,)).rowcount
-            self.db.execute("DELETE FROM events WHERE kind='FinalTranscript' AND at<?", (before,))
+            self.db.execute(f"DELETE FROM events WHERE kind='FinalTranscript' AND call_id IN ({old_calls})", (before,))
+            for r in self.db.rows(f"SELECT id, data FROM events WHERE kind='Decision' AND call_id IN ({old_calls})",
+                                  (before,)):
+                d = json.loads(r["data"])
+                if d.get("text"):  # the decision keeps its words and reason, not what the caller said
+                    d["text"] = ""
+                    self.db.execute("UPDATE events SET data=? WHERE id=?", (json.dumps(d, ensure_ascii=False), r["id"]))
             self.db.execute("UPDATE work_orders SET body='{}' WHERE created_at<? AND body<>'{}' AND status IN "
                             "('completed','returned','failed','local')", (before,))
         return int(n)
