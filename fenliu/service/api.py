@@ -39,7 +39,7 @@ from fenliu.service.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from fenliu.service.settings import ConsoleSettings, Settings
 from fenliu.service.signing import SignatureError, secret_from_env, verify
-from fenliu.service.store import Store
+from fenliu.service.store import Store, mask
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
 
@@ -54,7 +54,7 @@ FEED = web.AppKey("feed", EventFeed)
 CONSOLE = web.AppKey("console", ConsoleSettings)
 SETTINGS = web.AppKey("settings", Settings)
 HOSTS = web.AppKey("hosts", frozenset)
-WAKE = web.AppKey("wake_outbox", object)  # a callable waking the outbox (or a no-op)
+WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")  # wakes the outbox (a no-op without one)
 
 USER = web.RequestKey("user", User)
 STREAM = web.RequestKey("stream", web.WebSocketResponse)
@@ -741,7 +741,7 @@ async def _drain_incoming(ws: web.WebSocketResponse) -> None:
 # -- closing the loop: work orders, alerts, follow-ups, figures, webhooks --------------------------
 def _mask_row(request: web.Request, row: dict[str, Any], key: str = "number") -> dict[str, Any]:
     if key in row and not _user(request).sees_full_numbers:
-        row[key] = mask_number(row[key] or "")
+        row[key] = mask(row[key] or "")
     return row
 
 
@@ -764,7 +764,7 @@ async def order_detail(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(request.match_info['order_no'])!r}")
     _mask_row(request, o)
     if not _user(request).sees_full_numbers and "caller" in o["body"]:
-        o["body"]["caller"] = mask_number(o["body"]["caller"])
+        o["body"]["caller"] = mask(o["body"]["caller"])
     return web.json_response(o)
 
 
@@ -901,7 +901,7 @@ async def _signed(request: web.Request, secret_env: str, what: str) -> tuple[str
         raise ApiError(400, "bad_json", "请求体不是合法 JSON / body is not JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "请求体须是 JSON 对象 / body must be a JSON object")
-    if request.app[STORE].webhook_seen(delivery, time.time()):
+    if request.app[STORE].webhook_seen(delivery):
         return web.json_response({"ok": True, "duplicate": True})
     return delivery, data
 
@@ -916,8 +916,8 @@ async def hook_platform(request: web.Request) -> web.StreamResponse:
     if isinstance(got, web.Response):
         return got
     delivery, data = got
-    ref = data.get("order_no") or data.get(platform.ref_field)
-    word = data.get("status")
+    ref: Any = data.get("order_no") or data.get(platform.ref_field)
+    word: Any = data.get("status")
     if not isinstance(ref, str | int) or not isinstance(word, str):
         raise ApiError(400, "bad_field", "须有 order_no 与 status / order_no and status are required")
     status = platform.status_map.get(word) or DEFAULT_STATUS_WORDS.get(word.strip().lower())
@@ -926,11 +926,12 @@ async def hook_platform(request: web.Request) -> web.StreamResponse:
                                           f"completed, returned (or map it in platforms.{pid}.status_map)")
     at = data.get("at")
     at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else time.time()
-    note = data.get("note") if isinstance(data.get("note"), str) else ""
+    note = str(data["note"]) if isinstance(data.get("note"), str) else ""
     row = request.app[STORE].order_status(str(ref), status, at, f"platform:{pid}",
                                           {"note": note[:500], "delivery": delivery[:100], "word": word[:40]})
     if row is None:
         raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(str(ref))!r}")
+    request.app[STORE].webhook_done(delivery, time.time())
     request.app[WAKE]()  # a follow-up SMS may have been queued
     return web.json_response({"ok": True, "order_no": row["order_no"], "status": status})
 
@@ -940,11 +941,12 @@ async def hook_sms(request: web.Request) -> web.StreamResponse:
     got = await _signed(request, request.app[SETTINGS].sms.secret_env, "sms")
     if isinstance(got, web.Response):
         return got
-    _, data = got
+    delivery, data = got
     number, text = data.get("from"), data.get("text")
     if not isinstance(number, str) or not isinstance(text, str):
         raise ApiError(400, "bad_field", "须有 from 与 text / from and text are required")
     placed = request.app[STORE].sms_reply(number, text[:200], time.time())
+    request.app[STORE].webhook_done(delivery, time.time())
     if placed is None:  # not an answer we can place: say so, but do not make the gateway retry
         return web.json_response({"ok": True, "placed": False,
                                   "why": "不是评价回复，或此号码近 30 天没有待评价的短信 / not a 1/2/3 answer to a "

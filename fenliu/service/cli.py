@@ -468,10 +468,6 @@ def _router_model(args: argparse.Namespace, configured: str) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     from fenliu.service.db import Database, redact
     from fenliu.service.store import MIGRATIONS, Store
@@ -536,3 +532,7 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
             store.close()
 
     return asyncio.run(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -382,7 +382,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise ConfigError(f"配置文件语法错误 / {p}: TOML syntax error: {e}") from e
         for sec, values in data.items():
             if sec in NAMED_SECTIONS and isinstance(values, dict):
-                s = replace(s, **{sec: _named(sec, values, str(p))})
+                s = replace(s, **{sec: _named(sec, values, str(p))})  # type: ignore[arg-type]
                 continue
             if sec not in sections or not isinstance(values, dict):
                 guess = difflib.get_close_matches(sec, sections, n=1)

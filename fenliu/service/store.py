@@ -522,13 +522,13 @@ class Store:
         fid = self.add_followup(asked["call_id"], asked["asks"], score, "sms", note=text[:100], at=at)
         return {"followup": fid, "call_id": asked["call_id"], "side": asked["asks"], "score": score}
 
-    def webhook_seen(self, delivery_id: str, at: float) -> bool:
+    def webhook_seen(self, delivery_id: str) -> bool:
         """True if this delivery id was processed before (platforms retry)."""
-        new = self.db.insert("INSERT INTO webhook_seen(id, at) VALUES (?,?) ON CONFLICT DO NOTHING",
-                             (delivery_id[:200], at)) if self.db.dialect == "sqlite" else \
-            self.db.scalar("INSERT INTO webhook_seen(id, at) VALUES (?,?) ON CONFLICT DO NOTHING RETURNING 1",
-                           (delivery_id[:200], at))
-        return not new
+        return self.db.scalar("SELECT 1 FROM webhook_seen WHERE id=?", (delivery_id[:200],)) is not None
+
+    def webhook_done(self, delivery_id: str, at: float) -> None:
+        """Remember a processed delivery (only after it was applied: a refused one may come again)."""
+        self.db.execute("INSERT INTO webhook_seen(id, at) VALUES (?,?) ON CONFLICT DO NOTHING", (delivery_id[:200], at))
 
     # -- alerts -----------------------------------------------------------------------------------
     def _alert(self, raised: list[dict[str, Any]], kind: str, ref: str, message: str, *, call_id: str | None = None,
@@ -556,7 +556,8 @@ class Store:
     # -- orders, SMS, follow-ups for the console --------------------------------------------------
     def orders(self, *, status: str = "", since: float | None = None, until: float | None = None,
                limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
         if status:
             where.append("w.status=?")
             args.append(status)

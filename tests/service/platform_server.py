@@ -53,8 +53,9 @@ class FakePlatform:
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None, *, require_key: bool = True,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.ssl_context = ssl_context
+        self.port = port  # 0: any free port (a platform coming back after an outage: its old one)
         self.require_key = require_key
         self.host = host
         self.url = ""
@@ -117,7 +118,7 @@ class FakePlatform:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"{'https' if self.ssl_context else 'http'}://{self.host}:{port}"

@@ -100,3 +100,9 @@ export function dateTime(unix) {
 export function timeOfDay(unix) {
   return unix ? dateTime(unix).slice(11) : '';
 }
+
+/** A local calendar date "2025-11-29" (what <input type=date> holds) of a Date. */
+export function isoDate(d) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+}
