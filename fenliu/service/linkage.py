@@ -164,6 +164,8 @@ class Linkage:
                    site: str, now: float, deadline: float | None) -> dict[str, Any]:
         """The work order in fenliu's own field names (a platform's names come from its mapping)."""
         d = decision or {}
+        if d.get("target") != target_id:  # the operator's own choice: the router's category is not this order's
+            d = {**d, "category": "未分类（接警员判断）", "category_id": "", "dept": ""}
         text = call.get("text") or ""
         caller_lines = [ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("caller: ")]
         excerpt = "".join(caller_lines)[-500:] or d.get("text", "")
@@ -178,7 +180,7 @@ class Linkage:
             "location": location_of(excerpt), "excerpt": excerpt,
             "matched": [m.get("heard") or m.get("word") for m in d.get("matched", [])],
             "reason": d.get("reason", ""), "rule_version": d.get("rule_version", ""),
-            "suggested": d.get("target", ""), "source": "110",
+            "suggested": (decision or {}).get("target", ""), "source": "110",
         }
 
     def sms_text(self, purpose: str, order: dict[str, Any]) -> str:

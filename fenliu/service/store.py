@@ -318,7 +318,7 @@ class Store:
         order_no = Linkage.order_no(call["call_id"], now, lk.zone)
         body = lk.order_body(call, decision, order_no, target, site, now, deadline)
         status = "queued" if platform is not None and platform.url else "local"
-        d = decision or {}
+        d = body
         inserted = db.insert(
             "INSERT INTO work_orders(order_no, call_id, site, platform, target, category, category_id, dept, number, "
             "status, created_at, updated_at, deadline, day, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "

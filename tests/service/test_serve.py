@@ -143,9 +143,22 @@ def test_fenliu_serve_stops_cleanly_on_sigterm(tmp_path):
 
 
 def test_one_key_transfer_through_the_api_and_cli(tmp_path):
-    """fenliu serve (B2BUA seat mode) + `fenliu calls` / `fenliu transfer` / `fenliu release`."""
+    """fenliu serve (B2BUA seat mode) + `fenliu calls` / `fenliu transfer` / `fenliu release`;
+    the diversion's work order and SMS reach the (local) platform and gateway, and the
+    platform's signed status report comes back through the service's webhook."""
+    from fenliu.service.signing import sign
+    from tests.service.platform_server import FakePlatform
     from tests.sip.peers import PeerProc
 
+    platform = FakePlatform().start()
+    config = tmp_path / "fenliu.toml"
+    config.write_text(f"""
+[platforms.12345]
+url = "{platform.url}/orders"
+secret_env = "FENLIU_TEST_PLATFORM_SECRET"
+[sms]
+url = "{platform.url}/sms"
+""", encoding="utf-8")
     s = settings_for(1)
     seat = PeerProc("--answer", "200", user="seat")
     hotline = PeerProc("--answer", "200", user="12345")
@@ -157,7 +170,8 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
            # every hotline the negative list can suggest needs a URI, or serve refuses to start
            "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri},12348={busy.uri},"
                                        + ",".join(f"{t}=sip:{t}@127.0.0.1:9" for t in ("12328", "12338", "95598", "social")),
-           "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db"}
+           "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db", "FENLIU_CONFIG": str(config),
+           "FENLIU_TEST_PLATFORM_SECRET": "shared-secret"}
     proc = subprocess.Popen([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
@@ -204,11 +218,24 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
         assert ok.returncode == 0, ok.stderr
         out = json.loads(ok.stdout.splitlines()[0])
         assert out["uri"] == hotline.uri and out["status"] == "transfer_bridged"
+        # the diversion's work order and the caller's SMS leave through the outbox
+        order_req = platform.wait_for_requests(1, timeout=20, path="/orders")[0]
+        assert order_req["json"]["call_id"] == call_id and order_req["json"]["caller"] == "13800000000"
+        assert order_req["json"]["target"] == "12345" and order_req["headers"]["webhook-signature"].startswith("v1,")
+        sms_req = platform.wait_for_requests(1, timeout=20, path="/sms")[0]
+        assert sms_req["json"]["to"] == "13800000000" and order_req["json"]["order_no"] in sms_req["json"]["text"]
+        import urllib.request
+
+        body = json.dumps({"order_no": order_req["json"]["order_no"], "status": "办结"}).encode()
+        report = urllib.request.Request(f"http://127.0.0.1:{api}/api/hooks/platform/12345", data=body, method="POST",
+                                        headers={"Content-Type": "application/json",
+                                                 **sign(b"shared-secret", "done-1", int(time.time()), body)})
+        with urllib.request.urlopen(report, timeout=10) as r:
+            assert json.load(r)["status"] == "completed"
         hotline.wait(lambda e: e["event"] == "media")
         released = cli("release", call_id)
         assert released.returncode == 0 and json.loads(released.stdout.splitlines()[0])["status"] == \
             "transfer_completed"
-        import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=10) as r:
             metrics = r.read().decode()
@@ -234,11 +261,18 @@ def test_one_key_transfer_through_the_api_and_cli(tmp_path):
             seat.stop()
             hotline.stop()
             busy.stop()
+            platform.stop()
     from fenliu.service.store import Store
 
     store = Store(f"sqlite:///{tmp_path}/fenliu.db")  # the record survived the service
     rows = store.calls()
     assert [r["call_id"] for r in rows] == [call_id] and rows[0]["ended_at"] is not None
+    order = store.orders()[0]
+    assert order["call_id"] == call_id and order["status"] == "completed"
+    assert order["platform_ref"] == next(iter(platform.orders.values()))["order_no"]
+    # the Korean speech gave no Chinese suggestion: the operator diverted on its own judgement
+    assert store.db.scalar("SELECT final_action FROM calls") == "unsuggested"
+    assert [m["purpose"] for m in store.call_loop(call_id)["sms"]] == ["guidance", "followup"]
     kinds = [e["kind"] for e in store.events(call_id)]
     assert "Decision" in kinds and "FinalTranscript" in kinds
     assert kinds.index("transfer_failed") < kinds.index("transfer_bridged") < kinds.index("transfer_completed")

@@ -1,9 +1,10 @@
 // The history page: search past (and live) calls, and read one call's transcript, decision
-// trail and transfer outcome.
+// trail, transfer outcome and what followed (闭环: work order, SMS, follow-ups).
 
 import {$, clear, clock, dateTime, el, replaceChildren, timeOfDay} from './dom.js';
 import {api, callPath, query} from './api.js';
 import {MODE_LABELS, conf, dangerLabel} from './config.js';
+import {loopSection} from './loop.js';
 import {
   TRANSFER_LABELS, chip, matchesOf, needlesOf, percent, targetText, utteranceEl, vetoesOf,
 } from './views.js';
@@ -11,10 +12,13 @@ import {
 const PAGE = 50;
 let offset = 0;
 let showError = () => {};
+let isSupervisor = () => false;
 
-/** Wire the search form. onError(error) shows an API error. */
-export function initHistory(onError) {
+/** Wire the search form. onError(error) shows an API error; supervisor() says whether the
+ * user may record follow-ups. */
+export function initHistory(onError, supervisor = () => false) {
   showError = onError;
+  isSupervisor = supervisor;
   const form = $('#history-search');
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -121,7 +125,8 @@ export async function showDetail(callId) {
     decisions.length ? el('ol', {class: 'decisions'}, decisions.map(decisionItem)) : el('p', {class: 'muted'}, '没有决策'),
     el('h4', {}, '转接结果'),
     transfers.length ? el('ol', {class: 'transfers'}, transfers.map(transferItem))
-      : el('p', {class: 'muted'}, call.transfer ? (TRANSFER_LABELS[call.transfer] || String(call.transfer)) : '未转接'));
+      : el('p', {class: 'muted'}, call.transfer ? (TRANSFER_LABELS[call.transfer] || String(call.transfer)) : '未转接'),
+    loopSection(callId, {supervisor: isSupervisor()}));
 }
 
 function decisionItem(d) {

@@ -1,0 +1,138 @@
+// 工单 (supervisors): the work orders opened by diversions, filterable by status and date
+// (GET /api/orders), one order's detail with its status trail (GET /api/orders/{no}), and "重发"
+// for an order that failed or was never sent (POST /api/orders/{no}/retry; 409 when it cannot).
+
+import {api, query} from './api.js';
+import {$, dateTime, el, replaceChildren} from './dom.js';
+import {
+  ORDER_STATUSES, RETRYABLE, deliveryLabel, orderStatusLabel, statusBadge, trailList,
+} from './loop.js';
+import {targetText} from './views.js';
+
+const O = {ctx: null, open: ''};
+
+/** ctx: {showError(err), showMessage(text, kind)}. */
+export function initOrders(ctx) {
+  O.ctx = ctx;
+  const select = $('#orders-filter select[name=status]');
+  replaceChildren(select, el('option', {value: ''}, '全部状态'),
+    ORDER_STATUSES.map((s) => el('option', {value: s}, orderStatusLabel(s))));
+  const form = $('#orders-filter');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    loadOrders();
+  });
+  select.addEventListener('change', () => loadOrders());
+  form.addEventListener('reset', () => setTimeout(loadOrders, 0));
+}
+
+/** GET /api/orders with the filter. */
+export async function loadOrders() {
+  const f = new FormData($('#orders-filter'));
+  const params = {status: f.get('status') || '', from: f.get('from') || '', to: f.get('to') || ''};
+  const status = $('#orders-status');
+  status.textContent = '查询中…';
+  let data;
+  try {
+    data = await api('GET', `/api/orders${query(params)}`);
+  } catch (err) {
+    status.textContent = '';
+    if (err.status !== 401) O.ctx.showError(err);
+    return;
+  }
+  const rows = Array.isArray(data.orders) ? data.orders : [];
+  status.textContent = rows.length ? `共 ${rows.length} 张工单` : '没有符合条件的工单';
+  renderOutbox(data.outbox || {});
+  const body = $('#orders-table tbody');
+  replaceChildren(body, rows.map(orderRow));
+  if (O.open) markSelected(O.open);
+}
+
+function renderOutbox(counts) {
+  const labels = {order_pending: '工单待送', order_failed: '工单失败', sms_pending: '短信待发', sms_failed: '短信失败'};
+  const parts = Object.entries(labels).filter(([k]) => Number(counts[k]) > 0).map(([k, t]) => `${t} ${counts[k]}`);
+  $('#orders-outbox').textContent = parts.length ? `发件箱：${parts.join('　')}` : '发件箱：无待发送';
+}
+
+function orderRow(o) {
+  const no = String(o.order_no || '');
+  const tr = el('tr', {
+    tabindex: '0', dataset: {orderNo: no, status: String(o.status || '')},
+    onclick: () => openOrder(no),
+    onkeydown: (e) => {
+      if (e.key === 'Enter' || e.key === ' ') {
+        e.preventDefault();
+        openOrder(no);
+      }
+    },
+  },
+  el('td', {class: 'nowrap order-no'}, no),
+  el('td', {class: 'nowrap'}, dateTime(o.created_at)),
+  el('td', {class: 'nowrap'}, targetText(o.target)),
+  el('td', {}, [o.category, o.dept].filter(Boolean).join(' · ')),
+  el('td', {class: 'nowrap'}, String(o.number || '')),
+  el('td', {class: 'nowrap'}, statusBadge(o.status)),
+  el('td', {class: 'delivery'}, deliveryText(o)));
+  return tr;
+}
+
+function deliveryText(o) {
+  const parts = [];
+  if (o.delivery) parts.push(deliveryLabel(o.delivery));
+  if (Number(o.attempts)) parts.push(`${o.attempts} 次`);
+  if (o.last_error) parts.push(String(o.last_error));
+  return parts.join(' · ') || '—';
+}
+
+function markSelected(no) {
+  for (const tr of $('#orders-table tbody').children) tr.classList.toggle('selected', tr.dataset.orderNo === no);
+}
+
+/** Show one order with its trail (also from an alert's "工单 …" button). */
+export async function openOrder(no) {
+  O.open = no;
+  markSelected(no);
+  const box = $('#order-detail');
+  replaceChildren(box, el('p', {class: 'muted'}, '加载中…'));
+  let o;
+  try {
+    o = await api('GET', `/api/orders/${encodeURIComponent(no)}`);
+  } catch (err) {
+    if (O.open === no) replaceChildren(box, el('p', {class: 'error-text'}, err.message));
+    return;
+  }
+  if (O.open !== no) return;
+  const field = (label, value) => (value ? [el('dt', {}, label), el('dd', {}, String(value))] : null);
+  const body = o.body && typeof o.body === 'object' ? o.body : {};
+  const error = el('p', {class: 'error-text', role: 'alert'});
+  const retry = RETRYABLE.has(o.status) ? el('button', {
+    id: 'order-retry', type: 'button', class: 'btn primary small', onclick: (e) => retryOrder(no, e.currentTarget, error),
+  }, '重发') : null;
+  replaceChildren(box,
+    el('h3', {}, `工单 ${no} `, statusBadge(o.status)),
+    el('dl', {class: 'fields'},
+      field('通话', o.call_id), field('去向', targetText(o.target)), field('平台', o.platform),
+      field('类别', o.category), field('部门', o.dept), field('号码', o.number),
+      field('平台编号', o.platform_ref), field('创建', dateTime(o.created_at)), field('更新', dateTime(o.updated_at)),
+      field('办结期限', o.deadline ? dateTime(o.deadline) : ''), field('送达', deliveryText(o)),
+      field('地点', body.location), field('内容', body.excerpt || body.content)),
+    retry ? el('div', {class: 'order-actions'}, retry, el('span', {class: 'muted small'},
+      o.status === 'failed' ? '平台拒收：修正后可重发' : '尚未送达平台：可重新发送')) : null,
+    error,
+    el('h4', {}, '流转记录'),
+    trailList(o.trail, {id: 'order-trail'}));
+}
+
+async function retryOrder(no, button, error) {
+  button.disabled = true;
+  error.textContent = '';
+  try {
+    await api('POST', `/api/orders/${encodeURIComponent(no)}/retry`, {});
+    O.ctx.showMessage(`工单 ${no} 已重新排队发送`, 'info');
+    await openOrder(no);
+    loadOrders();
+  } catch (err) {
+    button.disabled = false;
+    if (err.status !== 401) error.textContent = err.message; // 409: not retryable
+  }
+}
