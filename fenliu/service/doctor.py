@@ -132,7 +132,18 @@ def _store(url: str) -> str:
         finally:
             con.close()
         return f"{path} writable"
-    raise FenliuError(f"{url}: PostgreSQL is not supported by this version yet; use sqlite:///PATH")
+    from fenliu.service.db import Database, redact
+    from fenliu.service.store import SCHEMA_VERSION
+
+    db = Database(url)  # a ConfigError says why it cannot connect
+    try:
+        version = db.version()
+    finally:
+        db.close()
+    if version > SCHEMA_VERSION:
+        raise FenliuError(f"{redact(url)}: schema {version} is newer than this fenliu ({SCHEMA_VERSION})")
+    note = "up to date" if version == SCHEMA_VERSION else "run `fenliu db upgrade` (or start serve once)"
+    return f"{redact(url)} reachable, schema {version}/{SCHEMA_VERSION} ({note})"
 
 
 def format_checks(checks: list[Check]) -> str:

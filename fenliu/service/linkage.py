@@ -31,6 +31,9 @@ _PLACE = re.compile(r"[\u4e00-\u9fa5A-Za-z0-9]{1,12}?(?:路|街|大道|巷|胡�
                     r"公园|学校|医院|酒店|宾馆|酒吧|饭店|号楼|栋|单元|号)(?:[0-9一二三四五六七八九十]+号)?")
 
 
+_LEAD = re.compile(r"^(?:我们|我家|我|他们|他|她|这里|这边|就|现在)?(?:住|是|家)?(?:在|于|到)?")
+
+
 def caller_number(remote_uri: str) -> str:
     """The caller's number from a SIP URI (``"x" <sip:+8613800001111@pbx>`` → ``13800001111``)."""
     m = _USER.search(remote_uri)
@@ -63,7 +66,7 @@ def mobile(number: str) -> str | None:
 def location_of(text: str) -> str:
     """The first place the caller named (a street, estate, building …), or ""."""
     m = _PLACE.search(text or "")
-    return m.group(0) if m else ""
+    return _LEAD.sub("", m.group(0)) if m else ""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 // fenliu operator console: login, live calls, live transcript, suggestion card, the one key,
 // transfer progress, urgent lane, history, supervisor extras. Built against docs/api.md.
+// The supervisors' pages (统计, 工单, 告警, 线索) live in stats.js, orders.js, alerts.js and
+// leads.js; the repeat-caller banner in repeat.js; the history's 闭环 section in loop.js.
 //
 // Data flow: GET /api/calls gives each live call with the events already folded in (up to its
 // last_event_id); the WebSocket then brings every later event. Each live call keeps a short log
@@ -13,7 +15,12 @@ import {
   MODE_LABELS, conf, dangerLabel, learnDangerLabels, loadConfig, targetName, targetShort, urgentTargets,
 } from './config.js';
 import {buildCard, evidenceKey, suggestedTarget, suggestedTargets} from './card.js';
-import {historyTargets, initHistory, search as historySearch} from './history.js';
+import {historyTargets, initHistory, search as historySearch, showDetail as showHistoryDetail} from './history.js';
+import {foldRepeat, renderRepeatBanner, repeatBadge} from './repeat.js';
+import {alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
+import {initOrders, loadOrders, openOrder} from './orders.js';
+import {initStats, resetStats, showStats} from './stats.js';
+import {initLeads, loadLeads} from './leads.js';
 import {
   chipText, displayNumber, isFraud, isSupervisor, needlesOf, roleLabel, stateLabel, targetText, transferSummary,
   utteranceEl, vetoGroups, vetoesOf,
@@ -31,6 +38,12 @@ const ACTIVE = new Set(['requested', 'started', 'dialing', 'progress', 'answered
 // Worker-level events (only supervisors and admins receive them): shown in the banner.
 const SUPERVISOR_KINDS = new Set(['worker_lost', 'restart_failed', 'front_event', 'worker_restarted',
   'orphans_released', 'call_rejected']);
+// The views: tab button and page of each (the last four for supervisors only), in Alt+1… order.
+const TABS = {
+  live: '#live', history: '#history', stats: '#page-stats', orders: '#page-orders', alerts: '#page-alerts',
+  leads: '#page-leads',
+};
+const SUPERVISOR_TABS = new Set(['stats', 'orders', 'alerts', 'leads']);
 
 window.fenliu = {lastEventId: 0, connected: false};
 
@@ -60,6 +73,7 @@ const stream = new EventStream({
       for (const c of S.calls.values()) c.log = [];
       if (S.view) S.view.applied = 0;
       reloadCalls();
+      if (supervisorUser()) loadAlerts(); // alerts raised while the stream was down
     }
   },
   onEvent: (ev) => handleEvent(ev),
@@ -102,7 +116,18 @@ function hasLoginHint() {
 async function boot() {
   setUnauthorizedHandler(() => sessionEnded(SESSION_EXPIRED));
   wireStaticControls();
-  initHistory(showError);
+  initHistory(showError, supervisorUser);
+  const pages = {showError, showMessage, openOrder: (no) => {
+    showTab('orders');
+    openOrder(no);
+  }, openCall: (id) => {
+    showTab('history');
+    showHistoryDetail(id);
+  }};
+  initStats(pages);
+  initOrders(pages);
+  initAlerts(pages);
+  initLeads(pages);
   if (!hasLoginHint()) {
     showLogin('');
     return;
@@ -170,7 +195,9 @@ async function start(data) {
   historyTargets();
   const supervisor = isSupervisor(S.user.role);
   $('#neglist').hidden = !supervisor;
+  for (const tab of SUPERVISOR_TABS) $(`#tab-${tab}`).hidden = !supervisor;
   loadNegativeList(supervisor);
+  if (supervisor) loadAlerts();
   showTab('live');
   renderSelection();
   stream.reset();
@@ -200,9 +227,17 @@ function teardown() {
   clear($('#transcript'));
   clear($('#banner-list'));
   $('#banner').hidden = true;
+  renderRepeatBanner($('#repeat-banner'), null);
+  for (const tab of SUPERVISOR_TABS) $(`#tab-${tab}`).hidden = true;
+  resetAlerts();
+  resetStats();
+  clear($('#orders-table tbody'));
+  clear($('#leads-list'));
   hideMessage();
   setCsrf('');
 }
+
+const supervisorUser = () => Boolean(S.user && isSupervisor(S.user.role));
 
 async function logout() {
   try {
@@ -236,7 +271,7 @@ function showConnection(connected) {
 function makeCall(raw) {
   const c = {
     id: String(raw.call_id), remote: '', worker: '', slot: '', seat: '', since: 0, state: 'ringing',
-    degraded: false, decision: null, transfer: null, steps: [], snapshotId: 0,
+    degraded: false, decision: null, transfer: null, repeat: null, steps: [], snapshotId: 0,
     ended: false, endedAt: 0, endInfo: '', removeTimer: null, busy: new Set(), log: [], li: null,
   };
   updateFromSnapshot(c, raw);
@@ -252,6 +287,7 @@ function updateFromSnapshot(c, raw) {
   c.state = String(raw.state || c.state || 'talking');
   c.degraded = Boolean(raw.degraded);
   if (raw.decision !== undefined) c.decision = raw.decision;
+  if (raw.repeat) foldRepeat(c, 'snapshot', raw.repeat);
   c.snapshotId = Number(raw.last_event_id) || 0;
   if (raw.transfer && typeof raw.transfer === 'object') {
     const step = String(raw.transfer.step || '');
@@ -336,6 +372,10 @@ function processEvent(ev) {
     negativeListReloaded(data);
     return;
   }
+  if (kind === 'alert') {
+    if (supervisorUser()) alertEvent(data);
+    return;
+  }
   if (!ev.call_id) return;
   const id = String(ev.call_id);
   let c = S.calls.get(id);
@@ -377,6 +417,10 @@ function applyToCall(c, ev, kind, data) {
       break;
     case 'call_degraded':
       c.degraded = true;
+      break;
+    case 'repeat_caller':
+    case 'repeat_same_matter':
+      foldRepeat(c, kind, data);
       break;
     case 'media_timeout':
       if (S.sel === c) showMessage(`媒体超时：${Math.round(Number(data.seconds) || 0)} 秒没有收到语音${data.why ? `（${data.why}）` : ''}`, 'warn');
@@ -486,6 +530,8 @@ function renderCallItem(c) {
     badges.push(el('span', {class: 'badge alt'}, '待选去向'));
   }
   if (c.degraded) badges.push(el('span', {class: 'badge degraded'}, '无实时建议'));
+  const repeat = repeatBadge(c);
+  if (repeat) badges.push(repeat);
   const transfer = transferSummary(c.transfer, MODE_LABELS);
   li.title = c.remote;
   replaceChildren(li,
@@ -667,6 +713,7 @@ function onTranscriptScroll() {
 
 function renderSelection() {
   renderCallHead();
+  renderRepeatBanner($('#repeat-banner'), S.sel);
   renderCard();
   renderProgress();
   renderKeys();
@@ -1027,12 +1074,17 @@ function negativeListReloaded(data) {
 // ---------------------------------------------------------------------------------------------
 
 function showTab(tab) {
+  if (!TABS[tab] || (SUPERVISOR_TABS.has(tab) && !supervisorUser())) return;
   S.tab = tab;
-  $('#live').hidden = tab !== 'live';
-  $('#history').hidden = tab !== 'history';
-  $('#tab-live').setAttribute('aria-selected', String(tab === 'live'));
-  $('#tab-history').setAttribute('aria-selected', String(tab === 'history'));
+  for (const [name, page] of Object.entries(TABS)) {
+    $(page).hidden = name !== tab;
+    $(`#tab-${name}`).setAttribute('aria-selected', String(name === tab));
+  }
   if (tab === 'history' && !$('#history-results tbody').children.length) historySearch(0);
+  else if (tab === 'stats') showStats();
+  else if (tab === 'orders') loadOrders();
+  else if (tab === 'alerts') loadAlerts();
+  else if (tab === 'leads') loadLeads();
 }
 
 function onKeyDown(e) {
@@ -1053,17 +1105,16 @@ function onKeyDown(e) {
       e.preventDefault();
       cancelTransfer();
     }
-  } else if (e.altKey && (e.key === '1' || e.key === '2')) {
+  } else if (e.altKey && /^[1-6]$/.test(e.key)) {
     e.preventDefault();
-    showTab(e.key === '1' ? 'live' : 'history');
+    showTab(Object.keys(TABS)[Number(e.key) - 1]);
   }
 }
 
 function wireStaticControls() {
   $('#login-form').addEventListener('submit', onLoginSubmit);
   $('#logout').addEventListener('click', logout);
-  $('#tab-live').addEventListener('click', () => showTab('live'));
-  $('#tab-history').addEventListener('click', () => showTab('history'));
+  for (const name of Object.keys(TABS)) $(`#tab-${name}`).addEventListener('click', () => showTab(name));
   $('#btn-transfer').addEventListener('click', oneKey);
   $('#btn-cancel').addEventListener('click', cancelTransfer);
   $('#btn-release').addEventListener('click', () => releaseOperator());

@@ -23,7 +23,7 @@ export function foldRepeat(call, kind, data) {
   } else if (data.same_matter) {
     r.same = data;
     const {count, window_days: days, prior} = data;
-    if (count !== undefined || prior !== undefined) r.caller = {count, window_days: days, prior, text: ''};
+    if (!r.caller && (count !== undefined || prior !== undefined)) r.caller = {count, window_days: days, prior, text: ''};
   } else {
     r.caller = data;
   }
