@@ -240,3 +240,30 @@ def test_killed_between_send_and_answer_the_order_is_sent_again_and_created_once
     assert o["platform_ref"] == platform.orders[f"order:{no}"]["order_no"]
     assert store.db.scalar("SELECT attempts FROM outbox WHERE kind='order'") == 2
     store.close()
+
+
+async def test_two_instances_sharing_postgresql_deliver_each_item_once(pg_store_url, router):
+    """Two deliverers (as two `fenliu serve` machines would run) on one PostgreSQL store: every
+    order reaches the platform exactly once, and both did part of the work."""
+    with FakePlatform() as platform:
+        s = loop_settings(pg_store_url, platform=platform.url)
+        platform.slow(0.05)  # deliveries overlap in time, so the two really compete
+        writer = Store(pg_store_url, settings=s)
+        for i in range(40):
+            divert(writer, router, f"c{i}", number=f"0278000{i:04d}")  # landlines: orders only
+        a, b = Store(pg_store_url, settings=s), Store(pg_store_url, settings=s)
+        oa, ob = Outbox(a, s), Outbox(b, s)
+
+        async def drain(o: Outbox) -> None:
+            while writer.db.scalar("SELECT COUNT(*) FROM outbox WHERE status='pending'"):
+                if not await o.deliver_due():
+                    await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(asyncio.gather(drain(oa), drain(ob)), 60)
+        await oa.close()
+        await ob.close()
+        keys = [r["headers"]["Idempotency-Key"] for r in platform.requests]
+        assert len(keys) == len(set(keys)) == 40 and len(platform.orders) == 40
+        assert oa.delivered + ob.delivered == 40 and oa.delivered > 0 and ob.delivered > 0
+        for st in (writer, a, b):
+            st.close()
