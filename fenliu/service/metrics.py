@@ -20,8 +20,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
 class Metrics:
-    def __init__(self, supervisor: Any = None) -> None:
+    def __init__(self, supervisor: Any = None, store: Any = None) -> None:
         self.supervisor = supervisor
+        self.store = store  # the outbox and alerts are read from the store when scraped
         r = self.registry = CollectorRegistry()
         self.calls = Counter("fenliu_calls", "Calls by outcome (started, rejected, ended)", ["outcome"], registry=r)
         self.rejected = Counter("fenliu_calls_rejected", "Refused callers by SIP status", ["status"], registry=r)
@@ -50,6 +51,9 @@ class Metrics:
         self.utterance_delay = Histogram("fenliu_final_delay_seconds", "End of utterance (VAD stop) to final "
                                          "transcript, measured on the supervisor's clock", registry=r,
                                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+        self.outbox = Gauge("fenliu_outbox_items", "Work orders and SMS in the outbox by state (shared store: all "
+                            "instances)", ["kind", "state"], registry=r)
+        self.open_alerts = Gauge("fenliu_alerts_open", "Alerts not yet acknowledged, by kind", ["kind"], registry=r)
         self._busy: dict[str, float] = {}
         self._audio_s = 0.0
 
@@ -102,4 +106,12 @@ class Metrics:
             self.workers.clear()
             for w in sup.health()["workers"]:
                 self.workers.labels(w["state"]).inc()
+        if self.store is not None:
+            self.outbox.clear()
+            for key, n in self.store.outbox_counts().items():
+                kind, _, state = key.partition("_")
+                self.outbox.labels(kind, state).set(n)
+            self.open_alerts.clear()
+            for a in self.store.alerts(open_only=True, limit=1000):
+                self.open_alerts.labels(a["kind"]).inc()
         return generate_latest(self.registry)

@@ -151,7 +151,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
     bus.subscribe(printer(sys.stdout, as_json))
     sup = Supervisor(settings, router, engine, bus)
-    metrics = Metrics(sup)
+    metrics = Metrics(sup, store)
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
     outbox = Outbox(store, settings)

@@ -243,6 +243,7 @@ url = "{platform.url}/sms"
         assert 'fenliu_transfers_total{step="completed"} 1.0' in metrics
         assert 'fenliu_calls_total{outcome="started"} 1.0' in metrics
         assert 'fenliu_workers{state="alive"} 1.0' in metrics
+        assert 'fenliu_outbox_items{kind="order",state="delivered"} 1.0' in metrics
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/health", timeout=10) as r:
             health = json.load(r)
         assert health["ok"] and health["mode"] == "threads" and health["workers"][0]["state"] == "alive"
