@@ -19,7 +19,8 @@ from fenliu.asr.audio import read_wav, resample
 from fenliu.errors import FenliuError
 
 
-def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_timeout: float = 30.0) -> int:
+def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_timeout: float = 30.0,
+         caller: str = "dialer") -> int:
     clip = read_wav(wav)  # validates the file with the same clear errors as replay
     if not to.startswith("sip:"):
         raise FenliuError(f"--to 须是 SIP URI / --to must be a sip: URI, got {to!r}")
@@ -36,7 +37,7 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "dialer", "--call", to,
+        cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", caller, "--call", to,
                "--play", str(play), "--hangup-after", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
                "--ring-timeout", str(ring_timeout)]
         limit = ring_timeout + clip.duration + 30

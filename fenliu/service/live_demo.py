@@ -15,6 +15,8 @@ and the fixture's reference transcript (labelled as such) stands in for recognit
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -29,8 +31,10 @@ from fenliu.events import Decision, FinalTranscript
 from fenliu.router import Router
 from fenliu.service.bus import EventBus, Item, WorkerFact
 from fenliu.service.demo import default_fixtures, load_manifest
+from fenliu.service.demo_platform import SECRET_ENV as DEMO_SECRET_ENV
+from fenliu.service.demo_platform import STEPS, DemoPlatform
 from fenliu.service.offline import format_event
-from fenliu.service.serve import Console, seat_name
+from fenliu.service.serve import Console, attach_loop, seat_name
 from fenliu.service.settings import Settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
@@ -53,6 +57,7 @@ def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[st
 
 
 DEMO_USER = "demo"
+DEMO_CALLER = "13800138000"  # the demo caller's number: a mobile, so the loop's SMS can reach it
 
 
 def demo_login(console: Console) -> str:
@@ -119,17 +124,31 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
         row = current.get("row")
         return row["text"] if row else None
 
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
     with tempfile.TemporaryDirectory(prefix="fenliu-live-demo-") as tmp:
         hotlines = start_hotlines(settings, Path(tmp))
         bus = EventBus.on_thread()
-        store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri))
+        platform = DemoPlatform(say)
+        if not settings.platforms:  # no real platform configured: the stand-in shows the loop
+            asyncio.run_coroutine_threadsafe(platform.start(), bus.loop).result(30)
+            os.environ[DEMO_SECRET_ENV] = platform.secret
+            settings = platform.settings_for(settings)
+        store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
         bus.subscribe(store.record)
         bus.subscribe(on_item)
         sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
         console = Console(settings, sup, store)
+        outbox = attach_loop(settings, store, bus, console)
+        stop_outbox = asyncio.Event()
+        delivering: Any = None
         try:
             sup.start()
             url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(30)
+            platform.console_url = url
+            delivering = asyncio.run_coroutine_threadsafe(outbox.run(stop_outbox), bus.loop)
             password = demo_login(console)
             s = settings.sip
             out.write(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}; "
@@ -152,7 +171,7 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                     # the call stays up long enough for the operator to read the card, press the
                     # key and see the three-way call
                     dial(folder / row["file"], f"sip:{s.users.split(',')[0]}@{s.address}:{s.port}",
-                         tail_s=key_wait + 4.0, ring_timeout=10)
+                         tail_s=key_wait + 4.0, ring_timeout=10, caller=DEMO_CALLER)
                 except Exception as e:
                     out.write(f"    ✘ {e}\n")
                 time.sleep(1.0)
@@ -165,7 +184,14 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                         time.sleep(3600)
                 except KeyboardInterrupt:
                     pass
+            if limit is not None:  # let the stand-in platform report 办结 and the caller answer
+                time.sleep(STEPS[-1][1] + 4.0)
         finally:
+            bus.loop.call_soon_threadsafe(stop_outbox.set)
+            if delivering is not None:
+                with contextlib.suppress(Exception):
+                    delivering.result(30)
+            asyncio.run_coroutine_threadsafe(platform.stop(), bus.loop).result(30)
             asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(30)
             sup.stop()
             bus.close()
@@ -177,4 +203,22 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
     for fid, r in results.items():
         out.write(f"{fid:24} {r['expected'][:24]:24} {r.get('decision', '(none)')[:24]:24} "
                   f"{r.get('transfer', '-')}\n")
+    out.write("\n" + loop_summary(settings) + "\n")
     return 0
+
+
+def loop_summary(settings: Settings) -> str:
+    """The closing-the-loop record of the run: orders, SMS and follow-ups from the store."""
+    store = Store(settings.store.url, settings=settings)
+    try:
+        orders = store.orders(limit=1000, since=time.time() - 3600)
+        lines = [f"工单 work orders: {len(orders)}"]
+        for o in orders:
+            loop = store.call_loop(o["call_id"])
+            scores = ", ".join(f"{'110' if f['side'] == '110' else '热线'}评价 {f['score']}" for f in loop["followups"])
+            lines.append(f"  {o['order_no']} → {o['target']} {o['status']}"
+                         + (f" (平台 {o['platform_ref']})" if o["platform_ref"] else "")
+                         + f"; 短信 {'/'.join(m['status'] for m in loop['sms']) or '-'}" + (f"; {scores}" if scores else ""))
+        return "\n".join(lines)
+    finally:
+        store.close()

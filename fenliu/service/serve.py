@@ -126,6 +126,17 @@ class Console:
             await self.runner.cleanup()
 
 
+def attach_loop(settings: Settings, store: Store, bus: EventBus, console: Console) -> Outbox:
+    """Closing the loop beside the console: the follow-through (repeat callers, alerts on the
+    event stream) after the store on the bus, and the outbox it wakes. Run ``outbox.run``."""
+    from fenliu.service.api import WAKE
+
+    outbox = Outbox(store, settings)
+    bus.subscribe(FollowThrough(store, settings.followup.window_days, console.feed, outbox))
+    console.app[WAKE] = outbox.wake
+    return outbox
+
+
 async def _retention(store: Store, settings: Settings, stop: asyncio.Event) -> None:
     """Apply the retention settings at start and then every six hours."""
     if not (settings.store.transcript_days or settings.store.recording_days):
@@ -154,11 +165,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     metrics = Metrics(sup, store)
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
-    outbox = Outbox(store, settings)
-    bus.subscribe(FollowThrough(store, settings.followup.window_days, console.feed, outbox))
-    from fenliu.service.api import WAKE
-
-    console.app[WAKE] = outbox.wake
+    outbox = attach_loop(settings, store, bus, console)
     for w in security_warnings(settings):
         print(w, file=sys.stderr, flush=True)
     stop_loop = asyncio.Event()

@@ -383,6 +383,12 @@ def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
     assert "95598" in power and "transfer_completed" in power
     knife = next(line for line in out.splitlines() if line.startswith("cmn-11-knife"))
     assert "police" in knife and knife.rstrip().endswith("-")  # kept with 110: no transfer pressed
+    # the loop, against the demo's stand-in platform: one order (the power cut), delivered,
+    # reported 办结 through the signed webhook, the caller asked and answering 1
+    assert "模拟12345平台收到工单" in out and "平台回报" in out and "办结" in out
+    summary = out[out.index("工单 work orders:"):]
+    assert summary.startswith("工单 work orders: 1")
+    assert "→ 95598 completed (平台 YC12345-" in summary and "短信 sent/sent" in summary and "热线评价 1" in summary
 
 
 def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotline(ko_engine, tmp_path):

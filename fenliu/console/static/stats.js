@@ -113,7 +113,7 @@ function render(figs) {
       {name: '接警', cls: 'calls', values: days.map((d) => d.calls)},
       {name: '非警务', cls: 'non-police', values: days.map((d) => d.non_police)},
       {name: '已分流', cls: 'diverted', values: days.map((d) => d.diverted)},
-    ], {label: '每日接警与分流'})
+    ], {label: '每日接警与分流', width: 1000, height: 240})
     : el('p', {class: 'muted'}, '无数据'));
 
   const cats = Array.isArray(figs.by_category) ? figs.by_category : [];
