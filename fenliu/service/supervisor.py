@@ -30,6 +30,7 @@ from fenliu.errors import ConfigError, FenliuError, quoted
 from fenliu.router import Router
 from fenliu.router.rules import RuleSet, load_rules, parse_rules
 from fenliu.service.bus import CallEvent, EventBus, WorkerFact
+from fenliu.service.linkage import Linkage, uri_host, uri_user
 from fenliu.service.settings import Settings
 from fenliu.service.wiring import call_router, vad_config
 from fenliu.sip import protocol as P
@@ -65,6 +66,7 @@ class CallSession:
     state: str = "ringing"
     degraded: str = ""
     transfer: str = ""
+    site: str = ""  # the 110 site the call came in for (by called number / trunk): its own targets
     legs: dict[int, LegStream] = field(default_factory=dict)
     closed: bool = False
 
@@ -94,6 +96,7 @@ class Supervisor:
         # without a model (the demo on a machine with no Chinese model) the caller's reference
         # transcript, labelled as such, stands in for recognition (threads mode)
         self.reference_for = reference_for
+        self.linkage = Linkage(settings)  # sites: a call's targets by its called number / trunk
         self.mode = settings.asr.mode if engine is not None else "threads"
         self.links: dict[str, WorkerLink] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -300,7 +303,9 @@ class Supervisor:
 
     # -- calls ------------------------------------------------------------------------
     def _open_session(self, worker: str, ev: P.CallStarted) -> None:
-        s = CallSession(call_id=ev.call_id, worker=worker, slot=ev.slot, remote=ev.remote, started=time.time())
+        site = self.linkage.site_for(uri_user(ev.local), uri_host(ev.remote)) if self.settings.sites else ""
+        s = CallSession(call_id=ev.call_id, worker=worker, slot=ev.slot, remote=ev.remote, started=time.time(),
+                        site=site)
         with self._lock:
             self.sessions[(worker, s.slot)] = s
             if self.pool is None:
@@ -372,11 +377,13 @@ class Supervisor:
             self._publish(s.worker, P.WorkerError(f"recognition failed: {e}", s.call_id))
 
     # -- the one key ------------------------------------------------------------------
-    def resolve_target(self, target: str, mode: str | None) -> tuple[str, str]:
+    def resolve_target(self, target: str, mode: str | None, site: str = "") -> tuple[str, str]:
+        """A target id's SIP URI for the call's site ([sites.X.targets] over [transfer.targets])."""
         t = self.settings.transfer
-        uri = target if target.startswith("sip:") else t.targets.get(target)
+        targets = self.linkage.targets_for(site)
+        uri = target if target.startswith("sip:") else targets.get(target)
         if uri is None:
-            raise ValueError(f"unknown target {quoted(target)!r}; configured: {', '.join(sorted(t.targets))}")
+            raise ValueError(f"unknown target {quoted(target)!r}; configured: {', '.join(sorted(targets))}")
         mode = mode or t.mode
         if mode not in ("three-way", "refer", "attended"):
             raise ValueError(f"unknown transfer mode {quoted(mode)!r}: use three-way, refer or attended")
@@ -386,7 +393,7 @@ class Supervisor:
         """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
         social) from settings, or a SIP URI. Progress and the outcome arrive on the bus."""
         s = self._session(call_id)  # first: a call that is not live is that, whatever the target
-        uri, mode = self.resolve_target(target, mode)
+        uri, mode = self.resolve_target(target, mode, s.site)
         t = self.settings.transfer
         self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after))
         return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}

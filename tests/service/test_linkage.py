@@ -100,3 +100,29 @@ def test_templates_render_and_reject_unknown_placeholders(tmp_path):
     bad.write_text('[guidance]\nwage = "x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="default"):
         Templates.load(str(bad))
+
+
+def test_the_one_key_uses_the_calls_site_targets(tmp_path, router):
+    """A call for the Yiling site goes to Yiling's 12345; another site's call to the default."""
+    import asyncio
+
+    from fenliu.service.bus import EventBus
+    from fenliu.service.supervisor import Supervisor
+    from fenliu.sip import protocol as P
+
+    cfg = tmp_path / "f.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    s = load_settings(cfg, env={})
+    loop = asyncio.new_event_loop()
+    try:
+        sup = Supervisor(s, router, None, EventBus(loop))
+        sup._open_session("w0", P.CallStarted("y1", 0, "<sip:13800000000@10.1.0.5>", "<sip:110@fenliu>"))
+        sup._open_session("w0", P.CallStarted("x1", 1, "<sip:13800000000@10.7.0.1>", "<sip:110@fenliu>"))
+        assert sup._find("y1").site == "yiling" and sup._find("x1").site == "xiling"
+        assert sup.resolve_target("12345", None, "yiling")[0] == "sip:12345@10.1.0.9"
+        assert sup.resolve_target("12345", None, "xiling")[0] == s.transfer.targets["12345"]
+    finally:
+        for session in sup.sessions.values():  # end the recognition threads the sessions opened
+            for leg in session.legs.values():
+                leg.frames.put(None)
+        loop.close()
