@@ -795,6 +795,7 @@ async def ack_alert(request: web.Request) -> web.StreamResponse:
     if not request.app[STORE].ack_alert(aid, user.name):
         raise ApiError(404, "no_such_alert", "没有这条未处理告警 / no such open alert")
     request.app[STORE].audit(user.name, "alert_ack", None, "ok", {"alert": aid})
+    request.app[FEED].note("alert_acked", "", {"id": aid, "by": user.name})  # other supervisors' lists follow
     return web.json_response({"id": aid, "acked_by": user.name})
 
 

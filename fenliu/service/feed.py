@@ -41,7 +41,7 @@ CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "m
               "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed"}
 SUPERVISOR_FACTS = {"worker_lost", "worker_restarted", "restart_failed", "front_event", "orphans_released",
                     "call_rejected"}
-SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded", "alert"}
+SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded", "alert", "alert_acked"}
 REPEAT_KINDS = {"repeat_caller", "repeat_same_matter"}  # notes of the follow-through (flow-back window)
 DROP_FIELDS = {"event", "call_id", "t"}  # already in the envelope
 

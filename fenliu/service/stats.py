@@ -239,6 +239,8 @@ _STOP_RE = re.compile("|".join(map(re.escape, _STOPS)))
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
 NEAR_DUP = 0.8  # cosine of TF-IDF character 2-3 grams: near-duplicate complaints
 MIN_TEXT_CHARS = 12  # shorter texts ("太吵了") are alike by accident, not by script
+RARE_DF = 25  # an n-gram in at most this many texts of the window (or 0.2 % of them) is "rare"
+MIN_SHARED_RARE = 5  # near-duplicates share at least this many rare n-grams
 LEAD_CALLS = 50  # calls listed per lead (the most recent); "count" has them all
 
 
@@ -338,7 +340,7 @@ def leads(db: Database, since: float, min_numbers: int, *, until: float | None =
         if _distinct(calls, idx) >= min_numbers:
             groups.append(("entity", shown[key].most_common(1)[0][0], idx))
     entity_sets = [set(idx) for _, _, idx in groups]
-    for idx in _near_duplicates(calls, texts, threshold):
+    for idx in _near_duplicates(texts, threshold):
         if _distinct(calls, idx) >= min_numbers and not any(set(idx) <= s for s in entity_sets):
             groups.append(("similar_text", texts[idx[0]][:40], idx))
 
@@ -369,10 +371,14 @@ def _lead(reason: str, key: str, calls: list[dict[str, Any]], texts: list[str], 
     }
 
 
-def _near_duplicates(calls: list[dict[str, Any]], texts: list[str], threshold: float,
-                     chunk: int = 1000) -> list[list[int]]:
-    """Connected components (of ≥ 2 calls) of "cosine ≥ threshold" between TF-IDF vectors
-    of character 2-3 grams, compared within each category (a script keeps its category)."""
+def _near_duplicates(texts: list[str], threshold: float, chunk: int = 2000) -> list[list[int]]:
+    """Groups (connected components of ≥ 2 texts) linked by "cosine ≥ threshold" between TF-IDF
+    vectors of character 2-3 grams.
+
+    Only pairs sharing ≥ ``MIN_SHARED_RARE`` rare n-grams (in at most ``RARE_DF`` texts, or
+    0.2 % of them) are compared: a script read out by a few numbers shares its rare words, while
+    the everyday sentence hundreds of callers say ("楼上装修太吵了") shares only common ones and
+    is no lead. It also keeps the comparison near-linear: no all-pairs similarity matrix."""
     keep = [i for i, t in enumerate(texts) if len(t) >= MIN_TEXT_CHARS]
     if len(keep) < 2:
         return []
@@ -383,31 +389,26 @@ def _near_duplicates(calls: list[dict[str, Any]], texts: list[str], threshold: f
 
     clean = [re.sub(r"[^\w]", "", texts[i]) for i in keep]
     x = TfidfVectorizer(analyzer="char", ngram_range=(2, 3), sublinear_tf=True, dtype=np.float32).fit_transform(clean)
-    blocks: dict[str, list[int]] = defaultdict(list)
-    for j, i in enumerate(keep):
-        blocks[calls[i]["cat"]].append(j)
-    rows: list[Any] = []
-    cols: list[Any] = []
-    for members in blocks.values():
-        if len(members) < 2:
-            continue
-        ids = np.asarray(members)
-        xb = x[ids]
-        for start in range(0, len(members), chunk):
-            sim = (xb[start:start + chunk] @ xb.T).tocoo()
-            hit = (sim.data >= threshold) & (sim.row + start < sim.col)
-            rows.append(ids[sim.row[hit] + start])
-            cols.append(ids[sim.col[hit]])
-    if not rows:
-        return []
+    x = x.tocsr()
+    df = np.bincount(x.indices, minlength=x.shape[1])
+    rare = (x[:, np.flatnonzero(df <= max(RARE_DF, len(keep) // 500))] != 0).astype(np.float32).tocsr()
+    rows, cols = [], []
+    for start in range(0, rare.shape[0], chunk):
+        shared = (rare[start:start + chunk] @ rare.T).tocoo()
+        hit = (shared.data >= MIN_SHARED_RARE) & (shared.row + start < shared.col)
+        rows.append(shared.row[hit] + start)
+        cols.append(shared.col[hit])
     r, c = np.concatenate(rows), np.concatenate(cols)
+    if len(r):
+        cos = np.asarray(x[r].multiply(x[c]).sum(axis=1)).ravel()
+        r, c = r[cos >= threshold], c[cos >= threshold]
     if not len(r):
         return []
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(len(keep), len(keep)))
     _, label = connected_components(graph, directed=False)
     comps: dict[int, list[int]] = defaultdict(list)
-    for j, lab in enumerate(label):
-        comps[int(lab)].append(keep[j])
+    for j in np.unique(np.concatenate([r, c])):
+        comps[int(label[j])].append(keep[j])
     return [idx for idx in comps.values() if len(idx) >= 2]
 
 

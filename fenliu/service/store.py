@@ -595,6 +595,9 @@ class Store:
     def call_loop(self, call_id: str) -> dict[str, Any]:
         """A call's work order, messages and follow-ups (the history view's "闭环" part)."""
         orders = self.orders_where("w.call_id=?", (call_id,))
+        if orders:
+            orders[0]["trail"] = self.db.rows("SELECT status, at, source FROM order_status WHERE order_no=? "
+                                              "ORDER BY id", (orders[0]["order_no"],))
         return {"order": orders[0] if orders else None,
                 "sms": self.db.rows("SELECT id, purpose, number, body, status, reason, created_at, sent_at FROM sms "
                                     "WHERE call_id=? ORDER BY id", (call_id,)),

@@ -208,7 +208,7 @@ def test_danger_card_and_session_expiry(service, browser, tmp_path):
         assert "不可分流" in op.inner_text("#card")
         shot(op, "console-danger.png")
         # the session ends on the server (e.g. idle timeout): the next request says so
-        service["store"]._db.execute("DELETE FROM sessions")
+        service["store"].db.execute("DELETE FROM sessions")
         op.reload()
         op.wait_for_selector("#login-form", state="visible", timeout=10000)
     finally:

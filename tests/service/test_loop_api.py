@@ -108,6 +108,8 @@ async def test_a_returned_order_alerts_supervisors_live_and_is_acked(env):
     assert [a["kind"] for a in got] == ["order_returned"]
     r = await client.post(f"/api/alerts/{got[0]['id']}/ack", headers={"X-CSRF-Token": csrf})
     assert r.status == 200
+    acked = [e for e in feed.ring if e["kind"] == "alert_acked"]  # other supervisors' consoles follow
+    assert len(acked) == 1 and acked[0]["data"] == {"id": got[0]["id"], "by": "boss"}
     assert (await (await client.get("/api/alerts")).json())["alerts"] == []
     assert store.audit_log(action="alert_ack")[0]["user"] == "boss"
 
@@ -117,6 +119,7 @@ async def test_orders_follow_ups_and_masking(env):
     await login(client, "op1")  # operators see a call's loop, with the number masked
     loop = await (await client.get("/api/calls/c1/loop")).json()
     assert loop["order"]["number"] == "138****5678" and loop["sms"][0]["number"] == "138****5678"
+    assert [t["status"] for t in loop["order"]["trail"]] == ["queued"]
     assert (await client.get("/api/orders")).status == 403
     client.session.cookie_jar.clear()
     csrf = await login(client, "boss")  # supervisors see full numbers (as in the live view)

@@ -57,6 +57,16 @@ export function alertEvent(data) {
   render();
 }
 
+/** An "alert_acked" event: another supervisor handled it (data: {id, by}). */
+export function alertAckedEvent(data) {
+  const a = A.items.get(Number(data && data.id));
+  if (!a) return;
+  a.acked_by = String(data.by || '');
+  a.acked_at = a.acked_at || Date.now() / 1000;
+  if (!$('#alerts-all').checked) A.items.delete(Number(a.id));
+  render();
+}
+
 /** Forget everything (logout). */
 export function resetAlerts() {
   A.items.clear();

@@ -17,7 +17,7 @@ import {
 import {buildCard, evidenceKey, suggestedTarget, suggestedTargets} from './card.js';
 import {historyTargets, initHistory, search as historySearch, showDetail as showHistoryDetail} from './history.js';
 import {foldRepeat, renderRepeatBanner, repeatBadge} from './repeat.js';
-import {alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
+import {alertAckedEvent, alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
 import {initOrders, loadOrders, openOrder} from './orders.js';
 import {initStats, resetStats, showStats} from './stats.js';
 import {initLeads, loadLeads} from './leads.js';
@@ -374,6 +374,10 @@ function processEvent(ev) {
   }
   if (kind === 'alert') {
     if (supervisorUser()) alertEvent(data);
+    return;
+  }
+  if (kind === 'alert_acked') {
+    if (supervisorUser()) alertAckedEvent(data);
     return;
   }
   if (!ev.call_id) return;

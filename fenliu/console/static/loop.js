@@ -84,7 +84,8 @@ async function loadLoop(callId, body, opts) {
     followups.length ? el('ul', {class: 'loop-followups'}, followups.map(followupItem))
       : el('p', {class: 'muted loop-no-followups'}, '暂无回访'),
     opts.supervisor ? followupForm(callId, body, opts) : null);
-  // the trail is the supervisors' (GET /api/orders/{no})
+  // the trail comes with the call's loop (operators too); supervisors also get each report's detail
+  if (order) replaceChildren(trail, trailList(order.trail));
   if (order && opts.supervisor) {
     try {
       const full = await api('GET', `/api/orders/${encodeURIComponent(order.order_no)}`);
