@@ -75,6 +75,14 @@ class Database:
         if self.dialect == "postgresql" and self._con.closed and not self._in_tx:
             self._con = self._open_pg()
 
+    def _lost(self, e: Exception) -> bool:
+        """A PostgreSQL connection that broke (server restarted, backend killed, network)."""
+        if self.dialect != "postgresql":
+            return False
+        import psycopg
+
+        return isinstance(e, psycopg.OperationalError) and bool(self._con.closed or self._con.broken)
+
     # -- statements ------------------------------------------------------------------------------
     def sql(self, text: str) -> str:
         if self.dialect == "sqlite":
@@ -88,7 +96,13 @@ class Database:
         with self._lock:
             self._reconnect_if_lost()
             try:
-                return self._con.execute(self.sql(text), tuple(args))
+                try:
+                    return self._con.execute(self.sql(text), tuple(args))
+                except Exception as e:
+                    if self._in_tx or not self._lost(e):
+                        raise
+                    self._con = self._open_pg()  # once: a statement outside a transaction is retried
+                    return self._con.execute(self.sql(text), tuple(args))
             except sqlite3.IntegrityError as e:
                 raise IntegrityError(str(e)) from e
             except Exception as e:
@@ -147,10 +161,29 @@ class Database:
             else:
                 self._in_tx = 1
                 try:
-                    with self._con.transaction():
+                    cm = self._begin_pg()
+                    try:
                         yield self
+                    except BaseException as e:
+                        if not cm.__exit__(type(e), e, e.__traceback__):
+                            raise
+                    else:
+                        cm.__exit__(None, None, None)
                 finally:
                     self._in_tx = 0
+
+    def _begin_pg(self) -> Any:
+        """BEGIN; a connection found dead at BEGIN (nothing done yet) is reopened once."""
+        cm = self._con.transaction()
+        try:
+            cm.__enter__()
+        except Exception as e:
+            if not self._lost(e):
+                raise
+            self._con = self._open_pg()
+            cm = self._con.transaction()
+            cm.__enter__()
+        return cm
 
     # -- schema ----------------------------------------------------------------------------------
     def version(self) -> int:

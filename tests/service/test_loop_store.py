@@ -240,3 +240,25 @@ def test_schema_upgrade_from_version_2_keeps_calls(tmp_path):
     assert s.call("x")["worker"] == "w0" and s.orders() == []
     s.close()
     assert json.loads("{}") == {}
+
+
+def test_a_lost_postgresql_connection_is_reopened(pg_store_url, router):
+    """The server drops fenliu's session (a restart, a failover): the next statement, or the
+    next transaction's BEGIN, reconnects once instead of failing every later call. (A
+    transaction cut after BEGIN raises and is rolled back whole by the server.)"""
+    import psycopg
+
+    store = Store(pg_store_url, settings=loop_settings(pg_store_url))
+    divert(store, router, "before")
+
+    def kill_session() -> None:
+        pid = store.db.scalar("SELECT pg_backend_pid()")
+        with psycopg.connect(pg_store_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    kill_session()
+    assert store.db.scalar("SELECT COUNT(*) FROM calls") == 1  # reconnected, statement retried once
+    kill_session()
+    divert(store, router, "after")  # its first transaction starts on a fresh connection
+    assert {o["call_id"] for o in store.orders()} == {"before", "after"}
+    store.close()
