@@ -78,18 +78,22 @@ UNCLASSIFIED = "未分类"
 
 _GROUP = "c.day, COALESCE(c.suggested_category, ''), c.suggested, c.diverted_to"
 _ACTION_SUMS = ", ".join(f"SUM(CASE WHEN c.final_action = '{a}' THEN 1 ELSE 0 END) AS a_{a}" for a in FINAL_ACTIONS)
-# one row per (day, category, suggested, diverted_to): a few hundred a day whatever the volume
+# a diverted call flowed back when a later call names it in flowback_of (there is no index on
+# that column): for a short range, look among the later calls of the same number (calls_number);
+# for a long one, collect the flow-backs since the first day once
+_FLOWBACK_SHORT = ("c.number <> '' AND EXISTS (SELECT 1 FROM calls f WHERE f.number = c.number "
+                   "AND f.started_at >= c.started_at AND f.flowback_of = c.call_id)")
+_FLOWBACK_LONG = "c.call_id IN (SELECT flowback_of FROM calls WHERE flowback_of IS NOT NULL AND day >= ?)"
+LONG_RANGE_DAYS = 62
+# one row per (day, category, suggested, diverted_to): a few dozen a day whatever the volume
 _FIGURES_SQL = f"""
 SELECT c.day AS day, COALESCE(c.suggested_category, '') AS cat, MAX(c.category) AS label,
        c.suggested AS suggested, c.diverted_to AS diverted_to, COUNT(*) AS calls, COUNT(w.id) AS orders,
        SUM(CASE WHEN w.dispatched_at IS NOT NULL OR w.completed_at IS NOT NULL THEN 1 ELSE 0 END) AS dispatched,
        SUM(CASE WHEN w.completed_at IS NOT NULL AND w.returned_at IS NULL THEN 1 ELSE 0 END) AS completed,
        SUM(CASE WHEN w.returned_at IS NOT NULL THEN 1 ELSE 0 END) AS returned,
-       SUM(CASE WHEN c.diverted_to IS NULL THEN 0
-                WHEN w.returned_at IS NOT NULL THEN 1
-                WHEN EXISTS (SELECT 1 FROM calls f WHERE f.number = c.number AND f.started_at >= c.started_at
-                             AND f.flowback_of = c.call_id) THEN 1
-                ELSE 0 END) AS flowback,
+       SUM(CASE WHEN c.diverted_to IS NULL THEN 0 WHEN w.returned_at IS NOT NULL THEN 1
+                WHEN {{flowback}} THEN 1 ELSE 0 END) AS flowback,
        {_ACTION_SUMS}
 FROM calls c LEFT JOIN work_orders w ON w.call_id = c.call_id
 WHERE c.day >= ? AND c.day <= ?
@@ -173,7 +177,12 @@ def figures(db: Database, day_from: str, day_to: str, *, urgent: Iterable[str] |
         target = r["diverted_to"] or r["suggested"] or "police"
         return total, by_day[r["day"]], by_cat[r["cat"]], by_target[target]
 
-    for r in db.rows(_FIGURES_SQL, (day_from, day_to)):
+    args: tuple[str, ...] = (day_from, day_to)
+    if len(days) > LONG_RANGE_DAYS:
+        sql, args = _FIGURES_SQL.format(flowback=_FLOWBACK_LONG), (day_from, *args)
+    else:
+        sql = _FIGURES_SQL.format(flowback=_FLOWBACK_SHORT)
+    for r in db.rows(sql, args):
         counts = {k: int(r[k] or 0) for k in ("calls", "orders", "dispatched", "completed", "returned", "flowback")}
         counts["non_police"] = counts["calls"] if (r["diverted_to"] or diversion(r["suggested"])) else 0
         counts["diverted"] = counts["calls"] if r["diverted_to"] else 0
@@ -228,6 +237,7 @@ _MERCHANTS = {"beauty", "venue", "shop", "company"}
 _SUFFIX = {s: cls for cls, words in _SUFFIX_CLASSES.items() for s in words}
 _ROAD = r"(?P<road>路|街|大道|大街)(?P<num>[0-9零〇一二两三四五六七八九十百]+)号"
 _SUFFIXES_LONGEST = sorted(_SUFFIX, key=len, reverse=True)
+_TRAILING_SUFFIX = re.compile("(?:" + "|".join(map(re.escape, _SUFFIXES_LONGEST)) + ")$")
 _ENTITY = re.compile(_ROAD + "|(?P<sfx>" + "|".join(map(re.escape, _SUFFIXES_LONGEST)) + ")")
 _NAME_CHAR = re.compile(r"[\u4e00-\u9fffA-Za-z0-9]+$")
 # where a name cannot extend past, looking left from its suffix ("我在|星光医美")
@@ -237,7 +247,8 @@ _STOPS = ("我们", "你们", "他们", "她们", "那家", "这家", "一家", 
           "呢", "吧", "吗", "嘛", "个", "间", "某")
 _STOP_RE = re.compile("|".join(map(re.escape, _STOPS)))
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
-NEAR_DUP = 0.8  # cosine of TF-IDF character 2-3 grams: near-duplicate complaints
+NEAR_DUP = 0.6  # cosine of TF-IDF character 2-3 grams; one script read by two callers and
+# recognised with a few characters wrong scores 0.45-0.75 (0.8 finds only exact copies)
 MIN_TEXT_CHARS = 12  # shorter texts ("太吵了") are alike by accident, not by script
 RARE_DF = 25  # an n-gram in at most this many texts of the window (or 0.2 % of them) is "rare"
 MIN_SHARED_RARE = 5  # near-duplicates share at least this many rare n-grams
@@ -277,11 +288,9 @@ def _core(prefix: str) -> tuple[str, str]:
     if stops:
         name = name[stops[-1].end():]
     core = name
-    while True:
-        s = next((s for s in _SUFFIXES_LONGEST if core.endswith(s) and len(core) > len(s)), "")
-        if not s:
-            return name, core
-        core = core[: -len(s)]
+    while (m := _TRAILING_SUFFIX.search(core)) and m.start() > 0:
+        core = core[: m.start()]
+    return name, core
 
 
 def entities(text: str) -> dict[str, str]:
@@ -315,11 +324,14 @@ def leads(db: Database, since: float, min_numbers: int, *, until: float | None =
     the same merchant or place, or say nearly the same words, from at least ``min_numbers``
     different numbers.
 
-    Returns, most numbers first: ``[{"key", "reason": "entity"|"similar_text", "reason_label",
-    "count", "distinct_numbers", "numbers": [..], "categories": [..], "first_at", "last_at",
+    Returns ``[{"key", "reason": "entity"|"similar_text", "reason_label", "count",
+    "distinct_numbers", "numbers": [..], "scripted", "categories": [..], "first_at", "last_at",
     "first_day", "last_day",
     "calls": [{"call_id", "started_at", "day", "number", "category", "target", "excerpt"}]}]``;
-    numbers masked unless ``full_numbers``; ``calls`` holds the latest ``LEAD_CALLS``."""
+    numbers masked unless ``full_numbers``; ``calls`` holds the latest ``LEAD_CALLS``;
+    ``scripted`` counts the calls that are near-duplicates of another number's. First come the
+    merchants and places with at least half their calls scripted, then the rest, most numbers
+    first."""
     urgent_ids = set(default_urgent() if urgent is None else urgent)
     rows = db.rows("SELECT call_id, number, started_at, day, suggested, category, diverted_to, "
                    "COALESCE(suggested_category, '') AS cat, text FROM calls WHERE started_at >= ? "
@@ -336,17 +348,28 @@ def leads(db: Database, since: float, min_numbers: int, *, until: float | None =
         for key, name in entities(t).items():
             by_key[key].append(i)
             shown[key][name] += 1
-    for key, idx in by_key.items():
-        if _distinct(calls, idx) >= min_numbers:
-            groups.append(("entity", shown[key].most_common(1)[0][0], idx))
-    entity_sets = [set(idx) for _, _, idx in groups]
-    for idx in _near_duplicates(texts, threshold):
-        if _distinct(calls, idx) >= min_numbers and not any(set(idx) <= s for s in entity_sets):
+    named = [(shown[key].most_common(1)[0][0], idx) for key, idx in by_key.items()
+             if _distinct(calls, idx) >= min_numbers]
+    # the biggest group of calls first; one whose calls another holds already adds nothing
+    # (阳光花园小区 inside 阳光花园)
+    held: list[set[int]] = []
+    for name, idx in sorted(named, key=lambda g: (-len(g[1]), -len(g[0]), g[0])):
+        these = set(idx)
+        if not any(these <= h for h in held):
+            groups.append(("entity", name, idx))
+            held.append(these)
+    # near-identical words from different numbers (one caller repeating himself is no script)
+    similar = [idx for idx in _near_duplicates(texts, threshold) if _distinct(calls, idx) >= 2]
+    scripted = {i for idx in similar for i in idx}
+    for idx in similar:
+        if _distinct(calls, idx) >= min_numbers and not any(set(idx) <= h for h in held):
             groups.append(("similar_text", texts[idx[0]][:40], idx))
 
-    out = [_lead(reason, key, [calls[i] for i in idx], [texts[i] for i in idx], full_numbers)
-           for reason, key, idx in groups]
-    out.sort(key=lambda d: (-d["distinct_numbers"], -d["count"], -d["last_at"], d["key"]))
+    out = [_lead(reason, key, [calls[i] for i in idx], [texts[i] for i in idx], full_numbers,
+                 sum(1 for i in idx if i in scripted)) for reason, key, idx in groups]
+    # first the seed's pattern: one merchant named by several numbers reading one script
+    out.sort(key=lambda d: (not (d["reason"] == "entity" and 2 * d["scripted"] >= d["count"]),
+                            -d["distinct_numbers"], -d["count"], -d["last_at"], d["key"]))
     return out
 
 
@@ -354,7 +377,8 @@ def _distinct(calls: list[dict[str, Any]], idx: Iterable[int]) -> int:
     return len({calls[i]["number"] for i in idx if calls[i]["number"]})
 
 
-def _lead(reason: str, key: str, calls: list[dict[str, Any]], texts: list[str], full: bool) -> dict[str, Any]:
+def _lead(reason: str, key: str, calls: list[dict[str, Any]], texts: list[str], full: bool,
+          scripted: int) -> dict[str, Any]:
     show = (lambda n: n) if full else mask
     numbers = sorted({c["number"] for c in calls if c["number"]})
     listed = sorted(zip(calls, texts, strict=True), key=lambda ct: -ct[0]["started_at"])[:LEAD_CALLS]
@@ -362,6 +386,7 @@ def _lead(reason: str, key: str, calls: list[dict[str, Any]], texts: list[str], 
         "key": key, "reason": reason,
         "reason_label": "同一商户/地点 / same merchant or place" if reason == "entity" else "相似诉求 / near-identical text",
         "count": len(calls), "distinct_numbers": len(numbers), "numbers": [show(n) for n in numbers],
+        "scripted": scripted,
         "categories": sorted({c["category"] for c in calls if c["category"]}),
         "first_at": min(c["started_at"] for c in calls), "last_at": max(c["started_at"] for c in calls),
         "first_day": min(c["day"] for c in calls), "last_day": max(c["day"] for c in calls),

@@ -106,6 +106,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN flowback_of TEXT;
     CREATE INDEX calls_number ON calls(number, started_at);
     CREATE INDEX calls_day ON calls(day);
+    CREATE INDEX calls_flowback ON calls(flowback_of) WHERE flowback_of IS NOT NULL;
     CREATE TABLE work_orders (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         order_no TEXT NOT NULL UNIQUE,

@@ -367,3 +367,25 @@ def _empty_figures() -> dict[str, Any]:
             return []
 
     return stats.figures(NoRows(), D1, D1)  # type: ignore[arg-type]
+
+
+def test_a_long_range_counts_flowbacks_the_same_way(loop_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    short = stats.figures(loop_store.db, D1, D2)
+    monkeypatch.setattr(stats, "LONG_RANGE_DAYS", 1)  # D1..D2 now takes the long-range query
+    assert stats.figures(loop_store.db, D1, D2) == short
+
+
+def test_scripted_calls_rank_first(store_url: str) -> None:
+    store = Store(store_url)
+    # a big estate: four numbers, four different complaints
+    for i, text in enumerate(["阳光花园小区门口的垃圾好几天没人收了", "阳光花园小区晚上广场舞声音太大影响休息",
+                              "阳光花园小区停水两天了也没有通知", "阳光花园小区的路灯坏了一个月没人修"]):
+        insert(store.db, f"e{i}", f"1350000000{i}", T + i, text)
+    # a clinic: three numbers reading one script, and one of them calling twice with it
+    for i, number in enumerate(["13900000000", "13900000001", "13900000002", "13900000000"]):
+        insert(store.db, f"m{i}", number, T + 10 + i, "我在星光医美做了双眼皮现在眼睛肿了他们不给退钱还骂人")
+    got = stats.leads(store.db, T - 1, 3)
+    # 阳光花园 holds the same calls as 阳光花园小区: one lead, by its longer name
+    assert [(g["key"], g["scripted"], g["distinct_numbers"]) for g in got] == [("星光医美", 4, 3),
+                                                                              ("阳光花园小区", 0, 4)]
+    store.close()
