@@ -267,3 +267,16 @@ async def test_two_instances_sharing_postgresql_deliver_each_item_once(pg_store_
         assert oa.delivered + ob.delivered == 40 and oa.delivered > 0 and ob.delivered > 0
         for st in (writer, a, b):
             st.close()
+
+
+async def test_a_slow_platform_within_the_timeout_is_waited_for_not_retried(tmp_path, router, platform):
+    url = f"sqlite:///{tmp_path}/o.db"
+    s = loop_settings(url, platform=platform.url)  # platform timeout 10 s
+    store = Store(url, settings=s)
+    divert(store, router, "c1", number="02788880000")
+    platform.slow(1.0)
+    outbox = Outbox(store, s)
+    await deliver_until(outbox, lambda: pending(store) == 0)
+    await outbox.close()
+    assert len(platform.requests) == 1 and outbox.retried == 0
+    assert store.orders()[0]["status"] == "accepted"
