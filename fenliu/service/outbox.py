@@ -123,6 +123,8 @@ class Outbox:
                 ref = answer.get(ref_field) if isinstance(answer.get(ref_field), str | int) else None
                 self.store.delivered(item, answer, str(ref) if ref is not None else None, time.time())
                 self.delivered += 1
+                if int(item["attempts"]) > 1 and self.store.hurry(item["destination"], time.time()):
+                    self.wake()  # it is back: what waited out its back-off goes now
             elif status in RETRYABLE or status >= 500:
                 self._retry(item, f"HTTP {status}: {text[:200]}", retry_after)
             else:

@@ -158,6 +158,7 @@ MIGRATIONS: tuple[str, ...] = (
         answer TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX outbox_due ON outbox(status, next_at);
+    CREATE INDEX outbox_kind_status ON outbox(kind, status);
     CREATE TABLE sms (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         call_id TEXT NOT NULL,
@@ -408,6 +409,12 @@ class Store:
         self.db.execute("UPDATE outbox SET lease_until=0, next_at=?, last_error=? WHERE id=?",
                         (next_at, error[:500], item["id"]))
 
+    def hurry(self, destination: str, now: float) -> int:
+        """The destination answered again after failures: its waiting items are due now (they
+        would otherwise sit out their back-off, up to ``outbox.retry_max`` after a recovery)."""
+        return int(self.db.execute("UPDATE outbox SET next_at=? WHERE status='pending' AND destination=? "
+                                   "AND next_at>? AND lease_until<?", (now, destination, now, now)).rowcount)
+
     def give_up(self, item: dict[str, Any], error: str, now: float) -> None:
         """A permanent refusal (a 4xx other than timeouts/limits): stop retrying and alert."""
         raised: list[dict[str, Any]] = []
@@ -457,8 +464,8 @@ class Store:
                             f"{what} {r['ref']} 未送达 / not delivered after {r['attempts']} tries: "
                             f"{r['last_error'] or 'waiting'} — still retrying; check the platform link",
                             order_no=r["ref"] if r["kind"] == "order" else None)
-            for r in self.db.rows("SELECT order_no, call_id, target FROM work_orders WHERE deadline<? AND "
-                                  "completed_at IS NULL AND returned_at IS NULL AND status NOT IN ('failed')", (now,)):
+            for r in self.db.rows("SELECT order_no, call_id, target FROM work_orders WHERE status IN "
+                                  "('queued','accepted','dispatched') AND deadline<?", (now,)):
                 self._alert(raised, "order_overdue", r["order_no"],
                             f"工单 {r['order_no']}（{r['target']}）超期未办结 / past its deadline without 办结 (防回流)",
                             call_id=r["call_id"], order_no=r["order_no"])

@@ -280,3 +280,23 @@ async def test_a_slow_platform_within_the_timeout_is_waited_for_not_retried(tmp_
     await outbox.close()
     assert len(platform.requests) == 1 and outbox.retried == 0
     assert store.orders()[0]["status"] == "accepted"
+
+
+async def test_when_the_platform_answers_again_waiting_orders_stop_sitting_out_their_back_off(tmp_path, router,
+                                                                                           platform):
+    url = f"sqlite:///{tmp_path}/o.db"
+    s = loop_settings(url, platform=platform.url, retry_base=1.0, retry_max=600.0)
+    store = Store(url, settings=s)
+    for i in range(3):
+        divert(store, router, f"c{i}", number=f"0278888000{i}")
+    platform.fail(3)
+    outbox = Outbox(store, s)
+    assert await outbox.deliver_due() == 3 and outbox.retried == 3
+    # one order's back-off ends first; the others would wait ten more minutes
+    ids = [r["id"] for r in store.db.rows("SELECT id FROM outbox ORDER BY id")]
+    store.db.execute("UPDATE outbox SET next_at=? WHERE id=?", (time.time(), ids[0]))
+    store.db.execute("UPDATE outbox SET next_at=? WHERE id<>?", (time.time() + 600, ids[0]))
+    assert await outbox.deliver_due() == 1  # it gets through: the platform is back
+    assert await outbox.deliver_due() == 2  # so the other two are due at once
+    await outbox.close()
+    assert pending(store) == 0 and len(platform.orders) == 3
