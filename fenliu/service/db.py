@@ -75,6 +75,17 @@ class Database:
         if self.dialect == "postgresql" and self._con.closed and not self._in_tx:
             self._con = self._open_pg()
 
+    def unavailable(self, e: BaseException) -> bool:
+        """The database cannot be reached or written just now (worth waiting for), as opposed
+        to a statement it refuses (a bug or bad data)."""
+        if isinstance(e, sqlite3.OperationalError):
+            return any(w in str(e) for w in ("locked", "busy", "disk I/O", "unable to open", "readonly", "full"))
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return isinstance(e, psycopg.OperationalError)
+        return False
+
     def _lost(self, e: Exception) -> bool:
         """A PostgreSQL connection that broke (server restarted, backend killed, network)."""
         if self.dialect != "postgresql":

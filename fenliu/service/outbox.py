@@ -82,6 +82,7 @@ class Outbox:
 
     async def deliver_due(self) -> int:
         """One round: claim what is due and deliver it; returns how many were tried."""
+        self.store.flush()  # records that waited for the database (they may open orders)
         items = self.store.claim(time.time(), BATCH, self.o.lease_seconds)
         if items:
             await asyncio.gather(*(self._deliver(item) for item in items))

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -67,8 +68,9 @@ def issue_cli_token(accounts: Accounts, store: Store, path: Path) -> None:
     account only. The CLI acts as the built-in account "cli" (supervisor), audited as such."""
     if store.user("cli") is None:
         store.add_user("cli", "supervisor", "!")  # "!" is no argon2 hash: nobody can log in as cli
-    store.revoke_token("local-cli")
-    token = accounts.create_token("local-cli", "cli")
+    name = f"local-cli@{socket.gethostname()}"  # per machine: instances sharing PostgreSQL keep theirs
+    store.revoke_token(name)
+    token = accounts.create_token(name, "cli")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

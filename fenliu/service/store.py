@@ -14,7 +14,9 @@ order can never be lost between the two (``outbox.py`` delivers them).
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import deque
 from typing import Any
 
 from fenliu.events import Decision, FinalTranscript, event_to_dict
@@ -204,6 +206,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger("fenliu.store")
+MAX_WAITING = 200_000  # records kept in memory while the database is unavailable
+
 KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
               "media_timeout", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
               "restart_failed", "orphans_released", "front_event", "registration", "error"}
@@ -233,6 +238,7 @@ class Store:
         self.settings = settings or (linkage.settings if linkage else Settings())
         self.linkage = linkage or Linkage(self.settings)
         self.alert_listeners: list[Any] = []  # called with each new alert, after its transaction
+        self._waiting: deque[CallEvent | WorkerFact] = deque()  # records the database could not take yet
         try:
             self.upgraded_from, self.version = self.db.migrate(MIGRATIONS, upgrade=upgrade)
         except BaseException:
@@ -241,7 +247,45 @@ class Store:
 
     # -- the call record (a bus subscriber) -----------------------------------------------------
     def record(self, item: CallEvent | WorkerFact) -> None:
-        """Keep what matters of every call; a successful diversion opens its work order."""
+        """Keep what matters of every call; a successful diversion opens its work order. While
+        the database cannot be written (PostgreSQL restarting, SQLite locked by another tool) the
+        items wait in memory, in order, and are written when it answers again: a diversion's
+        work order is late then, not lost."""
+        if self._waiting:
+            self.flush()
+            if self._waiting:
+                self._wait(item)
+                return
+        try:
+            self._record(item)
+        except Exception as e:
+            if not self.db.unavailable(e):
+                raise
+            log.warning("store unavailable (%s): keeping the call record in memory until it answers", e)
+            self._wait(item)
+
+    def _wait(self, item: CallEvent | WorkerFact) -> None:
+        if len(self._waiting) >= MAX_WAITING:
+            log.error("store unavailable too long: %d items waiting; dropping the oldest", len(self._waiting))
+            self._waiting.popleft()
+        self._waiting.append(item)
+
+    def flush(self) -> int:
+        """Write what waited for the database (called on each record and by the outbox's round);
+        returns how many are still waiting."""
+        while self._waiting:
+            try:
+                self._record(self._waiting[0])
+            except Exception as e:
+                if not self.db.unavailable(e):
+                    log.exception("dropping a call record the store refuses: %s", self._waiting[0])
+                    self._waiting.popleft()
+                    continue
+                break
+            self._waiting.popleft()
+        return len(self._waiting)
+
+    def _record(self, item: CallEvent | WorkerFact) -> None:
         now = time.time()
         db = self.db
         raised: list[dict[str, Any]] = []

@@ -262,3 +262,24 @@ def test_a_lost_postgresql_connection_is_reopened(pg_store_url, router):
     divert(store, router, "after")  # its first transaction starts on a fresh connection
     assert {o["call_id"] for o in store.orders()} == {"before", "after"}
     store.close()
+
+
+def test_records_wait_in_order_while_the_database_is_locked_and_the_order_is_not_lost(tmp_path, router):
+    """Another program holds SQLite's write lock while a call is diverted: the records wait in
+    memory and are written, in order, once the lock is gone; the work order exists then."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/locked.db"
+    store = Store(url, settings=loop_settings(url))
+    store.db.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    divert(store, router, "c1")
+    assert store.flush() == 6  # all six records of the call are waiting
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.flush() == 0
+    assert store.call("c1")["ended_at"] is not None and store.orders()[0]["call_id"] == "c1"
+    assert [e["kind"] for e in store.events("c1")] == ["FinalTranscript", "Decision", "transfer_started",
+                                                     "transfer_bridged"]
+    store.close()
