@@ -34,6 +34,7 @@ from fenliu.errors import ConfigError, quoted
 from fenliu.router.rules import RuleListError, rules_text
 from fenliu.service.auth import ROLE_NAMES, Accounts, AuthError, User, mask_number
 from fenliu.service.bus import EventBus, Item, WorkerFact
+from fenliu.service.db import Database
 from fenliu.service.feed import EventFeed
 from fenliu.service.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -840,11 +841,21 @@ def _day_range(request: web.Request) -> tuple[str, str]:
     return d_from.isoformat(), d_to.isoformat()
 
 
+def _read(request: web.Request, query: Callable[..., Any], *args: Any) -> Any:
+    """A long read (a year's figures, leads) on its own connection, in a worker thread: the
+    store's connection, which records live calls on the loop, is never held for seconds."""
+    db = Database(request.app[STORE].url)
+    try:
+        return query(db, *args)
+    finally:
+        db.close()
+
+
 async def stats_view(request: web.Request) -> web.StreamResponse:
     from fenliu.service import stats  # scikit-learn and openpyxl load only when asked
 
     d_from, d_to = _day_range(request)
-    figs = await asyncio.to_thread(stats.figures, request.app[STORE].db, d_from, d_to)
+    figs = await asyncio.to_thread(_read, request, stats.figures, d_from, d_to)
     return web.json_response(figs)
 
 
@@ -855,7 +866,7 @@ async def stats_export(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "xlsx"):
         raise ApiError(400, "bad_field", "format 须为 csv 或 xlsx / format: csv or xlsx")
-    figs = await asyncio.to_thread(stats.figures, request.app[STORE].db, d_from, d_to)
+    figs = await asyncio.to_thread(_read, request, stats.figures, d_from, d_to)
     name = f"fenliu-{d_from}-{d_to}.{fmt}"
     if fmt == "csv":
         buf = io.StringIO()
@@ -878,7 +889,7 @@ async def leads_view(request: web.Request) -> web.StreamResponse:
 
     f = request.app[SETTINGS].followup
     days = query_int(request, "days", int(f.cluster_days), 1, 366)
-    rows = await asyncio.to_thread(stats.leads, request.app[STORE].db, time.time() - days * 86400,
+    rows = await asyncio.to_thread(_read, request, stats.leads, time.time() - days * 86400,
                                    f.cluster_min_numbers)
     return web.json_response({"leads": rows, "days": days, "min_numbers": f.cluster_min_numbers})
 
