@@ -27,6 +27,7 @@ grace period after their leg (the media thread may still be in them) and then re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -150,15 +151,16 @@ class TapPort(pj.AudioMediaPort):
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:  # noqa: N802 (pjsua2 override)
         start = time.perf_counter_ns()
-        try:
+        try:  # nothing may escape into the media thread (not even a half-torn-down self)
             if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
                 pcm = self.worker.copy(frame.buf)
                 if pcm:
                     self.worker.uplink.frame(self.slot, self.leg, self.seq, pcm)
                     self.seq += 1
-        except Exception:
-            self.worker.callback_errors += 1
-        self.callback_ns += time.perf_counter_ns() - start
+            self.callback_ns += time.perf_counter_ns() - start
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self.worker.callback_errors += 1
 
 
 class LegCall(pj.Call):
@@ -204,7 +206,8 @@ class PromptPlayer(pj.AudioMediaPlayer):
         self.worker, self.call_id, self.leg, self.wav = worker, call_id, leg, wav
 
     def onEof2(self) -> None:  # noqa: N802
-        self.worker.guard("onEof2", self.worker.uplink.send, P.PromptDone(self.call_id, self.leg, self.wav))
+        with contextlib.suppress(BaseException):  # the media thread: nothing may escape
+            self.worker.guard("onEof2", self.worker.uplink.send, P.PromptDone(self.call_id, self.leg, self.wav))
 
 
 class Account(pj.Account):
@@ -566,7 +569,7 @@ class Worker:
     def check_timers(self) -> None:
         now = time.monotonic()
         while self._graveyard and self._graveyard[0][0] <= now:
-            self._graveyard.popleft()  # the last reference: pjsua2 frees the port / call
+            destroy(self._graveyard.popleft()[1])
         for lv in list(self.live.values()):
             self.guard("transfer timer", lambda x=lv: self.execute(x, x.conv.tick(now)))
         if now < self._next_media_check:
@@ -601,6 +604,18 @@ class Worker:
     def _hangup_all(self, lv: Live) -> None:
         for call in list(lv.calls.values()):
             self._hangup(call)
+
+
+def destroy(obj: Any) -> None:
+    """Free a tap port's or player's C++ half now, on this (main) thread, while its Python half
+    is whole. Its destructor takes the port off the conference bridge, waiting for a media-thread
+    callback in progress — which still finds every attribute. Left to Python's garbage
+    collection, the instance's attributes were cleared first and the C++ destructor ran later
+    with the GIL released: a callback in that window found a half-destroyed object (seen in CI as
+    "'TapPort' object has no attribute 'callback_ns'", then SIGSEGV)."""
+    with contextlib.suppress(Exception):
+        if obj.this.own():
+            type(obj).__swig_destroy__(obj)  # the SWIG delete disowns it: Python frees nothing more
 
 
 def request_user(message: str) -> str:
