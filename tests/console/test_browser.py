@@ -23,7 +23,7 @@ from fenliu.service.settings import load_settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
-from tests.conftest import FIXTURES, free_port, minimal_rules, sox
+from tests.conftest import FIXTURES, free_port, minimal_rules, rtp_block, sox
 from tests.sip.peers import PeerProc, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
@@ -59,7 +59,7 @@ def service(ko_engine, heard_words, tmp_path):
     ambulance = PeerProc("--answer", "none", user="120")  # an urgent service that rings and rings
     s = load_settings(env={})
     port = free_port(2)
-    s = replace(s, sip=replace(s.sip, port=port, workers=1, rtp_port=20000 + (port % 2000) * 20, seat_uri=seat.uri,
+    s = replace(s, sip=replace(s.sip, port=port, workers=1, rtp_port=rtp_block(40), seat_uri=seat.uri,
                                media_timeout=60.0),  # the danger test's caller sends no audio
                 transfer=replace(s.transfer, targets={"12345": hotline.uri, "119": "sip:119@127.0.0.1:9",
                                                       "120": ambulance.uri, "fraud": "sip:96110@127.0.0.1:9"},

@@ -16,7 +16,7 @@ from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.service.settings import load_settings
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip.link import pid_alive
-from tests.conftest import FIXTURES, ROOT, free_port, minimal_rules
+from tests.conftest import FIXTURES, ROOT, free_port, minimal_rules, rtp_block
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def settings_for(workers: int = 2):
     base = free_port(2)
     while base + workers >= 65000:
         base = free_port(2)
-    return replace(s, sip=replace(s.sip, port=base, workers=workers, rtp_port=20000 + (base % 2000) * 20))
+    return replace(s, sip=replace(s.sip, port=base, workers=workers, rtp_port=rtp_block(workers * 40)))
 
 
 class Collector:

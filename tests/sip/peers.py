@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, rtp_block
 
 
 class PeerProc:
@@ -20,7 +20,7 @@ class PeerProc:
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
         cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(self.port), "--user", user,
-               "--rtp-port", str(free_port(2) // 2 * 2), *args]
+               "--rtp-port", str(rtp_block()), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         self.wait(lambda e: e["event"] == "ready", 15)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import free_port, sox
+from tests.conftest import free_port, rtp_block, sox
 
 CALLER_HEADERS = """From: "caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:USER@[remote_ip]:[remote_port]>"""
@@ -183,7 +183,7 @@ def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: 
     xml = work / "scenario.xml"
     xml.write_text(scenario, encoding="utf-8")
     cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
-           "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
+           "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(rtp_block()),
            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
            "-error_file", str(work / "sipp-errors.log")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)

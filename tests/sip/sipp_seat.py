@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, rtp_block
 from tests.sip.sipp import caller_ack, caller_bye, reply
 
 SEAT_UA = "fenliu-test-seat"
@@ -150,7 +150,7 @@ class SippSeat:
         self.dir.mkdir(parents=True, exist_ok=True)
         xml = self.dir / "seat.xml"
         xml.write_text(seat_scenario(require_failopen, ring_ms), encoding="utf-8")
-        cmd = ["sipp", "-sf", str(xml), "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port(2) // 2 * 2),
+        cmd = ["sipp", "-sf", str(xml), "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(rtp_block()),
                "-nostdin", "-trace_err", "-error_file", str(self.dir / "errors.log"),
                "-trace_logs", "-log_file", str(self.dir / "log.txt")]
         if trace:
@@ -214,7 +214,7 @@ def run_caller(target_port: int, work: Path, calls: int = 1, rate: float = 10, l
     xml = d / "caller.xml"
     xml.write_text(answered_by_caller(talk_ms, expect, need_ring), encoding="utf-8")
     cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
-           "-l", str(limit or calls), "-i", "127.0.0.1", "-p", str(free_port(2)), "-mp", str(free_port(2) // 2 * 2),
+           "-l", str(limit or calls), "-i", "127.0.0.1", "-p", str(free_port(2)), "-mp", str(rtp_block()),
            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
            "-error_file", str(d / "errors.log"), "-trace_logs", "-log_file", str(d / "log.txt"),
            "-trace_rtt", "-rtt_freq", "1", "-trace_msg", "-message_file", str(d / "messages.log")]

@@ -9,7 +9,7 @@ import pytest
 
 from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.peers import fact
 from tests.sip.sipp import (
     alaw_file,
@@ -34,7 +34,7 @@ def worker():
         with lock:
             frames[slot] += 1
 
-    link = WorkerLink.loopback("bad", free_port(2), free_port(2) // 2 * 2, on_frame=on_frame,
+    link = WorkerLink.loopback("bad", free_port(2), rtp_block(), on_frame=on_frame,
                                users=("110",), media_timeout=2.0)
     link.start()
     link.frame_counts = frames

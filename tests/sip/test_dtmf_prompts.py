@@ -5,7 +5,7 @@ import pytest
 
 from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.peers import PeerProc, fact, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, dtmf_info, dtmf_rfc4733, run_sipp
 
@@ -16,7 +16,7 @@ WAV = FIXTURES / "ko" / "ko-01-greeting.wav"
 
 @pytest.fixture
 def worker():
-    link = WorkerLink.loopback("d1", free_port(2), free_port(2) // 2 * 2, allow=("127.0.0.1",))
+    link = WorkerLink.loopback("d1", free_port(2), rtp_block(), allow=("127.0.0.1",))
     link.start()
     yield link
     assert link.stop() == 0

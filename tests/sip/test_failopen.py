@@ -12,7 +12,7 @@ import pytest
 
 from fenliu.sip.kamailio import KamailioFront
 from fenliu.sip.link import WorkerLink
-from tests.conftest import free_port
+from tests.conftest import free_port, rtp_block
 from tests.sip.sipp_seat import SEAT, WORKER, SippSeat, run_caller
 
 pytestmark = [pytest.mark.slow,
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,
                                  reason="kamailio not installed (scripts/setup.sh installs it)")]
 
 def worker(name: str, sip_port: int = 0) -> WorkerLink:
-    link = WorkerLink.loopback(name, sip_port or free_port(2), free_port(2) // 2 * 2)
+    link = WorkerLink.loopback(name, sip_port or free_port(2), rtp_block())
     link.start()
     return link
 

@@ -8,7 +8,7 @@ import pytest
 from fenliu.sip import protocol as P
 from fenliu.sip.kamailio import KamailioFront
 from fenliu.sip.link import WorkerLink
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
 pytestmark = [pytest.mark.slow,
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def test_more_simultaneous_calls_than_one_worker_holds_spread_over_two_workers(tmp_path):
-    links = [WorkerLink.loopback(f"k{i}", free_port(2), free_port(2) // 2 * 2) for i in range(2)]
+    links = [WorkerLink.loopback(f"k{i}", free_port(2), rtp_block()) for i in range(2)]
     capacity = [link.start().capacity for link in links]  # conversations each admits (2: a leg kept for transfer)
     front = KamailioFront("127.0.0.1", free_port(2), [("127.0.0.1", link.sip_port) for link in links])
     front.start()

@@ -5,7 +5,7 @@ import pytest
 
 from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
-from tests.conftest import free_port, wait_udp_bound
+from tests.conftest import free_port, rtp_block, wait_udp_bound
 from tests.sip.peers import fact
 from tests.sip.sipp import registrar_scenario, start_sipp_server
 
@@ -20,7 +20,7 @@ def test_registers_with_digest_auth_refreshes_and_survives_a_pbx_restart(tmp_pat
     port = free_port(2)
     pbx = start_sipp_server(registrar_scenario("fenliu0", "s3cret", expires=10, refreshes=1), port, tmp_path)
     wait_udp_bound(port)
-    link = WorkerLink.loopback("reg", free_port(2), free_port(2) // 2 * 2,
+    link = WorkerLink.loopback("reg", free_port(2), rtp_block(),
                                registrar=f"sip:127.0.0.1:{port}", reg_user="fenliu0", reg_password="s3cret",
                                reg_expires=10, reg_retry=2)
     link.start()
@@ -45,7 +45,7 @@ def test_a_wrong_password_is_reported(tmp_path):
     port = free_port(2)
     pbx = start_sipp_server(registrar_scenario("fenliu0", "right", expires=10, refreshes=0), port, tmp_path)
     wait_udp_bound(port)
-    link = WorkerLink.loopback("badreg", free_port(2), free_port(2) // 2 * 2,
+    link = WorkerLink.loopback("badreg", free_port(2), rtp_block(),
                                registrar=f"sip:127.0.0.1:{port}", reg_user="fenliu0", reg_password="wrong",
                                reg_retry=60)
     link.start()

@@ -8,7 +8,7 @@ import pytest
 
 from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.peers import PeerProc, fact, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
@@ -26,7 +26,7 @@ def seat():
 
 @pytest.fixture
 def b2bua(seat):
-    link = WorkerLink.loopback("b1", free_port(2), free_port(2) // 2 * 2, seat_uri=seat.uri)
+    link = WorkerLink.loopback("b1", free_port(2), rtp_block(), seat_uri=seat.uri)
     link.start()
     yield link
     assert link.stop() == 0
@@ -47,7 +47,7 @@ def answered_pjsua2_call(name, hotline_args, caller_args=()):
     """A worker in answer mode, a hotline peer and a pjsua2 caller already talking to 110.
     Yields (worker link, hotline, caller, call id); everything is stopped afterwards."""
     hotline = PeerProc(*hotline_args, user="12345")
-    link = WorkerLink.loopback(name, free_port(2), free_port(2) // 2 * 2)
+    link = WorkerLink.loopback(name, free_port(2), rtp_block())
     link.start()
     caller = PeerProc("--call", f"sip:110@127.0.0.1:{link.sip_port}", *caller_args, user="caller")
     try:
@@ -153,7 +153,7 @@ def test_caller_hanging_up_mid_transfer_cleans_up_every_leg(b2bua, seat, tmp_pat
 
 def test_busy_seat_is_relayed_so_the_pbx_can_reroute(tmp_path):
     busy = PeerProc("--answer", "486", user="seat")
-    link = WorkerLink.loopback("b2", free_port(2), free_port(2) // 2 * 2, seat_uri=busy.uri)
+    link = WorkerLink.loopback("b2", free_port(2), rtp_block(), seat_uri=busy.uri)
     link.start()
     try:
         audio = alaw_file(WAV, tmp_path)
@@ -229,7 +229,7 @@ def test_refer_whose_notify_never_comes_times_out_and_keeps_the_call(tmp_path):
     from tests.sip.sipp import refer_without_notify
 
     hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink.loopback("r4", free_port(2), free_port(2) // 2 * 2)
+    link = WorkerLink.loopback("r4", free_port(2), rtp_block())
     link.start()
     try:
         box = {}
@@ -266,7 +266,7 @@ def answered_sipp_calls(link, tmp_path, n, talk_ms=8000):
 def test_transfer_on_a_full_worker_fails_at_once_with_the_true_reason(tmp_path):
     """Without a reserved leg, four callers fill the worker: the key must say so, not time out."""
     hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink.loopback("full", free_port(2), free_port(2) // 2 * 2, reserve_transfer_leg=False)
+    link = WorkerLink.loopback("full", free_port(2), rtp_block(), reserve_transfer_leg=False)
     link.start()
     try:
         assert link.ready.capacity == 4
@@ -287,7 +287,7 @@ def test_transfer_on_a_full_worker_fails_at_once_with_the_true_reason(tmp_path):
 
 def test_with_reserved_legs_every_admitted_call_can_be_transferred(tmp_path):
     hotline = PeerProc("--answer", "200", user="12345")
-    link = WorkerLink.loopback("resv", free_port(2), free_port(2) // 2 * 2)
+    link = WorkerLink.loopback("resv", free_port(2), rtp_block())
     link.start()
     try:
         assert link.ready.capacity == 2  # 4 legs: each conversation keeps one for its hotline

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, rtp_block
 from tests.sip.sipp_seat import run_caller
 
 pytestmark = [pytest.mark.slow,
@@ -38,8 +38,8 @@ def udp_free(port: int) -> bool:
     return True
 
 
-def free_block(n: int, lo: int = 20000, hi: int = 60000) -> int:
-    """The first of ``n`` consecutive free UDP ports."""
+def free_block(n: int, lo: int = 40000, hi: int = 60000) -> int:
+    """The first of ``n`` consecutive free UDP ports (above the RTP blocks of ``rtp_block``)."""
     for _ in range(200):
         base = random.randrange(lo, hi - n)
         if all(udp_free(p) for p in range(base, base + n)):
@@ -104,7 +104,7 @@ def event(kind: str):
 def serve(tmp_path, name: str) -> tuple[Proc, list[int]]:
     port = free_block(WORKERS)
     env = {**os.environ, "FENLIU_SIP__PORT": str(port), "FENLIU_SIP__WORKERS": str(WORKERS),
-           "FENLIU_SIP__RTP_PORT": str(free_block(WORKERS * 40)), "FENLIU_SIP__USERS": "110",
+           "FENLIU_SIP__RTP_PORT": str(rtp_block(WORKERS * 40)), "FENLIU_SIP__USERS": "110",
            "FENLIU_CONSOLE__PORT": str(free_port()), "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/{name}.db",
            # SIP routing is under test: the model is loaded, recognition runs in threads (lighter)
            "FENLIU_ASR__MODEL": "ko-test", "FENLIU_ASR__MODE": "threads"}

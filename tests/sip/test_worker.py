@@ -11,7 +11,7 @@ from fenliu.asr.pipeline import StreamPipeline
 from fenliu.events import FinalTranscript
 from fenliu.sip import protocol as P
 from fenliu.sip.link import WorkerLink, pid_alive
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.peers import fact
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
@@ -27,7 +27,7 @@ def worker():
         with lock:
             frames[slot].append(pcm)
 
-    link = WorkerLink.loopback("t1", free_port(2), free_port(2) // 2 * 2, on_frame=on_frame)
+    link = WorkerLink.loopback("t1", free_port(2), rtp_block(), on_frame=on_frame)
     ready = link.start()
     link.frames = frames
     yield link, ready
@@ -84,7 +84,7 @@ def test_a_worker_that_cannot_bind_its_port_says_so_and_exits_cleanly():
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 0))
     port = busy.getsockname()[1]
-    link = WorkerLink.loopback("busy", port, free_port(2) // 2 * 2)
+    link = WorkerLink.loopback("busy", port, rtp_block())
     try:
         with pytest.raises(FenliuError, match="cannot start SIP endpoint"):
             link.start()
