@@ -619,11 +619,7 @@ class Store:
         if until is not None:
             where.append("w.created_at<?")
             args.append(until)
-        return self.db.rows(
-            "SELECT w.order_no, w.call_id, w.site, w.platform, w.target, w.category, w.dept, w.number, w.status, "
-            "w.platform_ref, w.created_at, w.updated_at, w.deadline, o.attempts, o.last_error, o.status AS delivery "
-            "FROM work_orders w LEFT JOIN outbox o ON o.idem_key = 'order:' || w.order_no "
-            f"WHERE {' AND '.join(where)} ORDER BY w.id DESC LIMIT ? OFFSET ?", (*args, limit, offset))
+        return self.orders_where(f"{' AND '.join(where)} ORDER BY w.id DESC LIMIT ? OFFSET ?", (*args, limit, offset))
 
     def order(self, order_no: str) -> dict[str, Any] | None:
         rows = self.orders_where("w.order_no=?", (order_no,))
@@ -639,6 +635,7 @@ class Store:
         return o
 
     def orders_where(self, cond: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """Orders with their delivery state; ``cond`` is the WHERE clause (and any ORDER/LIMIT)."""
         return self.db.rows(
             "SELECT w.order_no, w.call_id, w.site, w.platform, w.target, w.category, w.dept, w.number, w.status, "
             "w.platform_ref, w.created_at, w.updated_at, w.deadline, o.attempts, o.last_error, o.status AS delivery "
