@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench import table  # noqa: E402  (scripts/bench.py, this folder)
+from bench import cpu_model, table  # noqa: E402  (scripts/bench.py, this folder)
 
 from fenliu.events import (  # noqa: E402
     Decision,
@@ -804,14 +804,7 @@ def one_browser_level(srv: Server, browser: Any, url: str, n: int, decisions: li
 
 # ---------------------------------------------------------------------------------------------
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):

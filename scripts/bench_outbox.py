@@ -81,6 +81,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import cpu_model  # noqa: E402  (scripts/bench.py, this folder)
 
 from fenliu.events import Decision, FinalTranscript  # noqa: E402
 from fenliu.service.bus import CallEvent, WorkerFact  # noqa: E402
@@ -708,14 +711,7 @@ def report(results: dict[str, Results], args: argparse.Namespace, header: list[s
 
 # ---------------------------------------------------------------------------- main
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     return f"{os.cpu_count()} cores ({model or 'unknown CPU'}), load average {load} at start"
 

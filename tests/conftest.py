@@ -75,7 +75,8 @@ _RTP_LOW, _RTP_HIGH = 20000, 32000  # below the kernel's ephemeral ports (32768+
 _rtp_cursor = [_RTP_LOW + (os.getpid() % 40) * 250]
 
 
-def _udp_free(port: int) -> bool:
+def udp_free(port: int) -> bool:
+    """Whether nothing has bound this UDP port on loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -92,7 +93,7 @@ def rtp_block(size: int = 64) -> int:
     for _ in range((_RTP_HIGH - _RTP_LOW) // size):
         base = _rtp_cursor[0]
         _rtp_cursor[0] = base + size if base + 2 * size < _RTP_HIGH else _RTP_LOW
-        if all(_udp_free(p) for p in range(base, base + size)):
+        if all(udp_free(p) for p in range(base, base + size)):
             return base
     raise RuntimeError("no free block of UDP ports for RTP")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -24,11 +23,11 @@ from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
 from tests.conftest import FIXTURES, free_port, minimal_rules, rtp_block, sox
+from tests.console.conftest import open_console as login_page
 from tests.sip.peers import PeerProc, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PASSWORD = "browser-test-pw"
 SHOTS = os.environ.get("FENLIU_SCREENSHOTS")  # a folder: the README's screenshots are taken here
 
@@ -90,36 +89,8 @@ def service(ko_engine, heard_words, tmp_path):
         ambulance.stop()
 
 
-@pytest.fixture
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("Chromium is required for the console tests (apt-get install chromium; scripts/setup.sh test)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def open_console(browser, url: str, user: str):
-    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
-    page = ctx.new_page()
-    errors: list[str] = []
-    # a script error, a dialog (alert() from injected markup) or a CSP violation is a failure
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
-    page.on("console", lambda m: errors.append(f"console: {m.text}")
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    page.goto(url)
-    page.fill("#login-form input[name=username]", user)
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.press("#login-form input[name=password]", "Enter")
-    page.wait_for_selector("#logout", state="visible")
-    page.wait_for_selector('#conn:has-text("已连接")')  # the event stream is up (no eval: the CSP forbids it)
-    return page, errors
+    return login_page(browser, url, user, PASSWORD)
 
 
 def shot(page, name: str) -> None:

@@ -8,7 +8,6 @@ that can only appear after the action it follows."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -24,10 +23,10 @@ from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
 from tests.conftest import free_port
+from tests.console.conftest import open_console as login_page
 from tests.service.loop_env import NOISE, divert, loop_settings
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PASSWORD = "loop-pages-pw"
 DANGER = "有人拿刀砍人了"
 
@@ -77,37 +76,8 @@ def env(tmp_path, router) -> Iterator[Env]:
         store.close()
 
 
-@pytest.fixture
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("Chromium is required for the console tests (apt-get install chromium; scripts/setup.sh test)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def open_console(browser, url: str, user: str):
-    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN", accept_downloads=True)
-    page = ctx.new_page()
-    errors: list[str] = []
-    # a script error, a dialog or a CSP violation is a failure (a refused request, e.g. the 409
-    # of a retry the test asks for, is logged by Chromium as "Failed to load resource")
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
-    page.on("console", lambda m: errors.append(f"console: {m.text}")
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    page.goto(url)
-    page.fill("#login-form input[name=username]", user)
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.press("#login-form input[name=password]", "Enter")
-    page.wait_for_selector("#logout", state="visible")
-    page.wait_for_selector('#conn:has-text("已连接")')  # the event stream is up (no eval: the CSP forbids it)
-    return page, errors
+    return login_page(browser, url, user, PASSWORD, accept_downloads=True)
 
 
 def test_stats_tiles_chart_and_csv_export(env, browser):

@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, free_port, rtp_block
+from tests.conftest import ROOT, free_port, rtp_block, udp_free
 from tests.sip.sipp_seat import run_caller
 
 pytestmark = [pytest.mark.slow,
@@ -27,15 +26,6 @@ pytestmark = [pytest.mark.slow,
                                  reason="kamailio not installed (scripts/setup.sh installs it)")]
 
 WORKERS = 2
-
-
-def udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_block(n: int, lo: int = 40000, hi: int = 60000) -> int:
