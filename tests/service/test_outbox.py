@@ -300,3 +300,18 @@ async def test_when_the_platform_answers_again_waiting_orders_stop_sitting_out_t
     assert await outbox.deliver_due() == 2  # so the other two are due at once
     await outbox.close()
     assert pending(store) == 0 and len(platform.orders) == 3
+
+
+async def test_an_sms_the_gateway_refuses_is_marked_failed_and_alerts(tmp_path, router, platform):
+    url = f"sqlite:///{tmp_path}/o.db"
+    s = loop_settings(url, sms=platform.url)  # no platform: the order stays local, only the SMS goes out
+    store = Store(url, settings=s)
+    divert(store, router, "c1")
+    platform.fail(1, status=422)
+    outbox = Outbox(store, s)
+    await deliver_until(outbox, lambda: pending(store) == 0)
+    await outbox.close()
+    sms = store.call_loop("c1")["sms"][0]
+    assert sms["status"] == "failed" and "HTTP 422" in sms["reason"]
+    assert [a["kind"] for a in store.alerts()] == ["sms_failed"]
+    assert len(platform.messages) == 0
