@@ -26,7 +26,7 @@ FIXTURES = ROOT / "audio_fixtures"
 SHARED = ROOT.parent / "shared"
 
 
-def minimal_rules(strong: str = "噪音", weak: str = "吵", danger: str = "打人", negator: str = "没",
+def minimal_rules(strong: str = "噪音", weak: str = "吵", danger: str | list[str] = "打人", negator: str = "没",
                   name: str = "噪声扰民", version: str = "t-1", decisive: str | list[str] = "扰民") -> str:
     """A one-category, one-danger-group negative list as TOML text (other languages welcome:
     the Korean end-to-end test routes on a word the Korean model really heard)."""
@@ -41,7 +41,7 @@ number = "12345"
 negators = ["{negator}"]
 [[danger]]
 id = "violence"
-words = ["{danger}"]
+words = [{", ".join(json.dumps(w, ensure_ascii=False) for w in ([danger] if isinstance(danger, str) else danger))}]
 [[category]]
 id = "noise"
 name = "{name}"

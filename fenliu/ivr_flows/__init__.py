@@ -1,4 +1,3 @@
-"""Declarative IVR flows (prompts, DTMF menus, confirm-and-transfer) and their runner.
-
-Not built yet: the automated overflow front comes after live calls (issue #3).
-"""
+"""Declarative IVR flows (docs/flows.md): the flow file and its checks (``flow``), the prompts
+made from recordings or Chinese text (``prompts``), a picture of a flow (``graph``) and one
+caller's way through it (``runner``). The service runs them in ``fenliu.service.ivr``."""

@@ -399,10 +399,10 @@ def _live_view(feed: EventFeed, c: dict[str, Any]) -> dict[str, Any]:
     the event id it is current to; the supervisor's own state until the first event."""
     lc = feed.live.get(c["call_id"])
     if lc is None:
-        return {"state": c["state"], "transfer": None, "decision": None, "repeat": None,
+        return {"state": c["state"], "transfer": None, "decision": None, "repeat": None, "ivr": None,
                 "last_event_id": feed.last_id}
     return {"state": lc.state or c["state"], "transfer": lc.transfer, "decision": lc.decision,
-            "repeat": lc.repeat, "last_event_id": lc.last_event_id}
+            "repeat": lc.repeat, "ivr": lc.ivr, "last_event_id": lc.last_event_id}
 
 
 async def call_detail(request: web.Request) -> web.StreamResponse:

@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     rc = rs.add_parser("check", help="validate a negative list file")
     rc.add_argument("file", nargs="?")
 
+    fl = sub.add_parser("flow", help="IVR flow tools (docs/flows.md)")
+    fls = fl.add_subparsers(dest="flow_command", required=True)
+    flc = fls.add_parser("check", help="load a flow as the service would: states, targets, prompts (made and cached)")
+    flc.add_argument("file", nargs="?", help="flow file (default: ivr.flow, else the shipped front_desk)")
+    flc.add_argument("--no-prompts", action="store_true", help="check the flow only; do not make the prompts")
+    flg = fls.add_parser("graph", help="draw a flow: Graphviz DOT, or SVG/PNG/PDF rendered by dot")
+    flg.add_argument("file", nargs="?", help="flow file (default: ivr.flow, else the shipped front_desk)")
+    flg.add_argument("-o", "--out", type=Path, required=True, help="output: flow.svg, flow.png, flow.pdf or flow.dot")
+
     for name, help_ in (("replay", "run a recorded call through the live chain"),
                         ("transcribe", "batch-process a folder of recordings into a report")):
         x = sub.add_parser(name, help=help_)
@@ -189,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"✔ {rules.source}: version {rules.version}, {len(rules.categories)} categories, "
               f"{len(rules.danger)} danger groups, {words} words")
         return 0
+    if cmd == "flow":
+        return _flow(args, settings)
     if cmd == "router-model":
         return _router_model(args, settings.router.model)
     if cmd == "doctor":
@@ -301,6 +312,30 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(reports) - len(bad)}/{len(reports)} files processed → {args.out}")
         return 1 if bad and len(bad) == len(reports) else 0
     raise AssertionError(cmd)
+
+
+def _flow(args: argparse.Namespace, settings) -> int:
+    from fenliu.ivr_flows.flow import load_flow
+    from fenliu.service.ivr import all_targets, flow_path
+    from fenliu.service.ivr import load as load_ivr
+
+    path = str(flow_path(args.file or settings.ivr.flow or "front_desk"))
+    if args.flow_command == "graph":
+        from fenliu.ivr_flows.graph import render
+
+        out = render(load_flow(path, all_targets(settings)), args.out)
+        print(f"✔ {out}")
+        return 0
+    if args.no_prompts:
+        flow = load_flow(path, all_targets(settings))
+        print(f"✔ {flow.path}: flow {flow.name}, {len(flow.states)} states, {len(flow.prompts)} prompts (not made)")
+        return 0
+    loaded = load_ivr(settings, path)
+    flow, cache = loaded.flow, loaded.cache
+    made = getattr(cache, "stats", {})
+    print(f"✔ {flow.path}: flow {flow.name}, {len(flow.states)} states, start {flow.start}; "
+          f"{len(loaded.prompts)} prompts in {settings.ivr.cache_dir} {made}")
+    return 0
 
 
 def _api_command(args: argparse.Namespace, settings) -> int:

@@ -38,7 +38,8 @@ CHAIN_KINDS = {SpeechStarted: "speech_started", SpeechStopped: "speech_stopped",
                PartialTranscript: "partial_transcript", FinalTranscript: "final_transcript", Decision: "decision"}
 CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "media_timeout", "dtmf",
               "leg_dialing", "leg_answered", "leg_ended", "transfer_started", "transfer_progress",
-              "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed"}
+              "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
+              "ivr_step", "overflowed", "queue_dialing", "queue_answered", "queue_failed"}
 SUPERVISOR_FACTS = {"worker_lost", "worker_restarted", "restart_failed", "front_event", "orphans_released",
                     "call_rejected"}
 SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded", "alert", "alert_acked"}
@@ -56,6 +57,7 @@ class LiveCall:
     decision: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
     repeat: dict[str, Any] | None = None  # the caller called before within the flow-back window
+    ivr: dict[str, Any] | None = None  # the IVR front desk: the caller's step, urgency and why
     last_event_id: int = 0
 
 
@@ -165,6 +167,12 @@ class EventFeed:
         lc.state = STATE_AFTER.get(kind, lc.state)
         if kind in REPEAT_KINDS:
             lc.repeat = {**(lc.repeat or {}), **env["data"]}
+        elif kind == "ivr_step":
+            d = env["data"]
+            was = lc.ivr or {}
+            lc.ivr = {"flow": d.get("flow"), "state": d.get("state"), "step": d.get("step"),
+                      "detail": d.get("detail") or was.get("detail", ""),
+                      "urgent": bool(d.get("urgent") or was.get("urgent")), "outcome": d.get("outcome", "")}
         elif kind == "decision" and env["leg"] == "caller":
             lc.decision = env["data"]
         elif kind.startswith("transfer_"):

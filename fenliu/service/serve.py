@@ -19,9 +19,11 @@ from typing import IO, Any
 from fenliu.events import event_to_dict
 from fenliu.router import Router
 from fenliu.service.auth import Accounts
-from fenliu.service.bus import CallEvent, EventBus, Item
+from fenliu.service.bus import CallEvent, EventBus, Item, WorkerFact
 from fenliu.service.feed import EventFeed
 from fenliu.service.followthrough import FollowThrough
+from fenliu.service.ivr import IvrDesk
+from fenliu.service.ivr import load as load_ivr
 from fenliu.service.metrics import Metrics
 from fenliu.service.offline import format_event
 from fenliu.service.outbox import Outbox
@@ -139,6 +141,19 @@ def attach_loop(settings: Settings, store: Store, bus: EventBus, console: Consol
     return outbox
 
 
+def attach_ivr(settings: Settings, sup: Supervisor, bus: EventBus, store: Store | None) -> IvrDesk | None:
+    """The IVR front desk (``[ivr] flow``): the flow and its prompts are loaded and checked now —
+    a bad flow stops the start with file:line, never a live call."""
+    if not settings.ivr.flow:
+        return None
+    desk = IvrDesk(settings, sup, load_ivr(settings), lambda f: bus.publish(WorkerFact("ivr", f)), store)
+    desk.attach(bus)
+    print(f"IVR: flow {desk.flow.name} ({len(desk.flow.states)} states, {len(desk.prompts)} prompts) "
+          f"when {settings.ivr.when}; operators' queue {settings.ivr.queue_uri or settings.sip.seat_uri}",
+          file=sys.stderr, flush=True)
+    return desk
+
+
 async def _retention(store: Store, settings: Settings, stop: asyncio.Event) -> None:
     """Apply the retention settings at start and then every six hours."""
     if not (settings.store.transcript_days or settings.store.recording_days):
@@ -168,6 +183,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
     outbox = attach_loop(settings, store, bus, console)
+    desk = attach_ivr(settings, sup, bus, store)
     for w in security_warnings(settings):
         print(w, file=sys.stderr, flush=True)
     stop_loop = asyncio.Event()
@@ -189,6 +205,8 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
         stop_loop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await console.stop()
+        if desk is not None:
+            desk.close()
         await loop.run_in_executor(None, sup.stop)
         await asyncio.sleep(0)  # deliver what the stop published
         store.close()

@@ -189,6 +189,20 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class IvrSettings:
+    """The voice front (docs/flows.md): which flow, when it runs, where it hands callers over."""
+
+    flow: str = ""  # "" = no IVR; "front_desk" = the shipped overflow front desk; or a flow file's path
+    when: str = "overflow"  # "overflow": when the seat is busy / does not answer (seat mode) and for calls to
+    # `numbers` (the PBX's overflow destination); "always": every call starts in the flow
+    numbers: str = ""  # called numbers (request-URI users) that always start in the flow, comma separated
+    queue_uri: str = ""  # the operators' queue (PBX ACD, or a seat) the flow hands callers to; default: sip.seat_uri
+    queue_timeout: float = 30.0  # a queue that does not answer in this many seconds is dialled again
+    seat_timeout: float = 15.0  # seat mode: a seat that does not answer in this many seconds overflows to the flow
+    cache_dir: str = "var/prompts"  # generated and converted prompts (regenerated when their text changes)
+
+
+@dataclass(frozen=True)
 class Settings:
     asr: AsrSettings = field(default_factory=AsrSettings)
     vad: VadSettings = field(default_factory=VadSettings)
@@ -200,6 +214,7 @@ class Settings:
     sms: SmsSettings = field(default_factory=SmsSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     followup: FollowupSettings = field(default_factory=FollowupSettings)
+    ivr: IvrSettings = field(default_factory=IvrSettings)
     platforms: dict[str, PlatformSettings] = field(default_factory=dict)
     sites: dict[str, SiteSettings] = field(default_factory=dict)
     source: str = "defaults"
@@ -293,6 +308,16 @@ def _validate(s: Settings) -> None:
         raise bad("outbox.poll_seconds", s.outbox.poll_seconds, "poll_seconds, lease_seconds, stuck_minutes > 0")
     if s.followup.window_days <= 0 or s.followup.cluster_days <= 0 or s.followup.cluster_min_numbers < 2:
         raise bad("followup.window_days", s.followup.window_days, "positive days; cluster_min_numbers >= 2")
+    if s.ivr.when not in ("overflow", "always"):
+        raise bad("ivr.when", s.ivr.when, 'use "overflow" (seat busy or no answer, and ivr.numbers) or "always"')
+    if s.ivr.queue_uri and not s.ivr.queue_uri.startswith("sip:"):
+        raise bad("ivr.queue_uri", s.ivr.queue_uri, "the operators' queue as a SIP URI, e.g. sip:acd@pbx:5060")
+    if s.ivr.flow and not (s.ivr.queue_uri or s.sip.seat_uri):
+        raise bad("ivr.queue_uri", "", "an IVR flow hands callers to the operators: set ivr.queue_uri (the PBX's "
+                  "ACD queue) or sip.seat_uri")
+    if s.ivr.queue_timeout <= 0 or s.ivr.seat_timeout < 0:
+        raise bad("ivr.queue_timeout", (s.ivr.queue_timeout, s.ivr.seat_timeout),
+                  "queue_timeout > 0 s; seat_timeout >= 0 s (0: wait for the seat's own answer)")
     for pid, p in s.platforms.items():
         if p.url and not p.url.startswith(("http://", "https://")):
             raise bad(f"platforms.{pid}.url", p.url, "the platform's http(s):// URL, or empty")

@@ -211,7 +211,8 @@ MAX_WAITING = 200_000  # records kept in memory while the database is unavailabl
 
 KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
               "media_timeout", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
-              "restart_failed", "orphans_released", "front_event", "registration", "error"}
+              "restart_failed", "orphans_released", "front_event", "registration", "error", "ivr_step", "overflowed",
+              "queue_dialing", "queue_answered", "queue_failed"}
 TRANSFER_OUTCOMES = ("bridged", "completed", "failed")
 # the operator's final action on a call: the denominators of the figures and a retrain's labels
 FINAL_ACTIONS = {"accepted": "采纳建议分流", "overrode": "改派其他热线", "kept": "建议分流但留110处置",
@@ -387,8 +388,15 @@ class Store:
         self.db.execute("INSERT INTO outbox(kind, ref, destination, idem_key, next_at, created_at) VALUES (?,?,?,?,?,?) "
                         "ON CONFLICT DO NOTHING", (kind, ref, destination, idem_key, now, now))
 
+    def ivr_sms(self, call_id: str, purpose: str, text: str, now: float | None = None) -> dict[str, Any] | None:
+        """An IVR flow's ``sms`` state: the flow's own text to the caller, under the usual rules."""
+        now = time.time() if now is None else now
+        with self.db.tx():
+            row = self.db.one("SELECT number FROM calls WHERE call_id=?", (call_id,))
+            return self.queue_sms(call_id, row["number"] if row else "", {}, purpose, "", now, text=text)
+
     def queue_sms(self, call_id: str, number: str, order: dict[str, Any], purpose: str, asks: str, now: float,
-                  raised: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+                  raised: list[dict[str, Any]] | None = None, text: str | None = None) -> dict[str, Any] | None:
         """One SMS per call and purpose, ever; to mobile numbers only; at most
         ``sms.per_number_per_day`` to one number in 24 h. Refusals are recorded with the reason."""
         s = self.settings.sms
@@ -403,7 +411,7 @@ class Store:
             status, reason = "skipped", f"频次限制 / rate limit: {s.per_number_per_day} messages to this number in 24 h"
         elif not s.url:
             status, reason = "local", "未配置短信网关 / no SMS gateway configured (sms.url)"
-        text = self.linkage.sms_text(purpose, order)
+        text = self.linkage.sms_text(purpose, order) if text is None else text
         sid = self.db.insert("INSERT INTO sms(call_id, purpose, number, asks, body, status, reason, created_at) "
                              "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                              (call_id, purpose, to or number, asks, text, status, reason, now))

@@ -125,7 +125,7 @@ class Supervisor:
     def legs_admitted(self) -> int:
         """How many legs the workers can have recognised at once (caller, and operator in seat mode)."""
         ws = self.worker_settings("probe", 0)
-        return self.settings.sip.workers * ws.capacity() * (2 if ws.seat_uri else 1)
+        return self.settings.sip.workers * ws.capacity() * (2 if ws.seat_uri or ws.queue_leg else 1)
 
     def _warm(self, n: int) -> None:
         try:
@@ -140,12 +140,18 @@ class Supervisor:
     def worker_settings(self, name: str, index: int) -> WorkerSettings:
         """The one place SIP settings become a worker's configuration."""
         s = self.settings.sip
+        ivr = self.settings.ivr
         sip_port, rtp_port = self.worker_ports(index)
         split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
+        # an IVR flow: in seat mode the seat's refusal overflows to it; when every call starts in
+        # the flow the worker answers (the flow hands the caller to the seat/queue, a leg kept for it)
+        front_first = bool(ivr.flow) and (ivr.when == "always" or not s.seat_uri)
         return WorkerSettings(
             name=name, address=s.address, sip_port=sip_port, rtp_port=rtp_port, rtp_range=s.rtp_range,
             audio_paths=self.pool.audio_paths(name) if self.pool is not None else (),
-            seat_uri=s.seat_uri, users=split(s.users) or ("*",), media_timeout=s.media_timeout,
+            seat_uri="" if front_first else s.seat_uri, overflow=bool(ivr.flow) and not front_first,
+            seat_timeout=ivr.seat_timeout, queue_leg=front_first,
+            users=split(s.users) or ("*",), media_timeout=s.media_timeout,
             max_duration=s.max_duration,
             reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
             allow=split(s.allow), registrar=s.registrar, reg_user=s.reg_user.replace("{i}", str(index)),
@@ -441,10 +447,25 @@ class Supervisor:
         self._link(s).send(P.Hangup(s.call_id))
         return {"call_id": s.call_id, "status": "requested"}
 
-    def play(self, call_id: str, wav: str, leg: str = "caller") -> dict[str, Any]:
+    def play(self, call_id: str, wav: str, leg: str = "caller", token: str = "") -> dict[str, Any]:
         s = self._session(call_id)
-        self._link(s).send(P.Play(s.call_id, wav, leg))
+        self._link(s).send(P.Play(s.call_id, wav, leg, token))
         return {"call_id": s.call_id, "status": "requested"}
+
+    def stop_prompt(self, call_id: str) -> dict[str, Any]:
+        s = self._session(call_id)
+        self._link(s).send(P.StopPrompt(s.call_id))
+        return {"call_id": s.call_id, "status": "requested"}
+
+    def to_queue(self, call_id: str, uri: str = "", timeout: float | None = None) -> dict[str, Any]:
+        """Hand the caller to the operators' queue (``ivr.queue_uri``, else the seat); the
+        outcome arrives as QueueUpdate on the bus."""
+        s = self._session(call_id)
+        uri = uri or self.settings.ivr.queue_uri or self.settings.sip.seat_uri
+        if not uri.startswith("sip:"):
+            raise ValueError("no operators' queue configured: set ivr.queue_uri (or sip.seat_uri)")
+        self._link(s).send(P.ToQueue(s.call_id, uri, timeout or self.settings.ivr.queue_timeout))
+        return {"call_id": s.call_id, "uri": uri, "status": "requested"}
 
     def _link(self, s: CallSession) -> WorkerLink:
         link = self.links.get(s.worker)

@@ -22,6 +22,9 @@ from fenliu.sip.protocol import (
     LegAnswered,
     LegEnded,
     MediaTimeout,
+    Overflowed,
+    QueueStep,
+    QueueUpdate,
     TransferMode,
     TransferStep,
     TransferUpdate,
@@ -100,6 +103,15 @@ class TransferPlan:
 
 
 @dataclass
+class QueuePlan:
+    """The IVR is handing the caller to the operators' queue: its leg rings."""
+
+    uri: str
+    deadline: float
+    timed_out: bool = False
+
+
+@dataclass
 class Conversation:
     call_id: str
     slot: int
@@ -112,6 +124,12 @@ class Conversation:
     transfer: TransferPlan | None = None
     rx_packets: int = -1
     rx_changed: float = 0.0
+    overflow: bool = False  # seat mode: a seat that turns the caller away hands it to the IVR instead
+    seat_timeout: float = 0.0  # … or that does not answer within this many seconds
+    queue: QueuePlan | None = None
+    operator_uri: str = ""  # where a failed transfer re-dials the operator ("" = the configured seat)
+    overflowed: bool = False
+    seat_cancelled: bool = False  # the seat did not answer within seat_timeout: its leg was cancelled
 
     # -- the wire ---------------------------------------------------------------------------
     def dialled(self, leg: Leg) -> None:
@@ -126,6 +144,10 @@ class Conversation:
             out.append(Emit(CallAnswered(self.call_id)))
         elif leg == Leg.OPERATOR and self.state == S.RINGING and Leg.CALLER in self.legs:
             out.append(AnswerCaller())
+        elif leg == Leg.OPERATOR and self.queue is not None:
+            q, self.queue = self.queue, None
+            self.seat_mode, self.operator_uri = True, q.uri  # from now on an ordinary seat call
+            out.append(Emit(QueueUpdate(self.call_id, QueueStep.ANSWERED, q.uri)))
         return out
 
     def media_up(self, leg: Leg, now: float) -> list[Action]:
@@ -155,7 +177,17 @@ class Conversation:
             self.state = S.ENDED
             return out + [HangupAll(), Finish(status, reason)]
         if leg == Leg.OPERATOR:
-            if st == S.RINGING:  # the seat did not take it: tell the PBX why, so it can re-route
+            if self.queue is not None:  # the queue did not take the caller: the IVR keeps it
+                q, self.queue = self.queue, None
+                why = "no answer (timeout)" if q.timed_out else (reason or "rejected")
+                out.append(Emit(QueueUpdate(self.call_id, QueueStep.FAILED, q.uri, status, why)))
+            elif st == S.RINGING and self.overflow and Leg.CALLER in self.legs:
+                # the seat is busy or did not answer: the IVR front desk takes the caller (and the
+                # IVR, not the seat rule, decides who gets it after a failed transfer)
+                self.overflowed, self.seat_mode = True, False
+                why = f"no answer within {self.seat_timeout:.0f} s" if self.seat_cancelled else (reason or "no answer")
+                out += [Emit(Overflowed(self.call_id, status, why)), AnswerCaller()]
+            elif st == S.RINGING:  # the seat did not take it: tell the PBX why, so it can re-route
                 out.append(RejectCaller(status if 400 <= status < 700 else 480, f"operator seat: {reason}"))
             elif st == S.THREE_WAY:
                 out += self._handed_over()
@@ -194,6 +226,8 @@ class Conversation:
 
         if self.state != S.TALKING:
             return refuse(0, f"call is {self.state.value}, not talking: nothing changed")
+        if self.queue is not None:
+            return refuse(0, "the call is being handed to the operators' queue: nothing changed")
         if not target.startswith("sip:"):
             return refuse(0, "target must be a sip: URI")
         try:
@@ -215,6 +249,12 @@ class Conversation:
         self.legs.discard(leg)
         if leg == Leg.HOTLINE:
             return self._failed(503, f"cannot dial the hotline: {message}")
+        if leg == Leg.OPERATOR and self.queue is not None:
+            q, self.queue = self.queue, None
+            return [Emit(QueueUpdate(self.call_id, QueueStep.FAILED, q.uri, 503, f"cannot dial the queue: {message}"))]
+        if leg == Leg.OPERATOR and self.state == S.RINGING and self.overflow:
+            self.overflowed, self.seat_mode = True, False
+            return [Emit(Overflowed(self.call_id, 503, f"operator seat cannot be dialled: {message}")), AnswerCaller()]
         if leg == Leg.OPERATOR and self.state == S.RINGING:
             return [RejectCaller(503, f"operator seat cannot be dialled: {message}")]
         return []
@@ -235,8 +275,36 @@ class Conversation:
             return [Emit(WorkerError("a REFER cannot be cancelled once sent; wait for its outcome", self.call_id))]
         return self._failed(487, "cancelled by the operator")
 
+    def to_queue(self, uri: str, timeout: float, now: float, free_legs: int) -> list[Action]:
+        """The IVR hands the caller to the operators' queue: dial it as the operator leg; the
+        bridge follows when it answers (``media_up``). A queue that is busy or does not answer
+        leaves the caller on the line with the IVR (``QueueUpdate`` failed says why)."""
+        def refuse(why: str) -> list[Action]:
+            return [Emit(QueueUpdate(self.call_id, QueueStep.FAILED, uri, 0, why))]
+
+        if self.state != S.TALKING:
+            return refuse(f"call is {self.state.value}, not talking")
+        if Leg.OPERATOR in self.legs or self.queue is not None:
+            return refuse("an operator leg is already there")
+        if self.transfer is not None:
+            return refuse("a transfer is in progress")
+        if not uri.startswith("sip:"):
+            return refuse("the queue must be a sip: URI (ivr.queue_uri)")
+        if free_legs < 1:
+            return refuse("no free SIP leg on this worker for the queue")
+        self.queue = QueuePlan(uri, now + timeout)
+        return [Emit(QueueUpdate(self.call_id, QueueStep.DIALING, uri)), Dial(Leg.OPERATOR, uri)]
+
     # -- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
+        q = self.queue
+        if q is not None and not q.timed_out and now > q.deadline:
+            q.timed_out = True
+            return [HangupLeg(Leg.OPERATOR)]  # CANCEL; leg_gone reports the failure
+        if (self.state == S.RINGING and self.overflow and self.seat_timeout and Leg.OPERATOR in self.legs
+                and now > self.started + self.seat_timeout and not self.seat_cancelled):
+            self.seat_cancelled = True
+            return [HangupLeg(Leg.OPERATOR)]  # CANCEL; leg_gone overflows the caller to the IVR
         t = self.transfer
         if t is None:
             return []
@@ -297,5 +365,5 @@ class Conversation:
             out.append(HangupLeg(Leg.HOTLINE))
         if self.seat_mode and self.state == S.TALKING and Leg.OPERATOR not in self.legs:
             # the operator had already left: the caller must not stay on a line with nobody on it
-            out.append(Dial(Leg.OPERATOR, ""))  # "" = the configured seat
+            out.append(Dial(Leg.OPERATOR, self.operator_uri))  # "" = the configured seat
         return out

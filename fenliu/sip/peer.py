@@ -9,13 +9,21 @@ starts as local test hotlines, and what the integration tests use as the far end
 
 It prints one JSON object per line on stdout for each thing that happened (ready, incoming,
 state, media, transfer request, ended), and follows a REFER (it is a well-behaved transferee).
+With ``--commands`` it also takes one command per line on stdin, for its current call — a caller
+that answers an IVR the way a person would, when the test has seen the prompt start:
+
+    dtmf 1          send DTMF (RFC 4733)
+    play FILE.wav   play a recording into the call (speech)
+    hangup
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,6 +43,7 @@ class PeerCall(pj.Call):
         self.peer = peer
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
+        self.extra_players: list[pj.AudioMediaPlayer] = []  # played on command (stdin "play")
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
         try:
@@ -96,6 +105,36 @@ class Peer:
         self.calls: list[PeerCall] = []
         self.running = True
         self.finished_calls = 0
+        self.commands: queue.Queue[str] = queue.Queue()
+        if args.commands:
+            threading.Thread(target=self._read_commands, daemon=True).start()
+
+    def _read_commands(self) -> None:
+        for line in sys.stdin:
+            self.commands.put(line.strip())
+
+    def command(self, line: str) -> None:
+        """One stdin command for the latest call that has media (see the module docstring)."""
+        verb, _, arg = line.partition(" ")
+        call = next((c for c in reversed(self.calls) if c.isActive()), None)
+        if call is None:
+            emit("error", where="command", message=f"no active call for {line!r}")
+            return
+        if verb == "dtmf":
+            call.dialDtmf(arg.strip())
+            emit("dtmf_sent", digits=arg.strip())
+        elif verb == "play":
+            info = call.getInfo()
+            idx = next(i for i, mi in enumerate(info.media) if mi.type == pj.PJMEDIA_TYPE_AUDIO)
+            player = pj.AudioMediaPlayer()
+            player.createPlayer(arg.strip(), pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(call.getAudioMedia(idx))
+            call.extra_players.append(player)
+            emit("playing", file=arg.strip())
+        elif verb == "hangup":
+            call.hangup(pj.CallOpParam(True))
+        else:
+            emit("error", where="command", message=f"unknown command {line!r}")
 
     def start(self) -> None:
         a = self.args
@@ -150,6 +189,12 @@ class Peer:
     def run(self) -> None:
         while self.running:
             self.ep.libHandleEvents(20)
+            while not self.commands.empty():
+                line = self.commands.get()
+                try:
+                    self.command(line)
+                except Exception as e:  # a bad command must not stop the peer
+                    emit("error", where="command", message=f"{line!r}: {e}")
             now = time.monotonic()
             for call in list(self.calls):
                 due = getattr(call, "hangup_at", None)
@@ -173,6 +218,7 @@ class Peer:
         for call in self.calls:
             call.player = None
             call.recorder = None
+            call.extra_players.clear()
         self.calls.clear()
         self.account = None  # type: ignore[assignment]
         self.ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
@@ -192,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
     p.add_argument("--hangup-after", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--refuse-refer", action="store_true", help="answer REFER with 603 Decline")
+    p.add_argument("--commands", action="store_true", help="take commands on stdin: dtmf D, play FILE, hangup")
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
     args = p.parse_args(argv)
     peer = Peer(args)

@@ -262,6 +262,7 @@ class PromptStarted(Fact):
     call_id: str
     leg: str
     wav: str
+    token: str = ""  # the Play command's token: which prompt of an IVR flow this is
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,39 @@ class PromptDone(Fact):
     call_id: str
     leg: str
     wav: str
+    token: str = ""
+    interrupted: bool = False  # stopped by StopPrompt (barge-in), not played to its end
+
+
+class QueueStep(StrEnum):
+    DIALING = "dialing"  # the operators' queue (ACD or seat) is being dialled
+    ANSWERED = "answered"  # an operator took the call: caller and operator are bridged
+    FAILED = "failed"  # busy, no answer or rejected: the caller stays on the line (the IVR)
+
+
+@dataclass(frozen=True)
+class QueueUpdate(Fact):
+    """The IVR handing a caller to the operators' queue (``ToQueue``), step by step."""
+
+    call_id: str
+    step: QueueStep
+    uri: str = ""
+    status: int = 0
+    reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        return f"queue_{self.step.value}"
+
+
+@dataclass(frozen=True)
+class Overflowed(Fact):
+    """Seat mode: the operator seat was busy or did not answer, so the caller was answered for the
+    IVR front desk (``ivr`` settings) instead of being turned away."""
+
+    call_id: str
+    status: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -316,6 +350,20 @@ class RestartFailed(Fact):
     attempt: int
     message: str
     retry_in: float
+
+
+@dataclass(frozen=True)
+class IvrStep(Fact):
+    """Where a caller is in the IVR flow (stated by the supervisor's IVR desk): for the console
+    (the call card shows the step, the urgency and why), the store and the log."""
+
+    call_id: str
+    flow: str
+    state: str
+    step: str  # the state's kind on entry, or what happened: barge_in, key, retry, no_input, decide, …
+    detail: str = ""
+    urgent: bool = False
+    outcome: str = ""  # when the flow is over: transferred, queued, hung_up, caller_left
 
 
 @dataclass(frozen=True)
@@ -395,9 +443,15 @@ class WorkerSettings:
     reg_expires: int = 300
     reg_retry: int = 30
     session_expires: int = 1800  # SIP session timer (RFC 4028) when the peer supports it
+    # the IVR front desk: seat mode answers a caller the seat turned away (busy, no answer within
+    # seat_timeout) instead of rejecting it; an IVR may hand the caller to an operators' queue leg
+    overflow: bool = False
+    seat_timeout: float = 0.0  # seat mode with overflow: the seat must answer within this (0: no limit)
+    queue_leg: bool = False  # reserve a leg for the operators' queue (answer mode with an IVR flow)
 
     def legs_per_conversation(self) -> int:
-        return 1 + (1 if self.seat_uri else 0) + (1 if self.reserve_transfer_leg else 0)
+        operator = bool(self.seat_uri) or self.queue_leg
+        return 1 + (1 if operator else 0) + (1 if self.reserve_transfer_leg else 0)
 
     def capacity(self) -> int:
         return max(1, self.max_calls // self.legs_per_conversation())
@@ -440,6 +494,24 @@ class Play(Command):
     call_id: str
     wav: str
     leg: str = "caller"
+    token: str = ""  # echoed in PromptStarted / PromptDone
+
+
+@dataclass(frozen=True)
+class StopPrompt(Command):
+    """Barge-in: stop every prompt playing into the call (each reports PromptDone, interrupted)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class ToQueue(Command):
+    """Hand the caller to the operators' queue: dial ``uri`` as the operator leg and bridge it to
+    the caller when it answers (fenliu stays in the path: transcript and one key go on)."""
+
+    call_id: str
+    uri: str
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -501,4 +573,4 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         raise ProtocolError(f"{cls.__name__}: {e}") from e
 
 
-_ENUMS: dict[str, type] = {"TransferStep": TransferStep, "TransferMode": TransferMode}
+_ENUMS: dict[str, type] = {"TransferStep": TransferStep, "TransferMode": TransferMode, "QueueStep": QueueStep}

@@ -201,13 +201,15 @@ class LegCall(pj.Call):
 
 
 class PromptPlayer(pj.AudioMediaPlayer):
-    def __init__(self, worker: Worker, call_id: str, leg: str, wav: str) -> None:
+    def __init__(self, worker: Worker, call_id: str, leg: str, wav: str, token: str = "") -> None:
         super().__init__()
-        self.worker, self.call_id, self.leg, self.wav = worker, call_id, leg, wav
+        self.worker, self.call_id, self.leg, self.wav, self.token = worker, call_id, leg, wav, token
+        self.sink: Any = None  # the leg's AudioMedia it transmits to
+        self.done = False
 
     def onEof2(self) -> None:  # noqa: N802
         with contextlib.suppress(BaseException):  # the media thread: nothing may escape
-            self.worker.guard("onEof2", self.worker.uplink.send, P.PromptDone(self.call_id, self.leg, self.wav))
+            self.worker.finished_players.append(self)  # reported and freed by the main loop
 
 
 class Account(pj.Account):
@@ -234,7 +236,7 @@ class Live:
     calls: dict[Leg, LegCall] = field(default_factory=dict)
     media: dict[Leg, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
     taps: dict[Leg, TapPort] = field(default_factory=dict)
-    players: list[Any] = field(default_factory=list)
+    players: list[PromptPlayer] = field(default_factory=list)
 
 
 class Worker:
@@ -252,6 +254,7 @@ class Worker:
         self._next_slot = 0
         self._next_media_check = 0.0
         self.account: Account | None = None
+        self.finished_players: deque[PromptPlayer] = deque()  # appended on the media thread (onEof2)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -343,7 +346,8 @@ class Worker:
             return
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
-        conv = Conversation(info.callIdString, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri))
+        conv = Conversation(info.callIdString, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri),
+                            overflow=self.cfg.overflow and bool(self.cfg.seat_uri), seat_timeout=self.cfg.seat_timeout)
         call.call_id = conv.call_id
         lv = Live(conv, calls={Leg.CALLER: call})
         self.live[conv.call_id] = lv
@@ -544,30 +548,66 @@ class Worker:
         elif isinstance(cmd, P.CancelTransfer):
             self.execute(lv, lv.conv.cancel_transfer())
         elif isinstance(cmd, P.Play):
-            self.play(lv, cmd.leg, cmd.wav)
+            self.play(lv, cmd.leg, cmd.wav, cmd.token)
+        elif isinstance(cmd, P.StopPrompt):
+            self.stop_prompts(lv)
+        elif isinstance(cmd, P.ToQueue):
+            free = self.cfg.max_calls - self.legs_in_use()
+            self.execute(lv, lv.conv.to_queue(cmd.uri, cmd.timeout, now, free))
         else:
             self.uplink.send(P.WorkerError(f"unknown command: {type(cmd).__name__}"))
 
-    def play(self, lv: Live, leg_name: str, wav: str) -> None:
-        """Play a prompt (a WAV file) into one leg, e.g. the IVR's confirmation question."""
+    def play(self, lv: Live, leg_name: str, wav: str, token: str = "") -> None:
+        """Play a prompt (a WAV file) into one leg, e.g. an IVR flow's question. One prompt at a
+        time per leg: a prompt still playing there is stopped first (reported interrupted)."""
         call_id = lv.conv.call_id
         leg = next((x for x in Leg if x.label == leg_name), None)
         if leg is None or leg not in lv.media:
             self.uplink.send(P.WorkerError(f"no active {leg_name!r} leg to play into", call_id))
+            if token:  # an IVR waits for this prompt: it must hear that it will not come
+                self.uplink.send(P.PromptDone(call_id, leg_name, wav, token, interrupted=True))
             return
-        player = PromptPlayer(self, call_id, leg_name, wav)
+        self.stop_prompts(lv, leg_name)
+        player = PromptPlayer(self, call_id, leg_name, wav, token)
         try:
             player.createPlayer(wav, pj.PJMEDIA_FILE_NO_LOOP)
         except pj.Error as e:
+            self._release_later(player)
             self.uplink.send(P.WorkerError(f"cannot play {wav}: {e.info()}", call_id))
+            if token:
+                self.uplink.send(P.PromptDone(call_id, leg_name, wav, token, interrupted=True))
             return
-        player.startTransmit(lv.media[leg])
+        player.sink = lv.media[leg]
+        player.startTransmit(player.sink)
         lv.players.append(player)
-        self.uplink.send(P.PromptStarted(call_id, leg_name, wav))
+        self.uplink.send(P.PromptStarted(call_id, leg_name, wav, token))
+
+    def stop_prompts(self, lv: Live, leg_name: str = "") -> None:
+        """Barge-in: stop the prompts playing into the call (or one leg of it)."""
+        for player in [p for p in lv.players if not p.done and (not leg_name or p.leg == leg_name)]:
+            self._retire_player(lv, player, interrupted=True)
+
+    def _retire_player(self, lv: Live, player: PromptPlayer, interrupted: bool) -> None:
+        """A prompt is over (played out or stopped): say so once, and free its bridge port."""
+        if player.done:
+            return
+        player.done = True
+        with contextlib.suppress(pj.Error):
+            if player.sink is not None:
+                player.stopTransmit(player.sink)
+        if player in lv.players:
+            lv.players.remove(player)
+        self._release_later(player)
+        self.uplink.send(P.PromptDone(player.call_id, player.leg, player.wav, player.token, interrupted))
 
     # -- time -------------------------------------------------------------------------------
     def check_timers(self) -> None:
         now = time.monotonic()
+        while self.finished_players:
+            player = self.finished_players.popleft()
+            lv = self.live.get(player.call_id)
+            if lv is not None and player in lv.players:
+                self.guard("prompt done", self._retire_player, lv, player, False)
         while self._graveyard and self._graveyard[0][0] <= now:
             destroy(self._graveyard.popleft()[1])
         for lv in list(self.live.values()):

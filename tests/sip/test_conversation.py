@@ -583,3 +583,73 @@ def test_cancel_without_a_cancellable_transfer_is_an_error_and_changes_nothing(m
     (err,) = facts(run(c, lambda c: c.conv.cancel_transfer()))
     assert isinstance(err, P.WorkerError) and ("REFER" in err.message or "no transfer" in err.message)
     assert c.conv.state == state
+
+
+# -- the IVR: handing the caller to the operators' queue; a seat's refusal overflowing to the IVR --
+QUEUE = "sip:acd@127.0.0.1:5090"
+
+
+def to_queue(timeout: float = 30.0, free_legs: int = 2) -> Step:
+    return lambda c: c.conv.to_queue(QUEUE, timeout, c.now, free_legs)
+
+
+def test_queue_answers_and_the_call_becomes_an_ordinary_seat_call():
+    c = answered()
+    out = run(c, to_queue())
+    assert [describe(a) for a in out] == ["queue_dialing", "Dial operator"]
+    assert facts(run(c, transfer()), P.TransferUpdate)[0].step == TransferStep.FAILED  # not while it rings
+    out = run(c, confirmed(OPERATOR))
+    assert [describe(a) for a in out] == ["leg_answered", "queue_answered"]
+    assert [describe(a) for a in run(c, media(OPERATOR))] == ["Bridge caller+operator"]
+    # now a failed transfer gives the caller back to that operator, as for a seat call
+    run(c, transfer())
+    out = run(c, gone(HOT, 486, "Busy Here"))
+    assert facts(out, P.TransferUpdate)[0].step == TransferStep.FAILED
+    assert c.conv.state == S.TALKING and OPERATOR in c.conv.legs
+
+
+def test_a_busy_or_silent_queue_leaves_the_caller_on_the_line():
+    c = answered()
+    run(c, to_queue(timeout=10))
+    out = run(c, gone(OPERATOR, 486, "Busy Here"))
+    f = facts(out, P.QueueUpdate)
+    assert f[0].step == P.QueueStep.FAILED and f[0].status == 486
+    assert not [a for a in out if isinstance(a, HangupAll | Finish)]  # the caller stays
+    assert c.conv.state == S.TALKING
+    run(c, to_queue(timeout=10))  # dialled again
+    assert run(c, tick(c.now - T0 + 5)) == []
+    out = run(c, tick(c.now - T0 + 6))  # past the deadline: cancel the ringing leg once
+    assert [describe(a) for a in out] == ["HangupLeg operator"]
+    assert run(c, tick(c.now - T0 + 1)) == []
+    out = run(c, gone(OPERATOR, 487, "Request Terminated"))
+    assert facts(out, P.QueueUpdate)[0].reason == "no answer (timeout)"
+    assert CALLER in c.conv.legs and c.conv.state == S.TALKING
+
+
+def test_queue_refusals_name_the_reason():
+    c = answered()
+    assert facts(run(c, to_queue(free_legs=0)), P.QueueUpdate)[0].reason.startswith("no free SIP leg")
+    ringing = Call(seat=True)
+    assert "ringing" in facts(run(ringing, to_queue()), P.QueueUpdate)[0].reason
+
+
+def test_a_busy_seat_overflows_to_the_ivr_instead_of_rejecting_the_caller():
+    c = Call(seat=True)
+    c.conv.overflow = True
+    out = run(c, gone(OPERATOR, 486, "Busy Here"))
+    assert [describe(a) for a in out] == ["leg_ended", "overflowed", "AnswerCaller"]
+    assert facts(out, P.Overflowed)[0].status == 486
+    run(c, confirmed(CALLER))
+    assert c.conv.state == S.TALKING and not c.conv.seat_mode  # the IVR, not the seat rule, decides next
+    plain = Call(seat=True)
+    assert [describe(a) for a in run(plain, gone(OPERATOR, 486, "Busy Here"))] == ["leg_ended", "RejectCaller 486"]
+
+
+def test_a_seat_that_does_not_answer_in_time_overflows():
+    c = Call(seat=True)
+    c.conv.overflow, c.conv.seat_timeout = True, 15.0
+    assert run(c, tick(10)) == []
+    assert [describe(a) for a in run(c, tick(16))] == ["HangupLeg operator"]
+    assert run(c, tick(17)) == []  # cancelled once
+    out = run(c, gone(OPERATOR, 487, "Request Terminated"))
+    assert facts(out, P.Overflowed)[0].reason == "no answer within 15 s"

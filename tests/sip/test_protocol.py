@@ -49,6 +49,8 @@ def sample(cls: type):
             value = TransferStep.BRIDGED
         elif hint == "TransferMode":
             value = TransferMode.ATTENDED
+        elif hint == "QueueStep":
+            value = P.QueueStep.ANSWERED
         elif hint == "WorkerSettings":
             value = sample(WorkerSettings)
         else:

@@ -1,0 +1,246 @@
+"""The IVR front desk in the service: runs a flow (``fenliu.ivr_flows``) on the calls that need it.
+
+A bus subscriber on the supervisor's loop. It starts a ``FlowRun`` when a call needs the voice
+front — the operator seat turned the caller away (``Overflowed``), the call came in on one of
+``ivr.numbers``, or ``ivr.when = "always"`` — as soon as the caller's audio is up; feeds the run
+the call's facts (prompts, keys, transfer and queue steps) and its chain events (speech,
+transcripts, the router's decisions); and carries out what the run asks through the supervisor
+(play, stop, transfer, hand to the queue, hang up) and the store (the flow's SMS). Every step is
+published as ``IvrStep`` for the console, the store and the log.
+
+The flow and every prompt are loaded and checked when the service starts (``IvrDesk.load``): a
+bad flow or a missing prompt stops the start with file:line, never a live call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fenliu.errors import ConfigError
+from fenliu.events import Decision, FinalTranscript, PartialTranscript, SpeechStarted, SpeechStopped
+from fenliu.ivr_flows.flow import Flow, load_flow
+from fenliu.ivr_flows.prompts import PromptCache, PromptSource
+from fenliu.ivr_flows.runner import (
+    Act,
+    FlowRun,
+    HangUp,
+    PlayPrompts,
+    QueueCall,
+    SendSms,
+    Step,
+    StopPrompts,
+    TransferTo,
+)
+from fenliu.service.bus import CallEvent, Item, WorkerFact
+from fenliu.service.linkage import Linkage, uri_host, uri_user
+from fenliu.service.settings import Settings
+from fenliu.sip import protocol as P
+
+log = logging.getLogger("fenliu.ivr")
+
+TICK_S = 0.1
+
+
+def flow_path(name_or_path: str) -> Path:
+    """``front_desk`` (a flow shipped with fenliu) or a path to a flow file."""
+    if "/" not in name_or_path and not name_or_path.endswith(".toml"):
+        shipped = resources.files("fenliu.ivr_flows") / f"{name_or_path}.toml"
+        if not shipped.is_file():
+            raise ConfigError(f"配置错误 / ivr.flow = {name_or_path!r}: no flow of that name ships with fenliu "
+                              f"(shipped: front_desk); give a path to a flow file")
+        return Path(str(shipped))
+    return Path(name_or_path)
+
+
+def all_targets(settings: Settings) -> set[str]:
+    """Every target id a call can be transferred to, on any site."""
+    out = set(settings.transfer.targets)
+    for site in settings.sites.values():
+        out |= set(site.targets)
+    return out
+
+
+@dataclass
+class LoadedFlow:
+    flow: Flow
+    prompts: dict[str, Path]  # prompt name -> bridge-format WAV
+    cache: PromptCache
+
+
+def load(settings: Settings, path: str | None = None) -> LoadedFlow:
+    """Load and check the flow, and make every prompt (errors name the file and line)."""
+    p = flow_path(path or settings.ivr.flow)
+    flow = load_flow(p, all_targets(settings))
+    cache = PromptCache(settings.ivr.cache_dir, voice=flow.voice)
+    sources = [PromptSource(pr.name, pr.text, pr.wav, pr.line, str(flow.path)) for pr in flow.prompts.values()]
+    return LoadedFlow(flow, cache.build_all(sources), cache)
+
+
+@dataclass
+class CallInfo:
+    call_id: str
+    called: str
+    trunk: str
+    why: str = ""  # why the flow runs on this call ("" = it does not)
+    run: FlowRun | None = None
+
+
+class IvrDesk:
+    def __init__(self, settings: Settings, supervisor: Any, loaded: LoadedFlow,
+                 publish: Callable[[P.Fact], None], store: Any = None) -> None:
+        self.settings = settings
+        self.sup = supervisor
+        self.flow = loaded.flow
+        self.prompts = loaded.prompts
+        self.cache = loaded.cache
+        self.publish = publish
+        self.store = store
+        self.linkage: Linkage = getattr(supervisor, "linkage", None) or Linkage(settings)
+        self.numbers = {x.strip() for x in settings.ivr.numbers.split(",") if x.strip()}
+        self.calls: dict[str, CallInfo] = {}
+        self.started = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- on the bus loop ---------------------------------------------------------------------------
+    def attach(self, bus: Any) -> None:
+        bus.subscribe(self)
+        self._loop = bus.loop
+        bus.loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_later(TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for info in list(self.calls.values()):
+            if info.run is not None and not info.run.done:
+                self._guard(info, lambda r=info.run: r.tick(now))
+        self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def __call__(self, item: Item) -> None:
+        if isinstance(item, WorkerFact):
+            self._fact(item.fact)
+        elif isinstance(item, CallEvent) and item.leg == "caller":
+            info = self.calls.get(item.call_id)
+            if info is None or info.run is None:
+                return
+            run, ev, now = info.run, item.event, time.monotonic()
+            if isinstance(ev, SpeechStarted):
+                self._guard(info, lambda: run.speech_started(now))
+            elif isinstance(ev, SpeechStopped):
+                run.speech_stopped(now)
+            elif isinstance(ev, PartialTranscript):
+                run.transcript_partial(now)
+            elif isinstance(ev, FinalTranscript):
+                run.transcript_final(ev.text, now)
+            elif isinstance(ev, Decision):
+                self._guard(info, lambda: run.decided(ev, now))
+
+    def _fact(self, f: P.Fact) -> None:
+        now = time.monotonic()
+        if isinstance(f, P.CallStarted):
+            called = uri_user(f.local)
+            info = CallInfo(f.call_id, called, uri_host(f.remote))
+            if self.settings.ivr.when == "always":
+                info.why = "ivr.when = always"
+            elif called in self.numbers:
+                info.why = f"called number {called} (ivr.numbers)"
+            self.calls[f.call_id] = info
+            return
+        call_id = str(getattr(f, "call_id", "") or "")
+        info = self.calls.get(call_id)
+        if info is None:
+            return
+        if isinstance(f, P.CallEnded):
+            if info.run is not None:
+                self._do(info, info.run.caller_gone())
+            del self.calls[call_id]
+            return
+        if isinstance(f, P.Overflowed):
+            info.why = f"overflow: operator seat {f.status} {f.reason}".strip()
+            return
+        run = info.run
+        if isinstance(f, P.MediaActive) and f.leg == "caller" and info.why and run is None:
+            site = self.linkage.site_for(info.called, info.trunk) if self.settings.sites else ""
+            info.run = FlowRun(self.flow, call_id, frozenset(self.linkage.targets_for(site)))
+            self.started += 1
+            log.info("IVR %s for %s (%s)", self.flow.name, call_id[:12], info.why)
+            self._guard(info, lambda: info.run.start(now))  # type: ignore[union-attr]
+            return
+        if run is None:
+            return
+        if isinstance(f, P.PromptDone):
+            self._guard(info, lambda: run.prompt_done(f.token, f.interrupted, now))
+        elif isinstance(f, P.Dtmf) and f.leg == "caller":
+            self._guard(info, lambda: run.dtmf(f.digit, now))
+        elif isinstance(f, P.TransferUpdate):
+            self._guard(info, lambda: run.transfer_update(f.step.value, f.reason, now))
+        elif isinstance(f, P.QueueUpdate):
+            self._guard(info, lambda: run.queue_update(f.step.value, f.reason, now))
+
+    # -- carrying out --------------------------------------------------------------------------------
+    def _guard(self, info: CallInfo, step: Callable[[], list[Act] | None]) -> None:
+        """Run one step of a call's flow. A failure in it must not leave the caller with nobody:
+        the caller is handed to the operators' queue and the error is reported."""
+        try:
+            acts = step()
+            if acts:
+                self._do(info, acts)
+        except Exception as e:  # noqa: BLE001 - one call's flow must not stop the others
+            log.exception("IVR failed on call %s", info.call_id)
+            self.publish(P.WorkerError(f"IVR flow error, caller handed to the operators: {e}", info.call_id))
+            if info.run is not None and not info.run.done:
+                info.run.outcome = "error"
+                self._safe(info, lambda: self.sup.to_queue(info.call_id))
+
+    def _do(self, info: CallInfo, acts: list[Act]) -> None:
+        run = info.run
+        assert run is not None
+        now = time.monotonic()
+        for a in acts:
+            if isinstance(a, Step):
+                self.publish(P.IvrStep(info.call_id, self.flow.name, a.state, a.kind, a.detail, a.urgent, a.outcome))
+            elif isinstance(a, PlayPrompts):
+                wav = self._wav(a.prompts)
+                self._safe(info, lambda w=wav, t=a.token: self.sup.play(info.call_id, str(w), "caller", t))
+            elif isinstance(a, StopPrompts):
+                self._safe(info, lambda: self.sup.stop_prompt(info.call_id))
+            elif isinstance(a, TransferTo):
+                err = self._safe(info, lambda t=a: self.sup.transfer(info.call_id, t.target, t.mode))
+                if err is not None:
+                    self._do(info, run.transfer_update("failed", err, now))
+            elif isinstance(a, QueueCall):
+                err = self._safe(info, lambda q=a: self.sup.to_queue(info.call_id, q.uri))
+                if err is not None:
+                    self._do(info, run.queue_update("failed", err, now))
+            elif isinstance(a, SendSms):
+                if self.store is not None:
+                    self._safe(info, lambda s=a: self.store.ivr_sms(info.call_id, f"ivr:{s.state}", s.text))
+            elif isinstance(a, HangUp):
+                self._safe(info, lambda: self.sup.hangup(info.call_id))
+
+    def _wav(self, names: tuple[str, ...]) -> Path:
+        paths = [self.prompts[n] for n in names]
+        return paths[0] if len(paths) == 1 else self.cache.concat(paths)
+
+    def _safe(self, info: CallInfo, fn: Callable[[], Any]) -> str | None:
+        """A command to the call's worker; the call may have ended meanwhile (its CallEnded follows)."""
+        try:
+            fn()
+            return None
+        except (LookupError, ValueError, OSError) as e:
+            log.info("IVR on %s: %s", info.call_id[:12], e)
+            return str(e)
