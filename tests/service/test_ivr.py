@@ -1,0 +1,290 @@
+"""The IVR front desk on real calls: a SIP worker (pjsua2) with the real Vosk Korean model and a
+small Korean negative list, the shipped front-desk flow (its Chinese prompts made by espeak-ng),
+callers that are a recording pjsua2 peer (speech and RFC 4733 keys sent when the test has seen
+the prompt) and SIPp (speech files and SIPp's own DTMF captures), a pjsua2 hotline and a pjsua2
+operators' queue. What is asserted is what the people on the line would notice: the prompt the
+caller heard, the branch taken, the hotline that got the caller, the operator who got the
+urgent call."""
+
+from __future__ import annotations
+
+import threading
+import wave
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fenliu.events import FinalTranscript
+from fenliu.router import Router, parse_rules
+from fenliu.service.bus import CallEvent, WorkerFact
+from fenliu.service.ivr import IvrDesk
+from fenliu.service.ivr import load as load_ivr
+from fenliu.service.supervisor import Supervisor
+from fenliu.sip import protocol as P
+from tests.conftest import FIXTURES, minimal_rules, sox
+from tests.service.test_serve import Collector, settings_for
+from tests.sip.peers import PeerProc, find_in_recording, rms_after
+from tests.sip.sipp import alaw_file, caller_scenario, dtmf_rfc4733, run_sipp
+
+pytestmark = pytest.mark.slow
+
+SPEECH_DIVERT = FIXTURES / "ko" / "ko-03-power.wav"  # its heard words become the 12345 category
+SPEECH_DANGER = FIXTURES / "ko" / "ko-02-help.wav"  # its heard words become the danger group
+
+
+def heard_words(ko_engine, wav: Path, tmp: Path) -> set[str]:
+    """What the Korean model hears of ``wav`` after an A-law telephone line."""
+    from fenliu.asr.audio import read_wav
+    from fenliu.asr.pipeline import StreamPipeline
+
+    line, narrow = tmp / f"{wav.stem}-line.wav", tmp / f"{wav.stem}-narrow.wav"
+    sox(str(wav), "-r", "8000", "-e", "a-law", str(line))
+    sox(str(line), "-e", "signed-integer", "-b", "16", str(narrow))
+    clip = read_wav(narrow)
+    probe = StreamPipeline("probe", clip.rate, ko_engine)
+    finals = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
+    return {w for f in finals for w in f.text.split() if len(w) >= 2}
+
+
+@pytest.fixture(scope="module")
+def ko_router(ko_engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("probe")
+    divert, danger = heard_words(ko_engine, SPEECH_DIVERT, tmp), heard_words(ko_engine, SPEECH_DANGER, tmp)
+    divert, danger = sorted(divert - danger), sorted(danger - divert)
+    assert divert and danger, "the model must hear distinct words in the two clips"
+    return Router(parse_rules(minimal_rules(decisive=divert, strong="없는말하나", weak="없는말", danger=danger,
+                                            negator="안", name="테스트", version="ko-ivr")))
+
+
+class Service:
+    """Supervisor + IVR desk on a collecting bus: what `fenliu serve` runs, without the console."""
+
+    def __init__(self, tmp: Path, engine, router, targets: dict[str, str], queue_uri: str, *, seat: str = "",
+                 when: str = "always", flow: str = "front_desk", cache: Path | None = None) -> None:
+        s = settings_for(1)
+        s = replace(s, transfer=replace(s.transfer, targets=targets),
+                    sip=replace(s.sip, seat_uri=seat),
+                    ivr=replace(s.ivr, flow=flow, when=when, queue_uri=queue_uri, seat_timeout=10,
+                                cache_dir=str(cache or tmp / "prompts")))
+        self.settings = s
+        self.got = Collector()
+        self.sup = Supervisor(s, router, engine, self.got.bus)
+        self.desk = IvrDesk(s, self.sup, load_ivr(s), lambda f: self.got.bus.publish(WorkerFact("ivr", f)))
+        self.desk.attach(self.got.bus)
+        self.sup.start()
+        self.uri = f"sip:110@127.0.0.1:{s.sip.port}"
+
+    def step(self, since: int = 0, timeout: float = 30.0, **match) -> P.IvrStep:
+        it = self.got.wait(lambda it: isinstance(it, WorkerFact) and isinstance(it.fact, P.IvrStep)
+                           and all(getattr(it.fact, k) == v for k, v in match.items()), timeout, since)
+        return it.fact
+
+    def fact(self, cls, since: int = 0, timeout: float = 30.0, **match):
+        return self.got.wait(lambda it: isinstance(it, WorkerFact) and isinstance(it.fact, cls)
+                             and all(getattr(it.fact, k) == v for k, v in match.items()), timeout, since).fact
+
+    def facts(self, cls) -> list:
+        with self.got.cv:
+            return [it.fact for it in self.got.items if isinstance(it, WorkerFact) and isinstance(it.fact, cls)]
+
+    def prompt_of(self, state: str, timeout: float = 30.0) -> P.PromptStarted:
+        """The prompt the flow started on entering ``state`` (the step is published just before)."""
+        n = self.got.mark()
+        self.step(state=state, timeout=timeout)
+        return self.fact(P.PromptStarted, since=n, timeout=10)
+
+    def stop(self) -> None:
+        self.desk.close()
+        self.sup.stop()
+
+
+@pytest.fixture(scope="module")
+def prompt_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("prompts")
+
+
+def test_front_desk_offers_the_hotline_and_the_callers_key_transfers(ko_engine, ko_router, prompt_cache, tmp_path):
+    """The caller talks over the welcome (barge-in), hears "您反映的问题由12345…受理。按1转接…，按0
+    继续等待人工。" to its end, presses 1, and is handed to the 12345 peer, which then hears it."""
+    hot_rec, heard = tmp_path / "hotline.wav", tmp_path / "caller-heard.wav"
+    hotline = PeerProc("--answer", "200", "--record", str(hot_rec), user="12345")
+    queue = PeerProc("--answer", "200", user="acd")
+    svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, cache=prompt_cache)
+    caller = None
+    try:
+        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", user="caller")
+        welcome = svc.prompt_of("welcome")
+        caller.send(f"play {SPEECH_DIVERT}")  # the caller starts telling over the welcome prompt
+        assert "speech" in svc.step(state="welcome", step="barge_in").detail
+        assert svc.fact(P.PromptDone, token=welcome.token).interrupted
+        offer_step = svc.step(state="offer", step="offer")
+        assert offer_step.detail == "1=12345"
+        offer = svc.fact(P.PromptStarted, token=svc.desk.calls[welcome.call_id].run.token)
+        done = svc.fact(P.PromptDone, token=offer.token, timeout=40)
+        assert not done.interrupted  # the whole menu was played
+        n = svc.got.mark()
+        caller.send("dtmf 1")
+        assert svc.step(state="offer", step="key", since=n).detail == "1 → 12345"
+        assert svc.fact(P.Dtmf, since=n).method == "rfc4733"
+        bridged = svc.fact(P.TransferUpdate, since=n, step=P.TransferStep.COMPLETED, timeout=30)
+        assert bridged.target == hotline.uri
+        assert svc.step(outcome="transferred", since=n).state == "transfer"
+        hotline.wait(lambda e: e["event"] == "media")
+        n = svc.got.mark()
+        caller.send(f"play {SPEECH_DIVERT}")  # the caller now talks to the hotline
+        svc.got.wait(lambda it: isinstance(it, CallEvent) and it.leg == "caller" and type(it.event).__name__ ==
+                     "SpeechStopped", 20, n)
+        caller.send("hangup")
+        hotline.wait(lambda e: e["event"] == "ended", 20)
+        svc.fact(P.CallEnded)
+    finally:
+        if caller is not None:
+            caller.stop()
+        svc.stop()
+        hotline.stop()
+        queue.stop()
+    assert not queue.has("incoming")  # the queue was never needed
+    assert rms_after(hot_rec, 0.3) > 200  # the hotline heard the caller
+    score, at = find_in_recording(heard, Path(offer.wav))
+    assert score > 0.6, f"the offer prompt did not reach the caller (score {score:.2f})"
+    never, _ = find_in_recording(heard, svc.desk.prompts["to_operator_urgent"])
+    assert never < 0.3, f"a prompt never played scores {never:.2f}: the check cannot tell prompts apart"
+
+
+def test_sipp_caller_in_danger_goes_to_the_operators_queue_urgent(ko_engine, ko_router, prompt_cache, tmp_path):
+    """A SIPp caller says the danger words: the flow does not offer anything, it hands the call to
+    the operators' queue at once, marked urgent, with the reason; the operator's phone rings."""
+    hotline = PeerProc("--answer", "200", user="12345")
+    queue = PeerProc("--answer", "200", "--hangup-after", "2", user="acd")
+    svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, cache=prompt_cache)
+    try:
+        audio = alaw_file(SPEECH_DANGER, tmp_path)
+        scen = caller_scenario(audio, 0, callee_hangs_up=True).replace(f"{audio},1,8", f"{audio},-1,8")
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(r=run_sipp(scen, svc.settings.sip.port, tmp_path,
+                                                                        timeout=60)))
+        t.start()
+        step = svc.step(step="queue", timeout=40)
+        assert step.urgent and step.state == "urgent_queue" and "危险" in step.detail
+        heard = svc.step(step="danger")  # at once, while the caller talks: no waiting for the end of the listen
+        assert heard.urgent and heard.state in ("welcome", "listen")
+        svc.fact(P.QueueUpdate, step=P.QueueStep.ANSWERED)
+        assert svc.step(outcome="queued").urgent
+        queue.wait(lambda e: e["event"] == "media")  # the operator has the caller
+        t.join(60)
+    finally:
+        svc.stop()
+        hotline.stop()
+        queue.stop()
+    assert result["r"].returncode == 0, result["r"].stdout[-1500:]  # the caller was not dropped: it got a BYE
+    assert not svc.facts(P.TransferUpdate)  # nothing was offered, nothing transferred
+    assert not hotline.has("incoming")
+
+
+MENU_FLOW = """
+[flow]
+name = "menu"
+start = "welcome"
+
+[prompts]
+welcome = {{ wav = "{welcome}" }}
+menu = "请按1转接12345，按2转人工。"
+wait = "请稍候。"
+
+[states.welcome]
+do = "play"
+prompt = "welcome"
+next = "menu"
+
+[states.menu]
+do = "collect"
+prompt = "menu"
+timeout = 15
+branches = {{ "1" = "to_12345", "2" = "queue" }}
+no_input = "queue"
+
+[states.to_12345]
+do = "transfer"
+target = "12345"
+prompt = "wait"
+failed = "queue"
+
+[states.queue]
+do = "queue"
+prompt = "wait"
+"""
+
+
+def tone(path: Path, hz: float, seconds: float, rate: int = 8000) -> Path:
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("key, branch", [("1", "to_12345"), ("2", "queue")])
+def test_sipp_dtmf_chooses_the_branch(ko_engine, ko_router, prompt_cache, tmp_path, key, branch):
+    """A recorded welcome (an 8 kHz WAV, converted at load) and a menu; SIPp presses a key with its
+    RFC 4733 capture — during the welcome: the key is kept for the menu (type-ahead)."""
+    flow = tmp_path / "menu.toml"
+    flow.write_text(MENU_FLOW.format(welcome=tone(tmp_path / "welcome.wav", 700, 6)), encoding="utf-8")
+    hotline = PeerProc("--answer", "200", "--hangup-after", "2", user="12345")
+    queue = PeerProc("--answer", "200", "--hangup-after", "2", user="acd")
+    svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, flow=str(flow),
+                  cache=prompt_cache)
+    try:
+        middle = '<pause milliseconds="1500"/>\n  ' + dtmf_rfc4733(key)
+        scen = caller_scenario(None, 0, callee_hangs_up=True, middle=middle)
+        r = run_sipp(scen, svc.settings.sip.port, tmp_path, timeout=60)
+        assert r.returncode == 0, r.stdout[-1500:]  # the caller's call ended with a BYE to it
+        assert svc.step(state="welcome", step="barge_in").detail == f"key {key}"
+        assert svc.step(state="menu", step="key").detail == key
+        svc.step(state=branch)
+        peer = hotline if branch == "to_12345" else queue
+        other = queue if peer is hotline else hotline
+        peer.wait(lambda e: e["event"] == "media")
+    finally:
+        svc.stop()
+        hotline.stop()
+        queue.stop()
+    assert not other.has("incoming")
+
+
+def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(ko_engine, ko_router, prompt_cache,
+                                                                                 tmp_path):
+    """Seat mode: the operator seat answers 486, so the caller is answered by the front desk
+    (not turned away), hears the whole welcome, says nothing, and is handed to the queue."""
+    heard = tmp_path / "caller-heard.wav"
+    seat = PeerProc("--answer", "486", user="seat")
+    queue = PeerProc("--answer", "200", user="acd")
+    hotline = PeerProc("--answer", "200", user="12345")
+    svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, seat=seat.uri, when="overflow",
+                  cache=prompt_cache)
+    caller = None
+    try:
+        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", user="caller")
+        over = svc.fact(P.Overflowed)
+        assert over.status == 486
+        welcome = svc.prompt_of("welcome")
+        assert not svc.fact(P.PromptDone, token=welcome.token, timeout=20).interrupted
+        assert svc.step(state="listen", step="no_input").detail == "nothing said"
+        svc.fact(P.QueueUpdate, step=P.QueueStep.ANSWERED, timeout=20)
+        queue.wait(lambda e: e["event"] == "media")
+        caller.send("hangup")
+        svc.fact(P.CallEnded)
+    finally:
+        if caller is not None:
+            caller.stop()
+        svc.stop()
+        seat.stop()
+        queue.stop()
+        hotline.stop()
+    assert seat.has("incoming")  # the seat was tried first
+    score, _ = find_in_recording(heard, Path(welcome.wav))
+    assert score > 0.6, f"the welcome did not reach the caller (score {score:.2f})"
