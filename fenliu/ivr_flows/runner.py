@@ -133,7 +133,7 @@ class FlowRun:
         if self.done:
             return []
         self.outcome = "caller_left"
-        return [Step(self.state, "end", "caller hung up", outcome="caller_left")]
+        return [Step(self.state, "end", "来电人挂机", outcome="caller_left")]
 
     # -- inputs --------------------------------------------------------------------------------
     def prompt_done(self, token: str, interrupted: bool, now: float) -> list[Act]:
@@ -162,14 +162,14 @@ class FlowRun:
             if not (self.playing and st.barge_in):
                 return []
             self.typed_ahead += digit
-            return [StopPrompts(), Step(st.name, "barge_in", f"key {digit}"), *self._enter(st.next, now)]
+            return [StopPrompts(), Step(st.name, "barge_in", f"按键 {digit}"), *self._enter(st.next, now)]
         if not isinstance(st, Collect):
             return []
         if self.playing:
             if not st.barge_in:
                 return []
             self.playing = False
-            out += [StopPrompts(), Step(st.name, "barge_in", f"key {digit}")]
+            out += [StopPrompts(), Step(st.name, "barge_in", f"按键 {digit}")]
         return out + self._key(st, digit, now)
 
     def speech_started(self, now: float) -> list[Act]:
@@ -181,7 +181,7 @@ class FlowRun:
             self.heard = True
         if isinstance(st, Play) and self.playing and st.barge_in:
             self.heard = True  # what the caller says now belongs to the next listen
-            return [StopPrompts(), Step(st.name, "barge_in", "speech"), *self._enter(st.next, now, keep_heard=True)]
+            return [StopPrompts(), Step(st.name, "barge_in", "来电人开口说话"), *self._enter(st.next, now, keep_heard=True)]
         return []
 
     def speech_stopped(self, now: float) -> None:
@@ -236,7 +236,7 @@ class FlowRun:
             return []
         if step == "answered":
             self.outcome = "queued"
-            return [StopPrompts(), Step(st.name, "queued", "an operator took the call", urgent=self.queued_urgent,
+            return [StopPrompts(), Step(st.name, "queued", "接警员已接听", urgent=self.queued_urgent,
                                         outcome="queued")]
         if step == "failed":
             # never drop the caller: keep the hold prompt going and dial the queue again
@@ -255,7 +255,7 @@ class FlowRun:
             self.waiting_until = 0.0
             if self.digits:
                 return self._collected(st, now)
-            return self._retry(st, "no key", st.no_input, now)
+            return self._retry(st, "未按键", st.no_input, now)
         if isinstance(st, Listen) and not self.playing:
             spent = now - self.entered
             if self.heard and not self.speaking and self.finals and now - self.last_voice >= st.silence:
@@ -263,9 +263,9 @@ class FlowRun:
             if spent >= st.max_seconds:
                 if self.heard:
                     return [Step(st.name, "heard", self._heard_text()), *self._enter(st.next, now)]
-                return [Step(st.name, "no_input", "nothing said"), *self._enter(st.no_input, now)]
+                return [Step(st.name, "no_input", "未听到来电内容"), *self._enter(st.no_input, now)]
             if not self.heard and spent >= st.no_input_seconds:
-                return [Step(st.name, "no_input", "nothing said"), *self._enter(st.no_input, now)]
+                return [Step(st.name, "no_input", "未听到来电内容"), *self._enter(st.no_input, now)]
         if isinstance(st, Queue) and self.queue_retry_at and now >= self.queue_retry_at:
             self.queue_retry_at = 0.0
             return [QueueCall(st.uri, self.queued_urgent, self._queue_reason(st))]
@@ -367,12 +367,12 @@ class FlowRun:
         if st.next:
             self.choice = got
             return [Step(st.name, "key", got)] + self._enter(st.next, now)
-        return self._retry(st, f"invalid key {got}", st.invalid or st.no_input, now)
+        return self._retry(st, f"无效按键 {got}", st.invalid or st.no_input, now)
 
     def _retry(self, st: Collect, why: str, give_up: str, now: float) -> list[Act]:
         if self.tries < st.retries:
             self.tries += 1
-            return [Step(st.name, "retry", f"{why} ({self.tries}/{st.retries})"),
+            return [Step(st.name, "retry", f"{why}（第 {self.tries}/{st.retries} 次重播）"),
                     *self._play(self._collect_prompts(st, retry=True))] + \
                 ([] if self.playing else self._arm(st, now))
         return [Step(st.name, "give_up", why)] + self._enter(give_up, now)

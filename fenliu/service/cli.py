@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="live: SIP workers, local test hotlines, fixtures dialled as real calls, one-key transfer")
     dm.add_argument("--limit", type=int, help="--live: dial only the first N fixtures, then end (without it the "
                                               "console stays up after the last call until Ctrl-C)")
+    dm.add_argument("--no-ivr", action="store_true",
+                    help="--live: skip the voice front desk calls (by default a diversion and a danger fixture are "
+                         "dialled to the front desk's number after the operator's calls)")
     dm.add_argument("--key-wait", type=float, default=8.0,
                     help="--live: seconds the operator has to press the key before the demo presses it")
     return p
@@ -264,7 +267,12 @@ def _run(args: argparse.Namespace) -> int:
         sip = settings.sip
         sip = replace(sip, workers=args.workers or sip.workers, port=args.port or sip.port)
         settings = replace(settings, sip=sip)
-        return run_serve(settings, router, build_engine(settings, args.model), args.json)
+        ivr = None
+        if settings.ivr.flow:  # a bad flow or prompt is reported before the model takes its seconds to load
+            from fenliu.service.ivr import load as load_ivr
+
+            ivr = load_ivr(settings)
+        return run_serve(settings, router, build_engine(settings, args.model), args.json, ivr)
     if cmd == "demo" and args.live:
         from fenliu.errors import ModelError
         from fenliu.service.live_demo import run_live_demo
@@ -274,7 +282,8 @@ def _run(args: argparse.Namespace) -> int:
         except ModelError as e:
             print(f"注意 / note: {e}", file=sys.stderr)
             engine = None
-        return run_live_demo(settings, router, engine, sys.stdout, args.fixtures, args.limit, args.key_wait)
+        return run_live_demo(settings, router, engine, sys.stdout, args.fixtures, args.limit, args.key_wait,
+                             ivr_demo=not args.no_ivr)
     if cmd == "demo":
         from fenliu.service.demo import run_demo
 

@@ -19,18 +19,23 @@ from fenliu.asr.audio import read_wav, resample
 from fenliu.errors import FenliuError
 
 
+def playable(wav: str | Path, folder: Path) -> Path:
+    """A copy of ``wav`` the pjsua2 player takes (16-bit PCM, 16 kHz; the bridge resamples)."""
+    import numpy as np
+
+    clip = read_wav(wav)
+    play = folder / f"{Path(wav).stem}-play.wav"
+    sf.write(play, np.frombuffer(resample(clip.pcm, clip.rate, 16000), dtype=np.int16), 16000, subtype="PCM_16")
+    return play
+
+
 def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_timeout: float = 30.0,
          caller: str = "dialer") -> int:
     clip = read_wav(wav)  # validates the file with the same clear errors as replay
     if not to.startswith("sip:"):
         raise FenliuError(f"--to 须是 SIP URI / --to must be a sip: URI, got {to!r}")
     with tempfile.TemporaryDirectory(prefix="fenliu-dial-") as tmp:
-        # the player wants 16-bit PCM; the bridge resamples
-        play = Path(tmp) / "play.wav"
-        pcm16 = resample(clip.pcm, clip.rate, 16000)
-        import numpy as np
-
-        sf.write(play, np.frombuffer(pcm16, dtype=np.int16), 16000, subtype="PCM_16")
+        play = playable(wav, Path(tmp))
         if not port:
             import socket
 

@@ -8,6 +8,12 @@ the way an operator would, and reports how the transfer went. The console runs o
 console.host:console.port with a ready-made login, so a newcomer can watch the calls arrive and
 press the key in a browser.
 
+Then the voice front desk (the IVR, ``[ivr]``): the demo dials a diversion and a danger fixture
+to the front desk's number (``IVR_NUMBER``, as a PBX sends calls no operator can take). The
+caller talks over the welcome; the diversion is offered by key and the demo caller presses 1 when
+the offer has been said; the danger call goes to the operators' queue (a local stand-in ACD)
+marked urgent.
+
 Without a Chinese model the calls still run through SIP, the conference bridge and the VAD,
 and the fixture's reference transcript (labelled as such) stands in for recognition.
 """
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +41,7 @@ from fenliu.service.demo import default_fixtures, load_manifest
 from fenliu.service.demo_platform import SECRET_ENV as DEMO_SECRET_ENV
 from fenliu.service.demo_platform import STEPS, DemoPlatform
 from fenliu.service.offline import format_event
-from fenliu.service.serve import Console, attach_loop, seat_name
+from fenliu.service.serve import Console, attach_ivr, attach_loop, seat_name
 from fenliu.service.settings import Settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
@@ -56,6 +63,8 @@ def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[st
     return procs
 
 
+IVR_NUMBER = "1100"  # the front desk's number in the demo: where a PBX sends calls no operator can take
+
 DEMO_USER = "demo"
 DEMO_CALLER = "13800138000"  # the demo caller's number: a mobile, so the loop's SMS can reach it
 
@@ -71,7 +80,8 @@ def demo_login(console: Console) -> str:
 
 
 def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, out: IO[str],
-                  fixtures: Path | None = None, limit: int | None = None, key_wait: float = 8.0) -> int:
+                  fixtures: Path | None = None, limit: int | None = None, key_wait: float = 8.0,
+                  ivr_demo: bool = True) -> int:
     """Dial the fixtures as real calls while the console shows them. The operator presses the
     one key in the browser; a diversion nobody has acted on after ``key_wait`` seconds is
     transferred by the demo itself ("自动按键"), so an unattended run shows the whole loop.
@@ -92,14 +102,16 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                 transferred.add(f.call_id)
             if isinstance(f, P.TransferUpdate) and f.step != P.TransferStep.PROGRESS:
                 out.write(f"    ☎ {item.kind} {f.target} {f.reason}\n")
-                if row is not None:
+                if row is not None and not current.get("ivr_key"):
                     results[row["id"]]["transfer"] = item.kind + (f" ({f.reason})" if f.step == P.TransferStep.FAILED
                                                                   else "")
             return
         ev = item.event
         if isinstance(ev, FinalTranscript | Decision):
             out.write(f"    {format_event(ev)}\n")
-        if isinstance(ev, Decision) and row is not None:
+        if isinstance(ev, Decision) and current.get("ivr_key"):
+            results[current["ivr_key"]]["decision"] = f"{ev.target} {ev.category}"  # the IVR acts, not the demo
+        elif isinstance(ev, Decision) and row is not None:
             results[row["id"]]["decision"] = f"{ev.target} {ev.category}"
             if ev.diverted and not results[row["id"]].get("pressed"):
                 results[row["id"]]["pressed"] = True
@@ -136,12 +148,16 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
             asyncio.run_coroutine_threadsafe(platform.start(), bus.loop).result(30)
             os.environ[DEMO_SECRET_ENV] = platform.secret
             settings = platform.settings_for(settings)
+        if ivr_demo and not settings.ivr.flow:  # the shipped front desk, on its own number
+            settings, queue_peer = front_desk_settings(settings, Path(tmp))
+            hotlines.append(queue_peer)
         store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
         bus.subscribe(store.record)
         bus.subscribe(on_item)
         sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
         console = Console(settings, sup, store)
         outbox = attach_loop(settings, store, bus, console)
+        desk = attach_ivr(settings, sup, bus, store) if ivr_demo else None
         stop_outbox = asyncio.Event()
         delivering: Any = None
         try:
@@ -175,6 +191,19 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                 except Exception as e:
                     out.write(f"    ✘ {e}\n")
                 time.sleep(1.0)
+            if desk is not None:
+                for row in front_desk_rows(load_manifest(folder)):
+                    bus.drain()
+                    current["row"] = row
+                    results[row["id"] + " (IVR)"] = {"expected": f"{row['expected']['target']} "
+                                                                 f"{row['expected']['category']}"}
+                    current["ivr_key"] = row["id"] + " (IVR)"
+                    out.write(f"\n── 语音前台 front desk: {row['id']} 拨打 dialling {IVR_NUMBER}\n")
+                    out.flush()
+                    ivr_call(folder / row["file"], f"sip:{IVR_NUMBER}@{s.address}:{s.port}", bus, Path(tmp), out,
+                             results[current["ivr_key"]])
+                    current.pop("ivr_key", None)
+                    time.sleep(1.0)
             if limit is None:
                 out.write(f"\n示例来电已拨完；接警台仍在 {url}（历史记录可查），Ctrl-C 结束 / all fixture calls done; "
                           f"the console stays up until Ctrl-C\n")
@@ -193,6 +222,8 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                     delivering.result(30)
             asyncio.run_coroutine_threadsafe(platform.stop(), bus.loop).result(30)
             asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(30)
+            if desk is not None:
+                bus.loop.call_soon_threadsafe(desk.close)
             sup.stop()
             bus.close()
             store.close()
@@ -205,6 +236,84 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                   f"{r.get('transfer', '-')}\n")
     out.write("\n" + loop_summary(settings) + "\n")
     return 0
+
+
+def front_desk_settings(settings: Settings, folder: Path) -> tuple[Settings, subprocess.Popen[str]]:
+    """The shipped front desk on ``IVR_NUMBER``, handing callers to a local stand-in ACD."""
+    from dataclasses import replace
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a free port for the stand-in ACD
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    queue = subprocess.Popen(
+        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "acd", "--answer", "200",
+         "--hangup-after", "4", "--record", str(folder / "operators-queue.wav")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    sip, ivr = settings.sip, settings.ivr
+    users = sip.users if IVR_NUMBER in sip.users.split(",") or sip.users == "*" else f"{sip.users},{IVR_NUMBER}"
+    return replace(settings, sip=replace(sip, users=users),
+                   ivr=replace(ivr, flow="front_desk", numbers=IVR_NUMBER,
+                               queue_uri=ivr.queue_uri or f"sip:acd@127.0.0.1:{port}")), queue
+
+
+def front_desk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One diversion and one danger call for the front desk (when the fixtures have them)."""
+    divert = next((r for r in rows if r["expected"]["target"] != "police"), None)
+    danger = next((r for r in rows if r["expected"].get("urgent")), None)
+    return [r for r in (divert, danger) if r is not None]
+
+
+def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], result: dict[str, Any]) -> None:
+    """One caller of the front desk: it talks over the welcome, and presses 1 once the offer has
+    been said to its end (as a caller who listened would). Returns when the call has ended."""
+    from fenliu.service.dial import playable
+
+    play = playable(wav, folder)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", DEMO_CALLER, "--call", to,
+         "--play", str(play), "--commands", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    state: dict[str, Any] = {"offer": False, "token": ""}
+    finished = threading.Event()
+
+    def send(line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+
+    def watch(item: Item) -> None:  # a bus subscriber
+        if not isinstance(item, WorkerFact):
+            return
+        f = item.fact
+        if isinstance(f, P.IvrStep):
+            urgent = "（紧急）" if f.urgent else ""
+            out.write(f"    ☏ 语音前台 {f.state}: {f.step}{urgent} {f.detail}\n".rstrip() + "\n")
+            state["offer"] = state["offer"] or f.step == "offer"
+            if f.outcome:
+                result["transfer"] = f"IVR {f.outcome}" + (" urgent" if f.urgent else "")
+                threading.Timer(3.0, lambda: send("hangup")).start()  # a few words with whoever has it, then bye
+        elif isinstance(f, P.PromptStarted) and state["offer"] and not state["token"]:
+            state["token"] = f.token
+        elif isinstance(f, P.PromptDone) and f.token and f.token == state["token"] and not f.interrupted:
+            out.write("    ⌨ 来电人听完提示后按 1 / the caller presses 1\n")
+            send("dtmf 1")
+        elif isinstance(f, P.CallEnded):
+            finished.set()
+        out.flush()
+
+    unsubscribe = bus.subscribe(watch)
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out.write("    ✘ 语音前台呼叫超时 / the front-desk call did not end in 90 s\n")
+    finally:
+        unsubscribe()
+    finished.wait(5)
 
 
 def loop_summary(settings: Settings) -> str:

@@ -22,7 +22,7 @@ from fenliu.service.auth import Accounts
 from fenliu.service.bus import CallEvent, EventBus, Item, WorkerFact
 from fenliu.service.feed import EventFeed
 from fenliu.service.followthrough import FollowThrough
-from fenliu.service.ivr import IvrDesk
+from fenliu.service.ivr import IvrDesk, LoadedFlow
 from fenliu.service.ivr import load as load_ivr
 from fenliu.service.metrics import Metrics
 from fenliu.service.offline import format_event
@@ -141,12 +141,13 @@ def attach_loop(settings: Settings, store: Store, bus: EventBus, console: Consol
     return outbox
 
 
-def attach_ivr(settings: Settings, sup: Supervisor, bus: EventBus, store: Store | None) -> IvrDesk | None:
-    """The IVR front desk (``[ivr] flow``): the flow and its prompts are loaded and checked now —
-    a bad flow stops the start with file:line, never a live call."""
+def attach_ivr(settings: Settings, sup: Supervisor, bus: EventBus, store: Store | None,
+               loaded: LoadedFlow | None = None) -> IvrDesk | None:
+    """The IVR front desk (``[ivr] flow``): the flow and its prompts are loaded and checked before
+    any call (``loaded``, or now) — a bad flow stops the start with file:line, never a live call."""
     if not settings.ivr.flow:
         return None
-    desk = IvrDesk(settings, sup, load_ivr(settings), lambda f: bus.publish(WorkerFact("ivr", f)), store)
+    desk = IvrDesk(settings, sup, loaded or load_ivr(settings), lambda f: bus.publish(WorkerFact("ivr", f)), store)
     desk.attach(bus)
     print(f"IVR: flow {desk.flow.name} ({len(desk.flow.states)} states, {len(desk.prompts)} prompts) "
           f"when {settings.ivr.when}; operators' queue {settings.ivr.queue_uri or settings.sip.seat_uri}",
@@ -165,11 +166,11 @@ async def _retention(store: Store, settings: Settings, stop: asyncio.Event) -> N
             await asyncio.wait_for(stop.wait(), 6 * 3600)
 
 
-def run_serve(settings: Settings, router: Router, engine, as_json: bool = False) -> int:
-    return asyncio.run(_serve(settings, router, engine, as_json))
+def run_serve(settings: Settings, router: Router, engine, as_json: bool = False, ivr: LoadedFlow | None = None) -> int:
+    return asyncio.run(_serve(settings, router, engine, as_json, ivr))
 
 
-async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> int:
+async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr: LoadedFlow | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -183,7 +184,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool) -> i
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
     outbox = attach_loop(settings, store, bus, console)
-    desk = attach_ivr(settings, sup, bus, store)
+    desk = attach_ivr(settings, sup, bus, store, ivr)
     for w in security_warnings(settings):
         print(w, file=sys.stderr, flush=True)
     stop_loop = asyncio.Event()

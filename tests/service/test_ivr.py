@@ -117,7 +117,7 @@ def test_front_desk_offers_the_hotline_and_the_callers_key_transfers(ko_engine, 
         caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", user="caller")
         welcome = svc.prompt_of("welcome")
         caller.send(f"play {SPEECH_DIVERT}")  # the caller starts telling over the welcome prompt
-        assert "speech" in svc.step(state="welcome", step="barge_in").detail
+        assert svc.step(state="welcome", step="barge_in").detail == "来电人开口说话"
         assert svc.fact(P.PromptDone, token=welcome.token).interrupted
         offer_step = svc.step(state="offer", step="offer")
         assert offer_step.detail == "1=12345"
@@ -243,7 +243,7 @@ def test_sipp_dtmf_chooses_the_branch(ko_engine, ko_router, prompt_cache, tmp_pa
         scen = caller_scenario(None, 0, callee_hangs_up=True, middle=middle)
         r = run_sipp(scen, svc.settings.sip.port, tmp_path, timeout=60)
         assert r.returncode == 0, r.stdout[-1500:]  # the caller's call ended with a BYE to it
-        assert svc.step(state="welcome", step="barge_in").detail == f"key {key}"
+        assert svc.step(state="welcome", step="barge_in").detail == f"按键 {key}"
         assert svc.step(state="menu", step="key").detail == key
         svc.step(state=branch)
         peer = hotline if branch == "to_12345" else queue
@@ -273,7 +273,7 @@ def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(k
         assert over.status == 486
         welcome = svc.prompt_of("welcome")
         assert not svc.fact(P.PromptDone, token=welcome.token, timeout=20).interrupted
-        assert svc.step(state="listen", step="no_input").detail == "nothing said"
+        assert svc.step(state="listen", step="no_input").detail == "未听到来电内容"
         svc.fact(P.QueueUpdate, step=P.QueueStep.ANSWERED, timeout=20)
         queue.wait(lambda e: e["event"] == "media")
         caller.send("hangup")

@@ -373,7 +373,7 @@ def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
            "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db", "FENLIU_CONSOLE__PORT": str(free_port())}
     r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "demo", "--live", "--fixtures", str(folder),
                         "--limit", "2", "--key-wait", "1"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout
     assert "参考文本（非识别结果）" in out
@@ -386,8 +386,15 @@ def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
     # the loop, against the demo's stand-in platform: one order (the power cut), delivered,
     # reported 办结 through the signed webhook, the caller asked and answering 1
     assert "模拟12345平台收到工单" in out and "平台回报" in out and "办结" in out
+    # the voice front desk: the same two callers dialled to its number — the power cut offered and
+    # transferred on the caller's key 1, the knife call handed to the operators' queue, urgent
+    ivr_power = next(line for line in out.splitlines() if line.startswith("cmn-06-power (IVR)"))
+    assert "95598" in ivr_power and ivr_power.rstrip().endswith("IVR transferred")
+    ivr_knife = next(line for line in out.splitlines() if line.startswith("cmn-11-knife (IVR)"))
+    assert ivr_knife.rstrip().endswith("IVR queued urgent")
+    assert "语音前台 welcome: barge_in 来电人开口说话" in out and "来电人听完提示后按 1" in out
     summary = out[out.index("工单 work orders:"):]
-    assert summary.startswith("工单 work orders: 1")
+    assert summary.startswith("工单 work orders: 2")  # the operator's diversion and the front desk's
     assert "→ 95598 completed (平台 YC12345-" in summary and "短信 sent/sent" in summary and "热线评价 1" in summary
 
 

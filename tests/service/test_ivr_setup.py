@@ -1,0 +1,132 @@
+"""Setting up the IVR: `fenliu flow check|graph` as a user runs them, a bad flow or a missing prompt
+stopping `fenliu serve` before any call, the [ivr] settings, and what the workers are told."""
+
+from dataclasses import replace
+
+import pytest
+
+from fenliu.errors import ConfigError
+from fenliu.ivr_flows.flow import FlowError
+from fenliu.ivr_flows.prompts import PromptError
+from fenliu.service.bus import EventBus
+from fenliu.service.ivr import flow_path
+from fenliu.service.ivr import load as load_ivr
+from fenliu.service.settings import load_settings
+from fenliu.service.supervisor import Supervisor
+from tests.service.test_cli import run
+
+BAD_REF = """[flow]
+name = "x"
+start = "a"
+
+[prompts]
+hi = "您好"
+
+[states.a]
+do = "play"
+prompt = "hi"
+next = "queu"
+
+[states.queue]
+do = "queue"
+"""
+
+MISSING_WAV = """[flow]
+name = "x"
+start = "a"
+
+[prompts]
+hi = { wav = "recordings/hi.wav" }
+
+[states.a]
+do = "play"
+prompt = "hi"
+next = "queue"
+
+[states.queue]
+do = "queue"
+"""
+
+
+def config(tmp_path, flow: str, extra: str = "") -> str:
+    c = tmp_path / "fenliu.toml"
+    c.write_text(f'[ivr]\nflow = "{flow}"\nqueue_uri = "sip:acd@127.0.0.1:5999"\ncache_dir = "{tmp_path / "p"}"\n'
+                 f'[store]\nurl = "sqlite:///{tmp_path / "f.db"}"\n{extra}', encoding="utf-8")
+    return str(c)
+
+
+def test_flow_check_makes_the_prompts_and_graph_draws_the_shipped_flow(tmp_path):
+    r = run("--config", config(tmp_path, "front_desk"), "flow", "check")
+    assert r.returncode == 0, r.stderr
+    assert "front_desk" in r.stdout and "7 states" in r.stdout
+    assert len(list((tmp_path / "p").glob("*.wav"))) >= 20  # welcome, offers per hotline and key, …
+    again = run("--config", config(tmp_path, "front_desk"), "flow", "check")
+    assert "'generated': 0" in again.stdout  # cached: nothing is spoken again
+    out = tmp_path / "fd.svg"
+    r = run("flow", "graph", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    svg = out.read_text(encoding="utf-8")
+    assert svg.startswith("<?xml") and "urgent_queue" in svg and "offer" in svg
+
+
+def test_flow_check_names_the_line_and_the_fix(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_REF, encoding="utf-8")
+    r = run("flow", "check", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:11:" in r.stderr and "'queu'" in r.stderr and "queue" in r.stderr.split("—")[-1]
+
+
+def test_serve_refuses_a_bad_flow_before_taking_any_call(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_REF, encoding="utf-8")
+    r = run("--config", config(tmp_path, str(bad)), "serve", "--port", "5998")
+    assert r.returncode == 2 and f"{bad}:11:" in r.stderr
+    assert "fenliu serve:" not in r.stderr  # it never said it was up
+
+
+def test_a_missing_recording_is_an_error_at_load_naming_the_prompt(tmp_path):
+    flow = tmp_path / "f.toml"
+    flow.write_text(MISSING_WAV, encoding="utf-8")
+    s = load_settings(config(tmp_path, str(flow)), env={})
+    with pytest.raises((FlowError, PromptError)) as e:
+        load_ivr(s)
+    assert f"{flow}:6" in str(e.value) and "hi.wav" in str(e.value)
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "recordings" / "hi.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    with pytest.raises((FlowError, PromptError)) as e:
+        load_ivr(s)
+    assert "hi.wav" in str(e.value)
+
+
+def test_ivr_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="ivr.when"):
+        load_settings(env={"FENLIU_IVR__WHEN": "sometimes"})
+    with pytest.raises(ConfigError, match="ivr.queue_uri"):
+        load_settings(env={"FENLIU_IVR__FLOW": "front_desk"})  # nowhere to hand callers to
+    with pytest.raises(ConfigError, match="no flow of that name"):
+        flow_path("front_dsk")
+
+
+@pytest.fixture
+def bus():
+    b = EventBus.on_thread()
+    yield b
+    b.close()
+
+
+def test_what_the_workers_are_told(router, bus):
+    base = load_settings(env={})
+    seat = replace(base, sip=replace(base.sip, seat_uri="sip:seat@pbx:5060"))
+    off = Supervisor(seat, router, None, bus).worker_settings("w0", 0)
+    assert not off.overflow and off.seat_uri == "sip:seat@pbx:5060"
+    over = replace(seat, ivr=replace(seat.ivr, flow="front_desk", seat_timeout=12))
+    ws = Supervisor(over, router, None, bus).worker_settings("w0", 0)
+    assert ws.overflow and ws.seat_timeout == 12 and ws.seat_uri == "sip:seat@pbx:5060" and ws.capacity() == 1
+    always = replace(over, ivr=replace(over.ivr, when="always"))
+    ws = Supervisor(always, router, None, bus).worker_settings("w0", 0)
+    assert ws.seat_uri == "" and ws.queue_leg and not ws.overflow  # the worker answers; the flow rings the seat
+    assert ws.capacity() == 1  # caller, queue and hotline legs: 3 of the wheel's 4
+    answer = replace(base, ivr=replace(base.ivr, flow="front_desk", queue_uri="sip:acd@pbx:5060"))
+    assert Supervisor(answer, router, None, bus).worker_settings("w0", 0).capacity() == 1
+    assert Supervisor(base, router, None, bus).worker_settings("w0", 0).capacity() == 2
