@@ -39,6 +39,7 @@ from fenliu.ivr_flows.flow import (
 URGENT_TARGETS = frozenset({"119", "120", "122", "fraud"})  # linkage, never offered by the IVR
 MAX_OFFER = 3
 QUEUE_RETRY_S = 3.0  # a queue that did not answer is dialled again after this pause
+HOLD_REPEAT_S = 4.0  # while a hotline or the queue rings, the hold prompt is said again after this pause
 
 
 # -- actions -------------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class FlowRun:
     danger: Decision | None = None  # the first decision with a danger signal, kept for good
     queue_retry_at: float = 0.0
     queued_urgent: bool = False
+    hold_again_at: float = 0.0
 
     # -- the call ------------------------------------------------------------------------------
     def start(self, now: float) -> list[Act]:
@@ -146,7 +148,10 @@ class FlowRun:
         if isinstance(st, Collect):
             self.waiting_until = now + (st.inter_digit if self.digits else st.timeout)
             return []
-        if isinstance(st, Listen | Transfer | Queue):
+        if isinstance(st, Transfer | Queue):  # still ringing: say it again after a pause, never leave silence
+            self.hold_again_at = now + HOLD_REPEAT_S
+            return []
+        if isinstance(st, Listen):
             return []
         if isinstance(st, Hangup):
             self.outcome = "hung_up"
@@ -266,6 +271,9 @@ class FlowRun:
                 return [Step(st.name, "no_input", "未听到来电内容"), *self._enter(st.no_input, now)]
             if not self.heard and spent >= st.no_input_seconds:
                 return [Step(st.name, "no_input", "未听到来电内容"), *self._enter(st.no_input, now)]
+        if isinstance(st, Transfer | Queue) and self.hold_again_at and now >= self.hold_again_at and not self.playing:
+            self.hold_again_at = 0.0
+            return self._play(st.prompt)
         if isinstance(st, Queue) and self.queue_retry_at and now >= self.queue_retry_at:
             self.queue_retry_at = 0.0
             return [QueueCall(st.uri, self.queued_urgent, self._queue_reason(st))]
@@ -278,7 +286,7 @@ class FlowRun:
     def _enter(self, name: str, now: float, keep_heard: bool = False) -> list[Act]:
         st = self.flow.states[name]
         self.state, self.entered = name, now
-        self.playing, self.waiting_until = False, 0.0
+        self.playing, self.waiting_until, self.hold_again_at = False, 0.0, 0.0
         out: list[Act] = [Step(name, type(st).__name__.lower())]
         if isinstance(st, Play):
             return out + self._play(st.prompt)

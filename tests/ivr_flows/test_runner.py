@@ -278,3 +278,19 @@ def test_collect_with_terminator_branch_sms_and_hangup(tmp_path):
     run.dtmf("1", 1)
     out = run.tick(3.5)  # inter-digit quiet ends the entry
     assert run.state == "bye" and ("menu", "key") in steps(out)
+
+
+def test_the_hold_prompt_is_said_again_while_the_queue_rings(flow, router):
+    c = Caller(flow, router)
+    c.prompt_ends()
+    c.wait(9)  # nothing said → queue
+    assert c.run.state == "queue"
+    first = c.token
+    c.prompt_ends()
+    out = c.wait(3)
+    assert not acts(out, PlayPrompts)  # a pause first
+    out = c.wait(2)
+    assert acts(out, PlayPrompts)[0].prompts == ("to_operator",) and c.token != first
+    c.feed(c.run.queue_update("answered", "", c.t))
+    c.prompt_ends()
+    assert not acts(c.wait(10), PlayPrompts)  # an operator has the caller: no more hold prompts
