@@ -64,6 +64,7 @@ log = logging.getLogger("fenliu.sip.worker")
 
 FRAME_MS = 20
 RELEASE_AFTER_S = 2.0  # keep an ended leg's pjsua2 objects this long, then let them go
+PLAYER_RELEASE_AFTER_S = 0.2  # a prompt that ended or was stopped mid-call
 
 
 class Uplink:
@@ -597,7 +598,9 @@ class Worker:
                 player.stopTransmit(player.sink)
         if player in lv.players:
             lv.players.remove(player)
-        self._release_later(player)
+        # off the caller already (stopTransmit): a short grace, so that an IVR's many prompts (most of
+        # them cut short by barge-in) do not hold the bridge's few ports for the full grace period
+        self._release_later(player, PLAYER_RELEASE_AFTER_S)
         self.uplink.send(P.PromptDone(player.call_id, player.leg, player.wav, player.token, interrupted))
 
     # -- time -------------------------------------------------------------------------------
@@ -608,8 +611,11 @@ class Worker:
             lv = self.live.get(player.call_id)
             if lv is not None and player in lv.players:
                 self.guard("prompt done", self._retire_player, lv, player, False)
-        while self._graveyard and self._graveyard[0][0] <= now:
-            destroy(self._graveyard.popleft()[1])
+        if self._graveyard and min(t for t, _ in self._graveyard) <= now:
+            due = [obj for t, obj in self._graveyard if t <= now]
+            self._graveyard = deque((t, obj) for t, obj in self._graveyard if t > now)
+            for obj in due:
+                destroy(obj)
         for lv in list(self.live.values()):
             self.guard("transfer timer", lambda x=lv: self.execute(x, x.conv.tick(now)))
         if now < self._next_media_check:
@@ -631,8 +637,8 @@ class Worker:
             return None
 
     # -- helpers --------------------------------------------------------------------------
-    def _release_later(self, obj: Any) -> None:
-        self._graveyard.append((time.monotonic() + RELEASE_AFTER_S, obj))
+    def _release_later(self, obj: Any, after: float = RELEASE_AFTER_S) -> None:
+        self._graveyard.append((time.monotonic() + after, obj))
 
     def _hangup(self, call: Any) -> None:
         try:

@@ -61,3 +61,31 @@ def test_calls_from_a_peer_not_on_the_allow_list_get_403(worker, tmp_path):
     assert rej.status == 403 and rej.source == "127.0.0.2"
     ok = run_sipp(caller_scenario(audio, talk_ms=1000), worker.sip_port, tmp_path, timeout=20)
     assert ok.returncode == 0  # the allowed PBX still gets through
+
+
+def test_barge_in_stops_a_prompt_and_every_prompt_frees_its_bridge_port(worker, tmp_path):
+    """An IVR plays many prompts per call and stops most of them (barge-in): each one is reported
+    once with its token, and its conference-bridge port is freed — the bridge holds 20 ports, so a
+    leak would make the 17th prompt fail."""
+    caller = PeerProc("--call", f"sip:110@127.0.0.1:{worker.sip_port}", user="caller")
+    try:
+        cid = worker.wait(fact(P.CallAnswered)).call_id
+        worker.wait(fact(P.MediaActive, call_id=cid))
+        for i in range(30):
+            n = worker.mark()
+            worker.send(P.Play(cid, str(WAV), "caller", f"t{i}"))
+            worker.wait(fact(P.PromptStarted, token=f"t{i}"), since=n)
+            worker.send(P.StopPrompt(cid))
+            done = worker.wait(fact(P.PromptDone, token=f"t{i}"), since=n)
+            assert done.interrupted
+        n = worker.mark()
+        worker.send(P.Play(cid, str(WAV), "caller", "last"))
+        worker.send(P.Play(cid, str(WAV), "caller", "newer"))  # one prompt per leg: the newer replaces it
+        assert worker.wait(fact(P.PromptDone, token="last"), since=n).interrupted
+        done = worker.wait(fact(P.PromptDone, token="newer"), since=n, timeout=15)
+        assert not done.interrupted  # played to its end
+        assert not [f for f in worker.facts(n) if isinstance(f, P.WorkerError)]
+        worker.send(P.Hangup(cid))
+        caller.wait(lambda e: e["event"] == "ended")
+    finally:
+        caller.stop()
