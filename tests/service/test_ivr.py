@@ -21,6 +21,7 @@ from fenliu.router import Router, parse_rules
 from fenliu.service.bus import CallEvent, WorkerFact
 from fenliu.service.ivr import IvrDesk
 from fenliu.service.ivr import load as load_ivr
+from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
 from tests.conftest import FIXTURES, minimal_rules, sox
@@ -68,10 +69,14 @@ class Service:
                     sip=replace(s.sip, seat_uri=seat),
                     ivr=replace(s.ivr, flow=flow, when=when, queue_uri=queue_uri, seat_timeout=10,
                                 cache_dir=str(cache or tmp / "prompts")))
+        s = replace(s, store=replace(s.store, url=f"sqlite:///{tmp / 'fenliu.db'}"))
         self.settings = s
         self.got = Collector()
+        self.store = Store(s.store.url, settings=s)
+        self.got.bus.subscribe(self.store.record)
         self.sup = Supervisor(s, router, engine, self.got.bus)
-        self.desk = IvrDesk(s, self.sup, load_ivr(s), lambda f: self.got.bus.publish(WorkerFact("ivr", f)))
+        self.desk = IvrDesk(s, self.sup, load_ivr(s), lambda f: self.got.bus.publish(WorkerFact("ivr", f)),
+                            self.store)
         self.desk.attach(self.got.bus)
         self.sup.start()
         self.uri = f"sip:110@127.0.0.1:{s.sip.port}"
@@ -98,6 +103,8 @@ class Service:
     def stop(self) -> None:
         self.desk.close()
         self.sup.stop()
+        self.got.bus.drain()
+        self.store.close()
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +209,13 @@ next = "menu"
 do = "collect"
 prompt = "menu"
 timeout = 15
-branches = {{ "1" = "to_12345", "2" = "queue" }}
+branches = {{ "1" = "to_12345", "2" = "text_me" }}
 no_input = "queue"
+
+[states.text_me]
+do = "sms"
+text = "【110】您的来电已转人工，请保持电话畅通。"
+next = "queue"
 
 [states.to_12345]
 do = "transfer"
@@ -249,11 +261,21 @@ def test_sipp_dtmf_chooses_the_branch(ko_engine, ko_router, prompt_cache, tmp_pa
         peer = hotline if branch == "to_12345" else queue
         other = queue if peer is hotline else hotline
         peer.wait(lambda e: e["event"] == "media")
+        if branch == "queue":  # on the way, the flow texted the caller (SIPp calls from 13800000000)
+            svc.step(state="text_me")
     finally:
         svc.stop()
         hotline.stop()
         queue.stop()
     assert not other.has("incoming")
+    store = Store(svc.settings.store.url, settings=svc.settings)
+    sms = [dict(r) for r in store.db.rows("SELECT * FROM sms")]
+    store.close()
+    if branch == "queue":
+        assert len(sms) == 1 and sms[0]["purpose"] == "ivr:text_me" and sms[0]["number"] == "13800000000"
+        assert sms[0]["body"] == "【110】您的来电已转人工，请保持电话畅通。" and sms[0]["status"] == "local"  # no gateway
+    else:  # the transfer's guidance SMS, as for an operator's transfer
+        assert [m["purpose"] for m in sms] == ["guidance"]
 
 
 def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(ko_engine, ko_router, prompt_cache,
