@@ -296,16 +296,15 @@ class FlowRun:
             if self.offer:
                 out = [Step(name, "offer", ", ".join(f"{k}={t}" for k, t in self.offer.items()))]
             ahead, self.typed_ahead = self.typed_ahead, ""
-            out += self._play(self._collect_prompts(st, retry=False))
-            for i, key in enumerate(ahead):  # keys pressed during the previous prompt count here
-                if i == 0 and self.playing:
-                    self.playing = False
-                    out.append(StopPrompts())
+            for key in ahead:  # keys pressed during the previous prompt count here: no menu to say then
                 out += self._key(st, key, now)
-                if self.state != name:
-                    break
-            if self.state == name and not self.playing and not self.waiting_until:
-                self.waiting_until = now + (st.inter_digit if self.digits else st.timeout)
+                if self.state != name or self.playing:  # chosen, or a retry prompt plays
+                    return out
+            if self.digits:  # part of a longer entry typed ahead: wait for the rest
+                return out
+            out += self._play(self._collect_prompts(st, retry=False))
+            if not self.playing:
+                self.waiting_until = now + st.timeout
             return out
         if isinstance(st, Listen):
             if not keep_heard:

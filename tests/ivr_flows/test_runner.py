@@ -294,3 +294,34 @@ def test_the_hold_prompt_is_said_again_while_the_queue_rings(flow, router):
     c.feed(c.run.queue_update("answered", "", c.t))
     c.prompt_ends()
     assert not acts(c.wait(10), PlayPrompts)  # an operator has the caller: no more hold prompts
+
+
+AHEAD = """
+[flow]
+name = "ahead"
+start = "hi"
+[prompts]
+hi = "您好"
+menu = "请按1"
+bye = "再见"
+[states.hi]
+do = "play"
+prompt = "hi"
+next = "menu"
+[states.menu]
+do = "collect"
+prompt = "menu"
+branches = { "1" = "bye" }
+no_input = "bye"
+[states.bye]
+do = "hangup"
+prompt = "bye"
+"""
+
+
+def test_a_key_typed_during_a_prompt_chooses_in_the_menu_without_the_menu_being_said(tmp_path):
+    run = FlowRun(parse_flow(AHEAD, tmp_path / "a.toml", TARGETS), "c")
+    run.start(0)
+    out = run.dtmf("1", 0.5)
+    assert StopPrompts() in out and ("menu", "key") in steps(out)
+    assert [p.prompts for p in acts(out, PlayPrompts)] == [("bye",)]  # "请按1" never started
