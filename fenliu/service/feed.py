@@ -170,9 +170,18 @@ class EventFeed:
         elif kind == "ivr_step":
             d = env["data"]
             was = lc.ivr or {}
-            lc.ivr = {"flow": d.get("flow"), "state": d.get("state"), "step": d.get("step"),
+            lc.ivr = {**was, "flow": d.get("flow"), "state": d.get("state"), "step": d.get("step"),
                       "detail": d.get("detail") or was.get("detail", ""),
                       "urgent": bool(d.get("urgent") or was.get("urgent")), "outcome": d.get("outcome", "")}
+            if d.get("step") in ("danger", "queue") and d.get("detail") and not was.get("reason"):
+                lc.ivr["reason"] = d["detail"]  # why the front desk did what it did: kept after the hand-over
+            if d.get("step") == "heard":
+                lc.ivr["heard"] = d.get("detail", "")
+        elif kind == "overflowed":
+            lc.ivr = {**(lc.ivr or {}), "overflow": {"status": env["data"].get("status"),
+                                                      "reason": env["data"].get("reason", "")}}
+        elif kind.startswith("queue_"):
+            lc.ivr = {**(lc.ivr or {}), "queue": kind.removeprefix("queue_")}
         elif kind == "decision" and env["leg"] == "caller":
             lc.decision = env["data"]
         elif kind.startswith("transfer_"):

@@ -130,3 +130,27 @@ def test_what_the_workers_are_told(router, bus):
     answer = replace(base, ivr=replace(base.ivr, flow="front_desk", queue_uri="sip:acd@pbx:5060"))
     assert Supervisor(answer, router, None, bus).worker_settings("w0", 0).capacity() == 1
     assert Supervisor(base, router, None, bus).worker_settings("w0", 0).capacity() == 2
+
+
+def test_the_live_view_keeps_why_the_front_desk_sent_the_call_after_the_hand_over():
+    from fenliu.service.bus import WorkerFact
+    from fenliu.service.feed import EventFeed
+    from fenliu.sip import protocol as P
+
+    feed = EventFeed(100)
+    cid = "c-1"
+    for f in (P.CallStarted(cid, 0, "<sip:13800000000@pbx>", "<sip:110@fenliu>"),
+              P.Overflowed(cid, 486, "Busy Here"),
+              P.IvrStep(cid, "front_desk", "listen", "heard", "他拿着刀"),
+              P.IvrStep(cid, "front_desk", "listen", "danger", "危险信号（持械/凶器）：刀", urgent=True),
+              P.IvrStep(cid, "front_desk", "urgent_queue", "queue", "IVR：危险信号，紧急转人工", urgent=True),
+              P.QueueUpdate(cid, P.QueueStep.DIALING, "sip:acd@pbx"),
+              P.QueueUpdate(cid, P.QueueStep.ANSWERED, "sip:acd@pbx"),
+              P.IvrStep(cid, "front_desk", "urgent_queue", "queued", "接警员已接听", outcome="queued")):
+        feed(WorkerFact("w0", f))
+    ivr = feed.live[cid].ivr
+    assert ivr["outcome"] == "queued" and ivr["urgent"]  # urgency never drops once raised
+    assert ivr["reason"] == "危险信号（持械/凶器）：刀" and ivr["heard"] == "他拿着刀"
+    assert ivr["overflow"] == {"status": 486, "reason": "Busy Here"} and ivr["queue"] == "answered"
+    kinds = [e["kind"] for e in feed.ring]
+    assert kinds.count("ivr_step") == 4 and "overflowed" in kinds and "queue_answered" in kinds

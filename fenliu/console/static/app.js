@@ -1,7 +1,8 @@
 // fenliu operator console: login, live calls, live transcript, suggestion card, the one key,
 // transfer progress, urgent lane, history, supervisor extras. Built against docs/api.md.
 // The supervisors' pages (统计, 工单, 告警, 线索) live in stats.js, orders.js, alerts.js and
-// leads.js; the repeat-caller banner in repeat.js; the history's 闭环 section in loop.js.
+// leads.js; the repeat-caller banner in repeat.js; the IVR front desk's banner (语音前台) in ivr.js;
+// the history's 闭环 section in loop.js.
 //
 // Data flow: GET /api/calls gives each live call with the events already folded in (up to its
 // last_event_id); the WebSocket then brings every later event. Each live call keeps a short log
@@ -17,6 +18,7 @@ import {
 import {buildCard, evidenceKey, suggestedTarget, suggestedTargets} from './card.js';
 import {historyTargets, initHistory, search as historySearch, showDetail as showHistoryDetail} from './history.js';
 import {foldRepeat, renderRepeatBanner, repeatBadge} from './repeat.js';
+import {foldIvr, ivrBadge, ivrRowLine, ivrUrgent, renderIvrBanner} from './ivr.js';
 import {alertAckedEvent, alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
 import {initOrders, loadOrders, openOrder} from './orders.js';
 import {initStats, resetStats, showStats} from './stats.js';
@@ -228,6 +230,7 @@ function teardown() {
   clear($('#banner-list'));
   $('#banner').hidden = true;
   renderRepeatBanner($('#repeat-banner'), null);
+  renderIvrBanner($('#ivr-banner'), null);
   for (const tab of SUPERVISOR_TABS) $(`#tab-${tab}`).hidden = true;
   resetAlerts();
   resetStats();
@@ -271,7 +274,7 @@ function showConnection(connected) {
 function makeCall(raw) {
   const c = {
     id: String(raw.call_id), remote: '', worker: '', slot: '', seat: '', since: 0, state: 'ringing',
-    degraded: false, decision: null, transfer: null, repeat: null, steps: [], snapshotId: 0,
+    degraded: false, decision: null, transfer: null, repeat: null, ivr: null, steps: [], snapshotId: 0,
     ended: false, endedAt: 0, endInfo: '', removeTimer: null, busy: new Set(), log: [], li: null,
   };
   updateFromSnapshot(c, raw);
@@ -288,6 +291,7 @@ function updateFromSnapshot(c, raw) {
   c.degraded = Boolean(raw.degraded);
   if (raw.decision !== undefined) c.decision = raw.decision;
   if (raw.repeat) foldRepeat(c, 'snapshot', raw.repeat);
+  if (raw.ivr) foldIvr(c, 'snapshot', raw.ivr);
   c.snapshotId = Number(raw.last_event_id) || 0;
   if (raw.transfer && typeof raw.transfer === 'object') {
     const step = String(raw.transfer.step || '');
@@ -426,6 +430,13 @@ function applyToCall(c, ev, kind, data) {
     case 'repeat_same_matter':
       foldRepeat(c, kind, data);
       break;
+    case 'ivr_step': // the IVR front desk (语音前台), see ivr.js
+    case 'overflowed':
+    case 'queue_dialing':
+    case 'queue_answered':
+    case 'queue_failed':
+      foldIvr(c, kind, data);
+      break;
     case 'media_timeout':
       if (S.sel === c) showMessage(`媒体超时：${Math.round(Number(data.seconds) || 0)} 秒没有收到语音${data.why ? `（${data.why}）` : ''}`, 'warn');
       break;
@@ -511,9 +522,7 @@ function renderCallItem(c) {
       onclick: () => select(c.id),
       onkeydown: (e) => callKey(e, c),
     });
-    // newest first
-    const after = [...list.children].find((li) => (S.calls.get(li.dataset.callId)?.since ?? 0) < c.since);
-    list.insertBefore(c.li, after || null);
+    list.append(c.li); // placed below, once its state is known
   }
   const d = c.decision;
   const danger = vetoesOf(d).length > 0;
@@ -523,8 +532,11 @@ function renderCallItem(c) {
   li.classList.toggle('ended', c.ended);
   li.classList.toggle('danger', danger);
   li.classList.toggle('urgent', Boolean(d && d.urgent));
+  li.classList.toggle('ivr-urgent', ivrUrgent(c));
   li.setAttribute('aria-selected', String(S.sel === c));
   const badges = [];
+  const ivr = ivrBadge(c);
+  if (ivr) badges.push(ivr);
   if (danger) {
     const label = isFraud(d) ? '反诈' : `危险：${vetoGroups(d).map(dangerLabel).join('、')}`;
     badges.push(el('span', {class: 'badge danger'}, label));
@@ -544,8 +556,24 @@ function renderCallItem(c) {
     el('div', {class: 'row small'},
       el('span', {class: `state state-${c.state}`}, stateLabel(c.state)),
       el('span', {class: 'worker'}, [c.worker, c.slot !== '' && c.slot !== undefined ? `#${c.slot}` : ''].join(''))),
+    ivrRowLine(c),
     transfer ? el('div', {class: 'transfer-line small'}, transfer) : null,
     badges.length ? el('div', {class: 'badges'}, badges) : null);
+  placeCallItem(c);
+}
+
+/** Calls the IVR front desk marked urgent come first, then the newest first. */
+const goesBefore = (a, b) => (ivrUrgent(a) !== ivrUrgent(b) ? ivrUrgent(a) : a.since > b.since);
+
+/** Move the call's item to its place in the list (only when it is not there: focus stays). */
+function placeCallItem(c) {
+  const list = $('#calls');
+  const next = [...list.children].find((li) => {
+    if (li === c.li) return false;
+    const o = S.calls.get(li.dataset.callId);
+    return !o || goesBefore(c, o);
+  }) || null;
+  if (c.li.nextElementSibling !== next) list.insertBefore(c.li, next);
 }
 
 function renderCallsEmpty() {
@@ -718,6 +746,7 @@ function onTranscriptScroll() {
 function renderSelection() {
   renderCallHead();
   renderRepeatBanner($('#repeat-banner'), S.sel);
+  renderIvrBanner($('#ivr-banner'), S.sel);
   renderCard();
   renderProgress();
   renderKeys();
