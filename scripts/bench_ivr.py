@@ -47,7 +47,6 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,7 +69,7 @@ from fenliu.service.ivr import IvrDesk, all_targets, flow_path  # noqa: E402
 from fenliu.service.ivr import load as load_ivr  # noqa: E402
 from fenliu.service.settings import load_settings  # noqa: E402
 from fenliu.sip import protocol as P  # noqa: E402
-from tests.conftest import free_port, rtp_block  # noqa: E402
+from tests.conftest import free_port, rtp_block, tone  # noqa: E402
 from tests.sip.peers import PeerProc  # noqa: E402
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -121,17 +120,6 @@ def md_table(title: str, header: list[str], rows: Sequence[Sequence[object]], no
     if note:
         print(f"\n{note}")
     sys.stdout.flush()
-
-
-def tone(path: Path, hz: float, seconds: float, rate: int = 8000, level: int = 8000) -> Path:
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = (level * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 # -- the processes this script starts, stopped whatever happens ---------------------------------------

@@ -52,6 +52,22 @@ weak = ["{weak}"]
 """
 
 
+def tone(path: Path, hz: float, seconds: float, rate: int = 8000, level: int = 8000) -> Path:
+    """A sine tone as a 16-bit mono WAV: a prompt or a caller whose sound a test can recognise."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (level * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
 def wait_udp_bound(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     """Until a server has bound this UDP port (instead of sleeping and hoping)."""
     deadline = time.monotonic() + timeout

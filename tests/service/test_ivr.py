@@ -9,11 +9,9 @@ urgent call."""
 from __future__ import annotations
 
 import threading
-import wave
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fenliu.events import FinalTranscript
@@ -24,7 +22,7 @@ from fenliu.service.ivr import load as load_ivr
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
-from tests.conftest import FIXTURES, minimal_rules, sox
+from tests.conftest import FIXTURES, minimal_rules, sox, tone
 from tests.service.test_serve import Collector, settings_for
 from tests.sip.peers import PeerProc, find_in_recording, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, dtmf_rfc4733, run_sipp
@@ -227,17 +225,6 @@ failed = "queue"
 do = "queue"
 prompt = "wait"
 """
-
-
-def tone(path: Path, hz: float, seconds: float, rate: int = 8000) -> Path:
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 @pytest.mark.parametrize("key, branch", [("1", "to_12345"), ("2", "queue")])
