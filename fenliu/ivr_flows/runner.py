@@ -135,7 +135,8 @@ class FlowRun:
         if self.done:
             return []
         self.outcome = "caller_left"
-        return [Step(self.state, "end", "来电人挂机", outcome="caller_left")]
+        urgent = self.queued_urgent or self.danger is not None
+        return [Step(self.state, "end", "来电人挂机", urgent=urgent, outcome="caller_left")]
 
     # -- inputs --------------------------------------------------------------------------------
     def prompt_done(self, token: str, interrupted: bool, now: float) -> list[Act]:

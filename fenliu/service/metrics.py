@@ -44,6 +44,10 @@ class Metrics:
         self.transfers = Counter("fenliu_transfers", "Transfer steps and outcomes", ["step"], registry=r)
         self.failopen = Counter("fenliu_front_failopen", "Calls the front sent straight to the operators "
                                 "(no worker could take them)", registry=r)
+        self.ivr = Counter("fenliu_ivr_calls", "Voice front desk calls by how they ended (transferred, queued, "
+                           "hung_up, caller_left, error) and urgency", ["flow", "outcome", "urgent"], registry=r)
+        self.overflowed = Counter("fenliu_calls_overflowed", "Calls the operator seat turned away that the voice "
+                                  "front desk answered", registry=r)
         self.restarts = Counter("fenliu_worker_restarts", "SIP worker restarts", registry=r)
         self.restart_failures = Counter("fenliu_worker_restart_failures", "Failed SIP worker restart attempts",
                                         registry=r)
@@ -85,6 +89,10 @@ class Metrics:
             self.dropped.inc(f.dropped_frames)
         elif isinstance(f, P.FrontEvent) and f.line.startswith("failopen"):
             self.failopen.inc()
+        elif isinstance(f, P.IvrStep) and f.outcome:
+            self.ivr.labels(f.flow, f.outcome, "true" if f.urgent else "false").inc()
+        elif isinstance(f, P.Overflowed):
+            self.overflowed.inc()
         elif isinstance(f, P.WorkerRestarted):
             self.restarts.inc()
         elif isinstance(f, P.RestartFailed):

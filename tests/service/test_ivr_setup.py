@@ -154,3 +154,20 @@ def test_the_live_view_keeps_why_the_front_desk_sent_the_call_after_the_hand_ove
     assert ivr["overflow"] == {"status": 486, "reason": "Busy Here"} and ivr["queue"] == "answered"
     kinds = [e["kind"] for e in feed.ring]
     assert kinds.count("ivr_step") == 4 and "overflowed" in kinds and "queue_answered" in kinds
+
+
+def test_metrics_count_front_desk_outcomes_and_overflows():
+    from fenliu.service.bus import WorkerFact
+    from fenliu.service.metrics import Metrics
+    from fenliu.sip import protocol as P
+
+    m = Metrics()
+    for f in (P.Overflowed("a", 486, "Busy Here"),
+              P.IvrStep("a", "front_desk", "listen", "heard", "停电了"),  # not an ending: not counted
+              P.IvrStep("a", "front_desk", "transfer", "transferred", "95598", outcome="transferred"),
+              P.IvrStep("b", "front_desk", "urgent_queue", "queued", "接警员已接听", urgent=True, outcome="queued")):
+        m(WorkerFact("ivr", f))
+    text = m.render().decode()
+    assert 'fenliu_ivr_calls_total{flow="front_desk",outcome="transferred",urgent="false"} 1.0' in text
+    assert 'fenliu_ivr_calls_total{flow="front_desk",outcome="queued",urgent="true"} 1.0' in text
+    assert "fenliu_calls_overflowed_total 1.0" in text
