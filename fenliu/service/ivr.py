@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ class IvrDesk:
         now = time.monotonic()
         for info in list(self.calls.values()):
             if info.run is not None and not info.run.done:
-                self._guard(info, lambda r=info.run: r.tick(now))
+                self._guard(info, partial(info.run.tick, now))
         self._schedule()
 
     def close(self) -> None:
@@ -153,12 +154,12 @@ class IvrDesk:
         now = time.monotonic()
         if isinstance(f, P.CallStarted):
             called = uri_user(f.local)
-            info = CallInfo(f.call_id, called, uri_host(f.remote))
+            new = CallInfo(f.call_id, called, uri_host(f.remote))
             if self.settings.ivr.when == "always":
-                info.why = "ivr.when = always"
+                new.why = "ivr.when = always"
             elif called in self.numbers:
-                info.why = f"called number {called} (ivr.numbers)"
-            self.calls[f.call_id] = info
+                new.why = f"called number {called} (ivr.numbers)"
+            self.calls[f.call_id] = new
             return
         call_id = str(getattr(f, "call_id", "") or "")
         info = self.calls.get(call_id)
@@ -215,20 +216,20 @@ class IvrDesk:
                 self.publish(P.IvrStep(info.call_id, self.flow.name, a.state, a.kind, a.detail, a.urgent, a.outcome))
             elif isinstance(a, PlayPrompts):
                 wav = self._wav(a.prompts)
-                self._safe(info, lambda w=wav, t=a.token: self.sup.play(info.call_id, str(w), "caller", t))
+                self._safe(info, partial(self.sup.play, info.call_id, str(wav), "caller", a.token))
             elif isinstance(a, StopPrompts):
                 self._safe(info, lambda: self.sup.stop_prompt(info.call_id))
             elif isinstance(a, TransferTo):
-                err = self._safe(info, lambda t=a: self.sup.transfer(info.call_id, t.target, t.mode))
+                err = self._safe(info, partial(self.sup.transfer, info.call_id, a.target, a.mode))
                 if err is not None:
                     self._do(info, run.transfer_update("failed", err, now))
             elif isinstance(a, QueueCall):
-                err = self._safe(info, lambda q=a: self.sup.to_queue(info.call_id, q.uri))
+                err = self._safe(info, partial(self.sup.to_queue, info.call_id, a.uri))
                 if err is not None:
                     self._do(info, run.queue_update("failed", err, now))
             elif isinstance(a, SendSms):
                 if self.store is not None:
-                    self._safe(info, lambda s=a: self.store.ivr_sms(info.call_id, f"ivr:{s.state}", s.text))
+                    self._safe(info, partial(self.store.ivr_sms, info.call_id, f"ivr:{a.state}", a.text))
             elif isinstance(a, HangUp):
                 self._safe(info, lambda: self.sup.hangup(info.call_id))
 
