@@ -23,6 +23,7 @@ from typing import Any
 
 from fenliu.events import Decision
 from fenliu.ivr_flows.flow import (
+    NEVER_OFFERED,
     Branch,
     Collect,
     Decide,
@@ -36,8 +37,6 @@ from fenliu.ivr_flows.flow import (
     Transfer,
 )
 
-URGENT_TARGETS = frozenset({"119", "120", "122", "fraud"})  # linkage, never offered by the IVR
-MAX_OFFER = 3
 QUEUE_RETRY_S = 3.0  # a queue that did not answer is dialled again after this pause
 HOLD_REPEAT_S = 4.0  # while a hotline or the queue rings, the hold prompt is said again after this pause
 
@@ -397,10 +396,9 @@ class FlowRun:
             return {}
         wanted = [d.target] if d.target != "police" else []
         wanted += [a.target for a in d.alternatives]
-        ok = [t for t in dict.fromkeys(wanted)
-              if t != "police" and t not in URGENT_TARGETS and (not self.targets or t in self.targets)][:MAX_OFFER]
-        keys = [k for k in "123456789" if k not in st.branches]
-        return dict(zip(keys, ok, strict=False))
+        keys = st.offer_keys()  # the keys the flow made the offer's fragments for
+        ok = [t for t in dict.fromkeys(wanted) if t not in NEVER_OFFERED and (not self.targets or t in self.targets)]
+        return dict(zip(keys, ok[:len(keys)], strict=False))
 
     # -- decisions -----------------------------------------------------------------------------
     def _branch_of_decision(self) -> tuple[str, str]:
