@@ -36,7 +36,8 @@ PY_MODULES = [
     ("pjsua2", "pjsua2-python", "live SIP calls"),
 ]
 TOOLS = [
-    ("espeak-ng", "espeak-ng", "regenerating audio fixtures", False),
+    ("espeak-ng", "espeak-ng", "IVR prompts from Chinese text, regenerating audio fixtures", False),
+    ("dot", "graphviz", "fenliu flow graph pictures", False),
     ("sox", "sox", "audio conversion for fixtures and SIPp", False),
     ("sipp", "sip-tester", "SIP test calls (SIPp)", False),
     ("kamailio", "kamailio", "single trunk address (sip.front_port)", False),
@@ -60,7 +61,18 @@ def run_checks(settings: Settings, load_model: bool = True) -> list[Check]:
     checks.append(_port_check("console port", settings.console.host, settings.console.port, socket.SOCK_STREAM,
                               "console.port"))
     checks.append(_guard("store", lambda: _store(settings.store.url), "set store.url to a writable location"))
+    if settings.ivr.flow:
+        checks.append(_guard(f"IVR flow ({settings.ivr.flow})", lambda: _ivr(settings),
+                             "fix what the error names (fenliu flow check), or set ivr.flow = \"\" to run without it"))
     return checks
+
+
+def _ivr(settings: Settings) -> str:
+    from fenliu.service.ivr import load
+
+    loaded = load(settings)
+    return (f"{loaded.flow.path}: {len(loaded.flow.states)} states, {len(loaded.prompts)} prompts ready in "
+            f"{settings.ivr.cache_dir}; when {settings.ivr.when}, queue {settings.ivr.queue_uri or settings.sip.seat_uri}")
 
 
 def _guard(name: str, fn: Callable[[], str], fix: str) -> Check:

@@ -171,3 +171,15 @@ def test_metrics_count_front_desk_outcomes_and_overflows():
     assert 'fenliu_ivr_calls_total{flow="front_desk",outcome="transferred",urgent="false"} 1.0' in text
     assert 'fenliu_ivr_calls_total{flow="front_desk",outcome="queued",urgent="true"} 1.0' in text
     assert "fenliu_calls_overflowed_total 1.0" in text
+
+
+def test_doctor_checks_the_configured_flow(tmp_path):
+    from fenliu.service.doctor import run_checks
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_REF, encoding="utf-8")
+    checks = {c.name: c for c in run_checks(load_settings(config(tmp_path, str(bad)), env={}), load_model=False)}
+    c = checks[f"IVR flow ({bad})"]
+    assert not c.ok and f"{bad}:11:" in c.detail and "fenliu flow check" in c.fix
+    good = {c.name: c for c in run_checks(load_settings(config(tmp_path, "front_desk"), env={}), load_model=False)}
+    assert good["IVR flow (front_desk)"].ok and "7 states" in good["IVR flow (front_desk)"].detail
