@@ -170,6 +170,11 @@ class IvrDesk:
                 self._do(info, info.run.caller_gone())
             del self.calls[call_id]
             return
+        if isinstance(f, P.LegEnded) and f.leg == "caller" and info.run is not None:
+            # first, before the facts it causes (a transfer failing "caller hung up"): no branch is taken for
+            # a caller who is gone
+            self._do(info, info.run.caller_gone())
+            return
         if isinstance(f, P.Overflowed):
             info.why = f"overflow: operator seat {f.status} {f.reason}".strip()
             return

@@ -274,7 +274,7 @@ def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], resu
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", DEMO_CALLER, "--call", to,
-         "--play", str(play), "--commands", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
+         "--play", str(play), "--commands", "--mic", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     state: dict[str, Any] = {"offer": False, "token": ""}
     finished = threading.Event()

@@ -173,6 +173,9 @@ class Peer:
         call.hangup_at = None  # answered: the ring timeout is over
         if a.hangup_after:
             call.hangup_at = time.monotonic() + a.hangup_after
+        if a.mic and not getattr(call, "mic_on", False):  # a phone's microphone: RTP never stops (nor DTMF with it)
+            self.ep.audDevManager().getCaptureDevMedia().startTransmit(aud)
+            call.mic_on = True
         if a.play and call.player is None:
             call.player = pj.AudioMediaPlayer()
             call.player.createPlayer(a.play, pj.PJMEDIA_FILE_NO_LOOP)
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ring-timeout", type=float, default=0.0, help="give up a placed call not answered in N s")
     p.add_argument("--hangup-after", type=float, default=0.0, help="hang up N s after media starts")
     p.add_argument("--refuse-refer", action="store_true", help="answer REFER with 603 Decline")
+    p.add_argument("--mic", action="store_true",
+                   help="send audio all through the call like a phone's microphone (silence from the null device); "
+                        "without it pjmedia stops sending RTP — and RFC 4733 keys — when nothing plays")
     p.add_argument("--commands", action="store_true", help="take commands on stdin: dtmf D, play FILE, hangup")
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
     args = p.parse_args(argv)

@@ -119,7 +119,7 @@ def test_front_desk_offers_the_hotline_and_the_callers_key_transfers(ko_engine, 
     svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, cache=prompt_cache)
     caller = None
     try:
-        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", user="caller")
+        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", "--mic", user="caller")
         welcome = svc.prompt_of("welcome")
         caller.send(f"play {SPEECH_DIVERT}")  # the caller starts telling over the welcome prompt
         assert svc.step(state="welcome", step="barge_in").detail == "来电人开口说话"
@@ -277,7 +277,7 @@ def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(k
                   cache=prompt_cache)
     caller = None
     try:
-        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", user="caller")
+        caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", "--mic", user="caller")
         over = svc.fact(P.Overflowed)
         assert over.status == 486
         welcome = svc.prompt_of("welcome")
@@ -297,3 +297,36 @@ def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(k
     assert seat.has("incoming")  # the seat was tried first
     score, _ = find_in_recording(heard, Path(welcome.wav))
     assert score > 0.6, f"the welcome did not reach the caller (score {score:.2f})"
+
+
+def test_a_caller_hanging_up_while_the_hotline_rings_leaves_nobody_on_the_line(ko_engine, ko_router, prompt_cache,
+                                                                              tmp_path):
+    """The caller presses 1 and hangs up before the hotline answers: the hotline's ringing is
+    cancelled (nobody picks up a dead line), the flow ends as "caller left", nothing is queued."""
+    flow = tmp_path / "menu.toml"
+    flow.write_text(MENU_FLOW.format(welcome=tone(tmp_path / "welcome.wav", 700, 2)), encoding="utf-8")
+    hotline = PeerProc("--answer", "none", user="12345")  # rings, never answers
+    queue = PeerProc("--answer", "200", user="acd")
+    svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, flow=str(flow),
+                  cache=prompt_cache)
+    caller = None
+    try:
+        caller = PeerProc("--call", svc.uri, "--commands", "--mic", user="caller")
+        svc.prompt_of("menu")
+        caller.send("dtmf 1")
+        svc.fact(P.TransferUpdate, step=P.TransferStep.STARTED)
+        hotline.wait(lambda e: e["event"] == "incoming")
+        caller.send("hangup")
+        end = svc.step(step="end")
+        assert end.outcome == "caller_left" and end.state == "to_12345"
+        failed = svc.fact(P.TransferUpdate, step=P.TransferStep.FAILED)
+        assert "caller hung up" in failed.reason
+        hotline.wait(lambda e: e["event"] == "ended")  # its ringing was cancelled
+        svc.fact(P.CallEnded)
+    finally:
+        if caller is not None:
+            caller.stop()
+        svc.stop()
+        hotline.stop()
+        queue.stop()
+    assert not queue.has("incoming") and not svc.facts(P.QueueUpdate)
