@@ -61,11 +61,12 @@ class Service:
     """Supervisor + IVR desk on a collecting bus: what `fenliu serve` runs, without the console."""
 
     def __init__(self, tmp: Path, engine, router, targets: dict[str, str], queue_uri: str, *, seat: str = "",
-                 when: str = "always", flow: str = "front_desk", cache: Path | None = None) -> None:
+                 when: str = "always", flow: str = "front_desk", cache: Path | None = None,
+                 seat_timeout: float = 10) -> None:
         s = settings_for(1)
         s = replace(s, transfer=replace(s.transfer, targets=targets),
                     sip=replace(s.sip, seat_uri=seat),
-                    ivr=replace(s.ivr, flow=flow, when=when, queue_uri=queue_uri, seat_timeout=10,
+                    ivr=replace(s.ivr, flow=flow, when=when, queue_uri=queue_uri, seat_timeout=seat_timeout,
                                 cache_dir=str(cache or tmp / "prompts")))
         s = replace(s, store=replace(s.store, url=f"sqlite:///{tmp / 'fenliu.db'}"))
         self.settings = s
@@ -265,21 +266,23 @@ def test_sipp_dtmf_chooses_the_branch(ko_engine, ko_router, prompt_cache, tmp_pa
         assert [m["purpose"] for m in sms] == ["guidance"]
 
 
-def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(ko_engine, ko_router, prompt_cache,
-                                                                                 tmp_path):
-    """Seat mode: the operator seat answers 486, so the caller is answered by the front desk
-    (not turned away), hears the whole welcome, says nothing, and is handed to the queue."""
+@pytest.mark.parametrize("seat_answer, why", [("486", "Busy Here"), ("none", "no answer within 2 s")])
+def test_a_busy_or_silent_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(
+        ko_engine, ko_router, prompt_cache, tmp_path, seat_answer, why):
+    """Seat mode: the operator seat answers 486 (or rings past ivr.seat_timeout), so the caller is
+    answered by the front desk (not turned away), hears the whole welcome, says nothing, and is
+    handed to the queue."""
     heard = tmp_path / "caller-heard.wav"
-    seat = PeerProc("--answer", "486", user="seat")
+    seat = PeerProc("--answer", seat_answer, user="seat")
     queue = PeerProc("--answer", "200", user="acd")
     hotline = PeerProc("--answer", "200", user="12345")
     svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, seat=seat.uri, when="overflow",
-                  cache=prompt_cache)
+                  cache=prompt_cache, seat_timeout=2)
     caller = None
     try:
         caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", "--mic", user="caller")
         over = svc.fact(P.Overflowed)
-        assert over.status == 486
+        assert over.reason == why
         welcome = svc.prompt_of("welcome")
         assert not svc.fact(P.PromptDone, token=welcome.token, timeout=20).interrupted
         assert svc.step(state="listen", step="no_input").detail == "未听到来电内容"
@@ -295,6 +298,8 @@ def test_a_busy_seat_overflows_to_the_front_desk_and_silence_goes_to_the_queue(k
         queue.stop()
         hotline.stop()
     assert seat.has("incoming")  # the seat was tried first
+    if seat_answer == "none":
+        assert seat.has("ended")  # its ringing was cancelled when the front desk took the caller
     score, _ = find_in_recording(heard, Path(welcome.wav))
     assert score > 0.6, f"the welcome did not reach the caller (score {score:.2f})"
 
