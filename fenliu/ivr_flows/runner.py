@@ -60,6 +60,11 @@ class TransferTo:
 
 
 @dataclass(frozen=True)
+class CancelTransfer:
+    """Stop a transfer whose hotline is still ringing (a danger signal was heard meanwhile)."""
+
+
+@dataclass(frozen=True)
 class QueueCall:
     uri: str  # "" = the configured operators' queue
     urgent: bool
@@ -88,7 +93,7 @@ class Step:
     outcome: str = ""  # set when the flow is over: transferred, queued, hung_up, caller_left
 
 
-Act = PlayPrompts | StopPrompts | TransferTo | QueueCall | SendSms | HangUp | Step
+Act = PlayPrompts | StopPrompts | TransferTo | CancelTransfer | QueueCall | SendSms | HangUp | Step
 
 
 @dataclass
@@ -205,19 +210,22 @@ class FlowRun:
 
     def decided(self, d: Decision, now: float) -> list[Act]:
         """The router's latest decision on everything said so far. A danger signal heard while
-        the caller is still in a prompt, a menu or listening ends that at once: the flow goes to
-        its ``decide`` state's danger branch (the caller is not kept in a menu in an emergency)."""
+        the caller is still in a prompt, a menu, listening or waiting for a hotline to answer ends
+        that at once (a ringing transfer is cancelled): the flow goes to its ``decide`` state's
+        danger branch (the caller is not kept in a menu, nor sent to a hotline, in an emergency)."""
         self.decision = d
         if self.danger is not None or not is_danger(d):
             return []
         self.danger = d
         st = self._st() if self.state else None
-        if self.done or not isinstance(st, Play | Collect | Listen):
+        if self.done or not isinstance(st, Play | Collect | Listen | Transfer):
             return []
         decide = next((x for x in self.flow.states.values() if isinstance(x, Decide)), None)
         if decide is None:
             return []
         out: list[Act] = [StopPrompts()] if self.playing else []
+        if isinstance(st, Transfer):  # the hotline still rings: it does not get an emergency
+            out.append(CancelTransfer())
         self.playing = False
         return out + [Step(st.name, "danger", d.reason, urgent=True)] + self._enter(decide.danger, now)
 

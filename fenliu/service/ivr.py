@@ -30,6 +30,7 @@ from fenliu.ivr_flows.flow import Flow, load_flow
 from fenliu.ivr_flows.prompts import PromptCache, PromptSource
 from fenliu.ivr_flows.runner import (
     Act,
+    CancelTransfer,
     FlowRun,
     HangUp,
     PlayPrompts,
@@ -228,6 +229,8 @@ class IvrDesk:
                 err = self._safe(info, partial(self.sup.transfer, info.call_id, a.target, a.mode))
                 if err is not None:
                     self._do(info, run.transfer_update("failed", err, now))
+            elif isinstance(a, CancelTransfer):
+                self._safe(info, partial(self.sup.cancel_transfer, info.call_id))
             elif isinstance(a, QueueCall):
                 err = self._safe(info, partial(self.sup.to_queue, info.call_id, a.uri))
                 if err is not None:

@@ -325,3 +325,17 @@ def test_a_key_typed_during_a_prompt_chooses_in_the_menu_without_the_menu_being_
     out = run.dtmf("1", 0.5)
     assert StopPrompts() in out and ("menu", "key") in steps(out)
     assert [p.prompts for p in acts(out, PlayPrompts)] == [("bye",)]  # "请按1" never started
+
+
+def test_danger_heard_while_the_hotline_rings_cancels_the_transfer(flow, router):
+    from fenliu.ivr_flows.runner import CancelTransfer
+
+    c = Caller(flow, router)
+    c.prompt_ends()
+    c.says("小区停电了，一直没来电")
+    c.wait(2)
+    c.key("1")
+    assert c.run.state == "transfer"
+    out = c.says("等等，有人拿刀冲进来了")
+    assert CancelTransfer() in out and c.run.state == "urgent_queue" and acts(out, QueueCall)[0].urgent
+    assert c.feed(c.run.transfer_update("failed", "cancelled by the operator", c.t)) == []  # already handled
