@@ -11,13 +11,6 @@ from fenliu.service.bus import CallEvent, EventBus, WorkerFact
 from fenliu.sip import protocol as P
 
 
-@pytest.fixture
-def bus():
-    b = EventBus.on_thread("test-bus")
-    yield b
-    b.close()
-
-
 def answered(worker: str, n: int) -> WorkerFact:
     return WorkerFact(worker, P.CallAnswered(f"c{n}"))
 

@@ -8,7 +8,6 @@ import pytest
 from fenliu.errors import ConfigError
 from fenliu.ivr_flows.flow import FlowError
 from fenliu.ivr_flows.prompts import PromptError
-from fenliu.service.bus import EventBus
 from fenliu.service.ivr import flow_path
 from fenliu.service.ivr import load as load_ivr
 from fenliu.service.settings import load_settings
@@ -107,12 +106,6 @@ def test_ivr_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="no flow of that name"):
         flow_path("front_dsk")
 
-
-@pytest.fixture
-def bus():
-    b = EventBus.on_thread()
-    yield b
-    b.close()
 
 
 def test_what_the_workers_are_told(router, bus):

@@ -5,16 +5,8 @@ from dataclasses import replace
 import pytest
 
 from fenliu.errors import ConfigError
-from fenliu.service.bus import EventBus
 from fenliu.service.settings import load_settings
 from fenliu.service.supervisor import Supervisor
-
-
-@pytest.fixture
-def bus():
-    b = EventBus.on_thread()
-    yield b
-    b.close()
 
 
 def test_a_hotline_the_rules_can_suggest_must_have_a_uri(router, bus):
