@@ -107,7 +107,6 @@ class IvrDesk:
         self.linkage: Linkage = getattr(supervisor, "linkage", None) or Linkage(settings)
         self.numbers = {x.strip() for x in settings.ivr.numbers.split(",") if x.strip()}
         self.calls: dict[str, CallInfo] = {}
-        self.started = 0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -183,7 +182,6 @@ class IvrDesk:
         if isinstance(f, P.MediaActive) and f.leg == "caller" and info.why and run is None:
             site = self.linkage.site_for(info.called, info.trunk) if self.settings.sites else ""
             info.run = FlowRun(self.flow, call_id, frozenset(self.linkage.targets_for(site)))
-            self.started += 1
             log.info("IVR %s for %s (%s)", self.flow.name, call_id[:12], info.why)
             self._guard(info, lambda: info.run.start(now))  # type: ignore[union-attr]
             return
