@@ -52,6 +52,22 @@ weak = ["{weak}"]
 """
 
 
+def heard_over_a_line(ko_engine, wav: Path, tmp: Path) -> set[str]:  # type: ignore[no-untyped-def]
+    """The words (2+ characters) the Korean test model hears in ``wav`` after an A-law telephone
+    line: a test's negative list routes on them (the Chinese list is tested on Chinese text)."""
+    from fenliu.asr.audio import read_wav
+    from fenliu.asr.pipeline import StreamPipeline
+    from fenliu.events import FinalTranscript
+
+    line, narrow = tmp / f"{wav.stem}-line.wav", tmp / f"{wav.stem}-narrow.wav"
+    sox(str(wav), "-r", "8000", "-e", "a-law", str(line))
+    sox(str(line), "-e", "signed-integer", "-b", "16", str(narrow))
+    clip = read_wav(narrow)
+    probe = StreamPipeline("probe", clip.rate, ko_engine)
+    finals = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
+    return {w for f in finals for w in f.text.split() if len(w) >= 2}
+
+
 def tone(path: Path, hz: float, seconds: float, rate: int = 8000, level: int = 8000) -> Path:
     """A sine tone as a 16-bit mono WAV: a prompt or a caller whose sound a test can recognise."""
     import wave

@@ -22,7 +22,7 @@ from fenliu.service.settings import load_settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
-from tests.conftest import FIXTURES, free_port, minimal_rules, rtp_block, sox
+from tests.conftest import FIXTURES, free_port, heard_over_a_line, minimal_rules, rtp_block
 from tests.console.conftest import open_console as login_page
 from tests.sip.peers import PeerProc, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
@@ -36,16 +36,7 @@ SHOTS = os.environ.get("FENLIU_SCREENSHOTS")  # a folder: the README's screensho
 def heard_words(ko_engine, tmp_path_factory):
     """The words the Korean model hears in the caller's audio over an A-law line: the test's
     negative list diverts on them (the Chinese list is tested on Chinese text elsewhere)."""
-    from fenliu.asr.audio import read_wav
-    from fenliu.asr.pipeline import StreamPipeline
-
-    tmp = tmp_path_factory.mktemp("probe")
-    sox(str(FIXTURES / "ko" / "ko-02-help.wav"), "-r", "8000", "-e", "a-law", str(tmp / "line.wav"))
-    sox(str(tmp / "line.wav"), "-e", "signed-integer", "-b", "16", str(tmp / "narrow.wav"))
-    clip = read_wav(tmp / "narrow.wav")
-    probe = StreamPipeline("probe", clip.rate, ko_engine)
-    heard = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
-    words = sorted({w for f in heard for w in f.text.split() if len(w) >= 2})
+    words = sorted(heard_over_a_line(ko_engine, FIXTURES / "ko" / "ko-02-help.wav", tmp_path_factory.mktemp("probe")))
     assert words, "the model heard nothing in the probe"
     return words
 

@@ -32,9 +32,9 @@ from fenliu.service.settings import load_settings
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
-from tests.conftest import free_port, minimal_rules
+from tests.conftest import free_port, heard_over_a_line, minimal_rules
 from tests.console.conftest import open_console as login_page
-from tests.service.test_ivr import SPEECH_DANGER, SPEECH_DIVERT, heard_words
+from tests.service.test_ivr import SPEECH_DANGER, SPEECH_DIVERT
 from tests.service.test_serve import settings_for
 from tests.sip.peers import PeerProc
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
@@ -47,7 +47,8 @@ PASSWORD = "ivr-console-pw"
 def danger_words(ko_engine, tmp_path_factory) -> list[str]:
     """The words the Korean model hears only in the danger clip (after an A-law line)."""
     tmp = tmp_path_factory.mktemp("probe")
-    divert, danger = heard_words(ko_engine, SPEECH_DIVERT, tmp), heard_words(ko_engine, SPEECH_DANGER, tmp)
+    divert = heard_over_a_line(ko_engine, SPEECH_DIVERT, tmp)
+    danger = heard_over_a_line(ko_engine, SPEECH_DANGER, tmp)
     words = sorted(danger - divert)
     assert words and divert - danger, "the model must hear distinct words in the two clips"
     return words

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from fenliu.events import FinalTranscript
 from fenliu.router import Router, parse_rules
 from fenliu.service.bus import CallEvent, WorkerFact
 from fenliu.service.ivr import IvrDesk
@@ -22,7 +21,7 @@ from fenliu.service.ivr import load as load_ivr
 from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
-from tests.conftest import FIXTURES, minimal_rules, sox, tone
+from tests.conftest import FIXTURES, heard_over_a_line, minimal_rules, tone
 from tests.service.test_serve import Collector, settings_for
 from tests.sip.peers import PeerProc, find_in_recording, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, dtmf_rfc4733, run_sipp
@@ -33,24 +32,11 @@ SPEECH_DIVERT = FIXTURES / "ko" / "ko-03-power.wav"  # its heard words become th
 SPEECH_DANGER = FIXTURES / "ko" / "ko-02-help.wav"  # its heard words become the danger group
 
 
-def heard_words(ko_engine, wav: Path, tmp: Path) -> set[str]:
-    """What the Korean model hears of ``wav`` after an A-law telephone line."""
-    from fenliu.asr.audio import read_wav
-    from fenliu.asr.pipeline import StreamPipeline
-
-    line, narrow = tmp / f"{wav.stem}-line.wav", tmp / f"{wav.stem}-narrow.wav"
-    sox(str(wav), "-r", "8000", "-e", "a-law", str(line))
-    sox(str(line), "-e", "signed-integer", "-b", "16", str(narrow))
-    clip = read_wav(narrow)
-    probe = StreamPipeline("probe", clip.rate, ko_engine)
-    finals = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
-    return {w for f in finals for w in f.text.split() if len(w) >= 2}
-
-
 @pytest.fixture(scope="module")
 def ko_router(ko_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probe")
-    divert, danger = heard_words(ko_engine, SPEECH_DIVERT, tmp), heard_words(ko_engine, SPEECH_DANGER, tmp)
+    divert = heard_over_a_line(ko_engine, SPEECH_DIVERT, tmp)
+    danger = heard_over_a_line(ko_engine, SPEECH_DANGER, tmp)
     divert, danger = sorted(divert - danger), sorted(danger - divert)
     assert divert and danger, "the model must hear distinct words in the two clips"
     return Router(parse_rules(minimal_rules(decisive=divert, strong="없는말하나", weak="없는말", danger=danger,
@@ -283,6 +269,8 @@ def test_a_busy_or_silent_seat_overflows_to_the_front_desk_and_silence_goes_to_t
         caller = PeerProc("--call", svc.uri, "--record", str(heard), "--commands", "--mic", user="caller")
         over = svc.fact(P.Overflowed)
         assert over.reason == why
+        if seat_answer == "none":
+            seat.wait(lambda e: e["event"] == "ended")  # its ringing was cancelled when the front desk took the caller
         welcome = svc.prompt_of("welcome")
         assert not svc.fact(P.PromptDone, token=welcome.token, timeout=20).interrupted
         assert svc.step(state="listen", step="no_input").detail == "未听到来电内容"
@@ -298,8 +286,6 @@ def test_a_busy_or_silent_seat_overflows_to_the_front_desk_and_silence_goes_to_t
         queue.stop()
         hotline.stop()
     assert seat.has("incoming")  # the seat was tried first
-    if seat_answer == "none":
-        assert seat.has("ended")  # its ringing was cancelled when the front desk took the caller
     score, _ = find_in_recording(heard, Path(welcome.wav))
     assert score > 0.6, f"the welcome did not reach the caller (score {score:.2f})"
 

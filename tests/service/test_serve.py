@@ -401,22 +401,13 @@ def test_live_demo_dials_fixtures_and_presses_the_one_key(tmp_path):
 def test_end_to_end_live_korean_speech_decides_and_the_one_key_reaches_the_hotline(ko_engine, tmp_path):
     """SIPp speaks a Korean fixture -> worker -> real Vosk -> router (small Korean list) ->
     Decision -> one key -> the hotline peer hears the caller. No stub in the chain."""
-    from fenliu.asr.audio import read_wav
-    from fenliu.asr.pipeline import StreamPipeline
     from fenliu.router import Router, parse_rules
+    from tests.conftest import heard_over_a_line
     from tests.sip.peers import PeerProc, rms_after
 
     wav = FIXTURES / "ko" / "ko-02-help.wav"
     # what the model hears of this audio after an A-law telephone line: its words become the list
-    narrow = tmp_path / "narrow.wav"
-    from tests.conftest import sox
-
-    sox(str(wav), "-r", "8000", "-e", "a-law", str(tmp_path / "line.wav"))
-    sox(str(tmp_path / "line.wav"), "-e", "signed-integer", "-b", "16", str(narrow))
-    clip = read_wav(narrow)
-    probe = StreamPipeline("probe", clip.rate, ko_engine)
-    heard = [e for e in probe.push(clip.pcm) + probe.close() if isinstance(e, FinalTranscript)]
-    words = sorted({w for f in heard for w in f.text.split() if len(w) >= 2})
+    words = sorted(heard_over_a_line(ko_engine, wav, tmp_path))
     assert words, "the model heard nothing in the probe"
     rules = parse_rules(minimal_rules(decisive=words, strong="없는말하나", weak="없는말", danger="살려줘요",
                                       negator="안", name="테스트", version="ko-e2e"))
