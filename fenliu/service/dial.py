@@ -19,6 +19,15 @@ from fenliu.asr.audio import read_wav, resample
 from fenliu.errors import FenliuError
 
 
+def free_udp_port(address: str = "127.0.0.1") -> int:
+    """A UDP port the kernel has free now, for a local pjsua2 peer's SIP port."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
 def playable(wav: str | Path, folder: Path) -> Path:
     """A copy of ``wav`` the pjsua2 player takes (16-bit PCM, 16 kHz; the bridge resamples)."""
     import numpy as np
@@ -36,12 +45,7 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
         raise FenliuError(f"--to 须是 SIP URI / --to must be a sip: URI, got {to!r}")
     with tempfile.TemporaryDirectory(prefix="fenliu-dial-") as tmp:
         play = playable(wav, Path(tmp))
-        if not port:
-            import socket
-
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+        port = port or free_udp_port()
         cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", caller, "--call", to,
                "--play", str(play), "--hangup-after", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
                "--ring-timeout", str(ring_timeout)]

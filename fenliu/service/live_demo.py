@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -242,9 +241,9 @@ def front_desk_settings(settings: Settings, folder: Path) -> tuple[Settings, sub
     """The shipped front desk on ``IVR_NUMBER``, handing callers to a local stand-in ACD."""
     from dataclasses import replace
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a free port for the stand-in ACD
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from fenliu.service.dial import free_udp_port
+
+    port = free_udp_port()
     queue = subprocess.Popen(
         [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "acd", "--answer", "200",
          "--hangup-after", "4", "--record", str(folder / "operators-queue.wav")],
@@ -266,14 +265,11 @@ def front_desk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], result: dict[str, Any]) -> None:
     """One caller of the front desk: it talks over the welcome, and presses 1 once the offer has
     been said to its end (as a caller who listened would). Returns when the call has ended."""
-    from fenliu.service.dial import playable
+    from fenliu.service.dial import free_udp_port, playable
 
     play = playable(wav, folder)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", DEMO_CALLER, "--call", to,
+        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(free_udp_port()), "--user", DEMO_CALLER, "--call", to,
          "--play", str(play), "--commands", "--mic", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     state: dict[str, Any] = {"offer": False, "token": ""}
