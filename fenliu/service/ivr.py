@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fenliu.errors import ConfigError
 from fenliu.events import Decision, FinalTranscript, PartialTranscript, SpeechStarted, SpeechStopped
-from fenliu.ivr_flows.flow import Flow, load_flow
+from fenliu.ivr_flows.flow import DEFAULT_FLOW, Flow, load_flow
 from fenliu.ivr_flows.prompts import PromptCache, PromptSource
 from fenliu.ivr_flows.runner import (
     Act,
@@ -41,7 +40,7 @@ from fenliu.ivr_flows.runner import (
     TransferTo,
 )
 from fenliu.service.bus import CallEvent, Item, WorkerFact
-from fenliu.service.linkage import Linkage, uri_host, uri_user
+from fenliu.service.linkage import uri_user
 from fenliu.service.settings import Settings
 from fenliu.sip import protocol as P
 
@@ -51,13 +50,13 @@ TICK_S = 0.1
 
 
 def flow_path(name_or_path: str) -> Path:
-    """``front_desk`` (a flow shipped with fenliu) or a path to a flow file."""
+    """``front_desk`` (a flow shipped with fenliu, beside ``DEFAULT_FLOW``) or a path to a flow file."""
     if "/" not in name_or_path and not name_or_path.endswith(".toml"):
-        shipped = resources.files("fenliu.ivr_flows") / f"{name_or_path}.toml"
+        shipped = DEFAULT_FLOW.with_name(f"{name_or_path}.toml")
         if not shipped.is_file():
             raise ConfigError(f"配置错误 / ivr.flow = {name_or_path!r}: no flow of that name ships with fenliu "
-                              f"(shipped: front_desk); give a path to a flow file")
-        return Path(str(shipped))
+                              f"(shipped: {DEFAULT_FLOW.stem}); give a path to a flow file")
+        return shipped
     return Path(name_or_path)
 
 
@@ -89,7 +88,6 @@ def load(settings: Settings, path: str | None = None) -> LoadedFlow:
 class CallInfo:
     call_id: str
     called: str
-    trunk: str
     why: str = ""  # why the flow runs on this call ("" = it does not)
     run: FlowRun | None = None
 
@@ -104,7 +102,6 @@ class IvrDesk:
         self.cache = loaded.cache
         self.publish = publish
         self.store = store
-        self.linkage: Linkage = getattr(supervisor, "linkage", None) or Linkage(settings)
         self.numbers = {x.strip() for x in settings.ivr.numbers.split(",") if x.strip()}
         self.calls: dict[str, CallInfo] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -154,7 +151,7 @@ class IvrDesk:
         now = time.monotonic()
         if isinstance(f, P.CallStarted):
             called = uri_user(f.local)
-            new = CallInfo(f.call_id, called, uri_host(f.remote))
+            new = CallInfo(f.call_id, called)
             if self.settings.ivr.when == "always":
                 new.why = "ivr.when = always"
             elif called in self.numbers:
@@ -180,8 +177,11 @@ class IvrDesk:
             return
         run = info.run
         if isinstance(f, P.MediaActive) and f.leg == "caller" and info.why and run is None:
-            site = self.linkage.site_for(info.called, info.trunk) if self.settings.sites else ""
-            info.run = FlowRun(self.flow, call_id, frozenset(self.linkage.targets_for(site)))
+            try:  # the hotlines of the call's site, as the supervisor worked it out at call start
+                targets = frozenset(self.sup.targets_of(call_id))
+            except LookupError:  # the call ended meanwhile (its CallEnded follows)
+                return
+            info.run = FlowRun(self.flow, call_id, targets)
             log.info("IVR %s for %s (%s)", self.flow.name, call_id[:12], info.why)
             self._guard(info, lambda: info.run.start(now))  # type: ignore[union-attr]
             return

@@ -395,6 +395,10 @@ class Supervisor:
             raise ValueError(f"unknown transfer mode {quoted(mode)!r}: use three-way, refer or attended")
         return uri, mode
 
+    def targets_of(self, call_id: str) -> dict[str, str]:
+        """The target ids (and SIP URIs) a live call can be transferred to: its site's."""
+        return self.linkage.targets_for(self._session(call_id).site)
+
     def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
         """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
         social) from settings, or a SIP URI. Progress and the outcome arrive on the bus."""
