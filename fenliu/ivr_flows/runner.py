@@ -156,8 +156,6 @@ class FlowRun:
         if isinstance(st, Transfer | Queue):  # still ringing: say it again after a pause, never leave silence
             self.hold_again_at = now + HOLD_REPEAT_S
             return []
-        if isinstance(st, Listen):
-            return []
         if isinstance(st, Hangup):
             self.outcome = "hung_up"
             return [Step(st.name, "hangup", outcome="hung_up"), HangUp()]
@@ -387,14 +385,12 @@ class FlowRun:
     def _retry(self, st: Collect, why: str, give_up: str, now: float) -> list[Act]:
         if self.tries < st.retries:
             self.tries += 1
-            return [Step(st.name, "retry", f"{why}（第 {self.tries}/{st.retries} 次重播）"),
-                    *self._play(self._collect_prompts(st, retry=True))] + \
-                ([] if self.playing else self._arm(st, now))
+            out: list[Act] = [Step(st.name, "retry", f"{why}（第 {self.tries}/{st.retries} 次重播）"),
+                              *self._play(self._collect_prompts(st, retry=True))]
+            if not self.playing:  # a menu with nothing to say: the wait starts now
+                self.waiting_until = now + st.timeout
+            return out
         return [Step(st.name, "give_up", why)] + self._enter(give_up, now)
-
-    def _arm(self, st: Collect, now: float) -> list[Act]:
-        self.waiting_until = now + st.timeout
-        return []
 
     def _offer(self, st: Collect) -> dict[str, str]:
         """Keys 1, 2, 3 (skipping the state's own branch keys) for the decision's hotline and its
