@@ -114,7 +114,7 @@ def bench_router() -> None:
     cores = len(ALL_CORES)
     for workers in sorted({1, cores}):
         start = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "fenliu.service.cli", "classify", "--jsonl", path,
+        r = subprocess.run([sys.executable, "-m", "fenliu", "classify", "--jsonl", path,
                             "--workers", str(workers)], capture_output=True, text=True, cwd=ROOT, check=True,
                            preexec_fn=lambda: os.sched_setaffinity(0, ALL_CORES))
         wall = time.perf_counter() - start

@@ -64,6 +64,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import cpu_model, table  # noqa: E402  (scripts/bench.py, this folder)
 
+from fenliu.bus import CallEvent, EventBus, WorkerFact  # noqa: E402
+from fenliu.console.feed import EventFeed  # noqa: E402
+from fenliu.console.server import Console  # noqa: E402
 from fenliu.events import (  # noqa: E402
     Decision,
     FinalTranscript,
@@ -73,13 +76,10 @@ from fenliu.events import (  # noqa: E402
     Word,
 )
 from fenliu.router import Context, Router  # noqa: E402
-from fenliu.service.bus import CallEvent, EventBus, WorkerFact  # noqa: E402
-from fenliu.service.feed import EventFeed  # noqa: E402
-from fenliu.service.serve import Console  # noqa: E402
-from fenliu.service.settings import Settings, StoreSettings  # noqa: E402
-from fenliu.service.store import Store  # noqa: E402
 from fenliu.service.supervisor import Supervisor  # noqa: E402
+from fenliu.settings import Settings, StoreSettings  # noqa: E402
 from fenliu.sip import protocol as P  # noqa: E402
+from fenliu.store.record import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 PASSWORD = "bench console 110"

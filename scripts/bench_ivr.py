@@ -59,15 +59,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import numpy as np  # noqa: E402
 from bench import cpu_model  # noqa: E402  (scripts/bench.py, this folder)
 
+from fenliu.bus import EventBus, WorkerFact  # noqa: E402
 from fenliu.ivr_flows import prompts as prompts_mod  # noqa: E402
 from fenliu.ivr_flows.flow import load_flow  # noqa: E402
 from fenliu.ivr_flows.prompts import PromptCache, PromptSource, duration  # noqa: E402
 from fenliu.ivr_flows.runner import FlowRun, PlayPrompts  # noqa: E402
 from fenliu.router import Router  # noqa: E402
-from fenliu.service.bus import EventBus, WorkerFact  # noqa: E402
 from fenliu.service.ivr import IvrDesk, all_targets, flow_path  # noqa: E402
 from fenliu.service.ivr import load as load_ivr  # noqa: E402
-from fenliu.service.settings import load_settings  # noqa: E402
+from fenliu.settings import load_settings  # noqa: E402
 from fenliu.sip import protocol as P  # noqa: E402
 from tests.conftest import free_port, rtp_block, tone  # noqa: E402
 from tests.sip.peers import PeerProc  # noqa: E402

@@ -29,11 +29,11 @@ from bench import table  # noqa: E402  (scripts/bench.py, this folder)
 
 from fenliu.asr.engine import RecognizerPool, VoskEngine  # noqa: E402
 from fenliu.asr.models import resolve_model, with_decoder  # noqa: E402
+from fenliu.bus import CallEvent, EventBus, WorkerFact  # noqa: E402
 from fenliu.events import Decision, FinalTranscript  # noqa: E402
 from fenliu.router import Router, parse_rules  # noqa: E402
-from fenliu.service.bus import CallEvent, EventBus, WorkerFact  # noqa: E402
-from fenliu.service.settings import load_settings  # noqa: E402
 from fenliu.service.supervisor import Supervisor  # noqa: E402
+from fenliu.settings import load_settings  # noqa: E402
 from fenliu.sip import protocol as P  # noqa: E402
 from fenliu.sip.link import WorkerLink  # noqa: E402
 from fenliu.sip.protocol import WorkerSettings  # noqa: E402

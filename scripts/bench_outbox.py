@@ -85,13 +85,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import cpu_model  # noqa: E402  (scripts/bench.py, this folder)
 
+from fenliu.bus import CallEvent, WorkerFact  # noqa: E402
 from fenliu.events import Decision, FinalTranscript  # noqa: E402
-from fenliu.service.bus import CallEvent, WorkerFact  # noqa: E402
-from fenliu.service.outbox import BATCH, PARALLEL, Outbox  # noqa: E402
-from fenliu.service.settings import Settings  # noqa: E402
-from fenliu.service.store import Store  # noqa: E402
+from fenliu.loop.outbox import BATCH, PARALLEL, Outbox  # noqa: E402
+from fenliu.settings import Settings  # noqa: E402
 from fenliu.sip import protocol as P  # noqa: E402
-from tests.service.loop_env import HOTLINE_URI, NOISE, PLATFORM_SECRET_ENV, SMS_SECRET_ENV, loop_settings  # noqa: E402
+from fenliu.store.record import Store  # noqa: E402
+from tests.loop.loop_env import HOTLINE_URI, NOISE, PLATFORM_SECRET_ENV, SMS_SECRET_ENV, loop_settings  # noqa: E402
 
 ALL_CORES = sorted(os.sched_getaffinity(0))
 OUTAGE_RETRY = {"retry_base": 0.2, "retry_max": 2.0}
@@ -139,7 +139,7 @@ def _platform_main(conn: Connection, cpu: int | None) -> None:
     """Child process: run a FakePlatform and obey the parent's commands until 'stop'."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    from tests.service.platform_server import FakePlatform
+    from tests.loop.platform_server import FakePlatform
 
     p = FakePlatform().start()
     injected = 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the figures and leads (fenliu.service.stats) on a year of synthetic calls.
+"""Benchmark of the figures and leads (fenliu.loop.stats) on a year of synthetic calls.
 One command, tables on stdout, ratios against baselines measured in the same run.
 
     python scripts/bench_stats.py                        # 1,000,000 calls into SQLite
@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fenliu.service import stats  # noqa: E402
-from fenliu.service.db import Database  # noqa: E402
-from fenliu.service.store import MIGRATIONS  # noqa: E402
+from fenliu.loop import stats  # noqa: E402
+from fenliu.store.db import Database  # noqa: E402
+from fenliu.store.schema import MIGRATIONS  # noqa: E402
 
 ZONE = ZoneInfo("Asia/Shanghai")
 LAST_DAY = date(2024, 12, 31)

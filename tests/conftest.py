@@ -248,3 +248,13 @@ def pg_store_url(pg_cluster: PgCluster) -> Iterator[str]:
     url = pg_cluster.create_database(name)
     yield url
     pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def bus():
+    """An event bus with its own loop thread (what tools and tests use without a server)."""
+    from fenliu.bus import EventBus
+
+    b = EventBus.on_thread("test-bus")
+    yield b
+    b.close()

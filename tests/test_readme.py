@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fenliu.service.settings import load_settings
+from fenliu.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

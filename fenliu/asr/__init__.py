@@ -1,2 +1,2 @@
-"""Audio frames in, utterances out: resampling, VAD segmentation, the ASR engine and the
-stream pipeline. No SIP imports: a WAV file or a call leg is just a PCM source."""
+"""Audio frames in, utterances out: resampling, VAD segmentation, the ASR engine, the stream
+pipeline and the ASR processes. May import the ground floor, ``router`` and ``sip.protocol``."""

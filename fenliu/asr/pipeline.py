@@ -23,7 +23,9 @@ from fenliu.events import (
     StreamEnded,
     Word,
 )
+from fenliu.router.decide import Context, Router
 from fenliu.router.stable import CallRouter
+from fenliu.settings import Settings
 
 
 class StreamPipeline:
@@ -178,3 +180,17 @@ class StreamPipeline:
             if d is not None:
                 events.append(d)
         return events
+
+
+def vad_config(settings: Settings) -> VadConfig:
+    """The VAD of every leg, from ``[vad]``."""
+    v = settings.vad
+    return VadConfig(frame_ms=v.frame_ms, aggressiveness=v.aggressiveness, energy_floor_dbfs=v.energy_floor_dbfs,
+                     min_speech_ms=v.min_speech_ms,
+                     start_window_ms=v.start_window_ms, stop_ms=v.stop_ms, padding_ms=v.padding_ms,
+                     max_utterance_ms=v.max_utterance_ms)
+
+
+def call_router(router: Router, settings: Settings, call_id: str) -> CallRouter:
+    """The caller leg's incremental router (``router.switch_margin``)."""
+    return CallRouter(router, Context(call_id=call_id), switch_margin=settings.router.switch_margin)

@@ -80,7 +80,7 @@ class AsrJob:
     """Everything an ASR process needs (sent once, first)."""
 
     name: str
-    settings: Any  # fenliu.service.settings.Settings
+    settings: Any  # fenliu.settings.Settings
     router: Any  # fenliu.router.Router (travels as its recipe)
     engine: Any  # an AsrEngine (travels as its recipe, e.g. VoskEngine's model path)
     sockets: dict[str, str]  # SIP worker name -> datagram socket path to bind
@@ -124,7 +124,7 @@ class Recogniser:
     """The loop of one ASR process (also usable in-process for tests)."""
 
     def __init__(self, job: AsrJob, send: Callable[[Any], None]) -> None:
-        from fenliu.service.wiring import vad_config
+        from fenliu.asr.pipeline import vad_config
 
         self.job = job
         self.send = send
@@ -140,8 +140,7 @@ class Recogniser:
         self._last_shed = 0.0
 
     def open_leg(self, cs: CallStreams, leg: int) -> LegState:
-        from fenliu.asr.pipeline import StreamPipeline
-        from fenliu.service.wiring import call_router
+        from fenliu.asr.pipeline import StreamPipeline, call_router
 
         name = leg_label(leg)
         ls = LegState(name, None)

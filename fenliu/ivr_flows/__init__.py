@@ -1,3 +1,2 @@
-"""Declarative IVR flows (docs/flows.md): the flow file and its checks (``flow``), the prompts
-made from recordings or Chinese text (``prompts``), a picture of a flow (``graph``) and one
-caller's way through it (``runner``). The service runs them in ``fenliu.service.ivr``."""
+"""Declarative IVR flows (docs/flows.md): the flow file and its checks, prompts, pictures and one
+caller's way through a flow (``runner``). May import the ground floor and ``asr.audio``."""

@@ -1,7 +1,5 @@
-"""Pure routing logic: normalise -> segment/match -> danger veto -> decision.
-
-No I/O imports here (no pjsua2, vosk, aiohttp): every function takes text and returns data.
-"""
+"""Pure routing logic: normalise -> segment/match -> danger veto -> decision. No I/O imports
+(no pjsua2, vosk, aiohttp): may import the ground floor only."""
 
 from fenliu.router.decide import Context, PriorReport, Router
 from fenliu.router.rules import RuleSet, load_rules, parse_rules

@@ -1,1 +1,3 @@
-"""The service shell: command line, settings, wiring of the stages, offline replay, doctor."""
+"""What runs a centre's calls: the supervisor (SIP workers, ASR, restarts), the wiring of the
+stages from settings, the IVR desk and the metrics. May import the ground floor, the domain
+packages and ``loop``."""

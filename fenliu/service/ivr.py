@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fenliu.bus import CallEvent, EventBus, Item, WorkerFact
 from fenliu.errors import ConfigError
 from fenliu.events import Decision, FinalTranscript, PartialTranscript, SpeechStarted, SpeechStopped
+from fenliu.hotlines.linkage import uri_user
 from fenliu.ivr_flows.flow import DEFAULT_FLOW, Flow, load_flow
 from fenliu.ivr_flows.prompts import PromptCache, PromptSource
 from fenliu.ivr_flows.runner import (
@@ -39,10 +42,10 @@ from fenliu.ivr_flows.runner import (
     StopPrompts,
     TransferTo,
 )
-from fenliu.service.bus import CallEvent, Item, WorkerFact
-from fenliu.service.linkage import uri_user
-from fenliu.service.settings import Settings
+from fenliu.service.supervisor import Supervisor
+from fenliu.settings import Settings
 from fenliu.sip import protocol as P
+from fenliu.store.record import Store
 
 log = logging.getLogger("fenliu.ivr")
 
@@ -251,3 +254,17 @@ class IvrDesk:
         except (LookupError, ValueError, OSError) as e:
             log.info("IVR on %s: %s", info.call_id[:12], e)
             return str(e)
+
+
+def attach_desk(settings: Settings, sup: Supervisor, bus: EventBus, store: Store | None,
+                loaded: LoadedFlow | None = None) -> IvrDesk | None:
+    """The IVR front desk (``[ivr] flow``): the flow and its prompts are loaded and checked before
+    any call (``loaded``, or now) — a bad flow stops the start with file:line, never a live call."""
+    if not settings.ivr.flow:
+        return None
+    desk = IvrDesk(settings, sup, loaded or load(settings), lambda f: bus.publish(WorkerFact("ivr", f)), store)
+    desk.attach(bus)
+    print(f"IVR: flow {desk.flow.name} ({len(desk.flow.states)} states, {len(desk.prompts)} prompts) "
+          f"when {settings.ivr.when}; operators' queue {settings.ivr.queue_uri or settings.sip.seat_uri}",
+          file=sys.stderr, flush=True)
+    return desk

@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from fenliu.bus import CallEvent, WorkerFact
 from fenliu.events import Decision, FinalTranscript
-from fenliu.service.bus import CallEvent, WorkerFact
 from fenliu.sip import protocol as P
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]

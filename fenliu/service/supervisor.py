@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from fenliu.asr.engine import AsrEngine
-from fenliu.asr.pipeline import StreamPipeline
+from fenliu.asr.pipeline import StreamPipeline, call_router, vad_config
+from fenliu.bus import CallEvent, EventBus, WorkerFact
 from fenliu.errors import ConfigError, FenliuError, quoted
+from fenliu.hotlines.linkage import Linkage, uri_host, uri_user
 from fenliu.router import Router
 from fenliu.router.rules import RuleSet, load_rules, parse_rules
-from fenliu.service.bus import CallEvent, EventBus, WorkerFact
-from fenliu.service.linkage import Linkage, uri_host, uri_user
-from fenliu.service.settings import Settings
-from fenliu.service.wiring import call_router, vad_config
+from fenliu.settings import Settings
 from fenliu.sip import protocol as P
 from fenliu.sip.dialogs import DialogId, release
 from fenliu.sip.link import WorkerLink

@@ -1,4 +1,5 @@
 """pjsua2 side of fenliu: one endpoint per process (the wheel holds four calls per endpoint).
+May import the ground floor only (no other fenliu package).
 
 - ``worker``: a SIP worker process (answer or B2BUA seat mode, taps, transfers, DTMF, prompts,
   registration, allow-list, media timeout);

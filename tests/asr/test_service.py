@@ -18,7 +18,7 @@ from fenliu.asr.pipeline import StreamPipeline
 from fenliu.asr.service import AsrJob, AsrPool, Recogniser
 from fenliu.events import Decision, FinalTranscript, StreamEnded
 from fenliu.router import Router, parse_rules
-from fenliu.service.settings import load_settings
+from fenliu.settings import load_settings
 from fenliu.sip import protocol as P
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN
 from tests.conftest import FIXTURES, minimal_rules

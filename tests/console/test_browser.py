@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from fenliu.bus import CallEvent, EventBus, WorkerFact
+from fenliu.console.server import Console
 from fenliu.events import Alternative, Decision, FinalTranscript, PartialTranscript
 from fenliu.router import Router, parse_rules
-from fenliu.service.bus import CallEvent, EventBus, WorkerFact
-from fenliu.service.serve import Console
-from fenliu.service.settings import load_settings
-from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
+from fenliu.settings import load_settings
 from fenliu.sip import protocol as P
+from fenliu.store.record import Store
 from tests.conftest import FIXTURES, free_port, heard_over_a_line, minimal_rules, rtp_block
 from tests.console.conftest import open_console as login_page
 from tests.sip.peers import PeerProc, rms_after

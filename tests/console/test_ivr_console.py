@@ -25,17 +25,18 @@ from typing import Any
 
 import pytest
 
+from fenliu.bus import EventBus, WorkerFact
+from fenliu.console.server import Console
 from fenliu.router import Router, parse_rules
-from fenliu.service.bus import EventBus, WorkerFact
-from fenliu.service.serve import Console, attach_ivr
-from fenliu.service.settings import load_settings
-from fenliu.service.store import Store
+from fenliu.service.ivr import attach_desk
 from fenliu.service.supervisor import Supervisor
+from fenliu.settings import load_settings
 from fenliu.sip import protocol as P
+from fenliu.store.record import Store
+from tests.commands.test_serve import settings_for
 from tests.conftest import free_port, heard_over_a_line, minimal_rules
 from tests.console.conftest import open_console as login_page
 from tests.service.test_ivr import SPEECH_DANGER, SPEECH_DIVERT
-from tests.service.test_serve import settings_for
 from tests.sip.peers import PeerProc
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
 
@@ -72,7 +73,7 @@ def service(ko_engine, danger_words, tmp_path) -> Iterator[dict[str, Any]]:
     bus.subscribe(store.record)
     sup = Supervisor(s, Router(rules), ko_engine, bus)
     console = Console(s, sup, store)
-    desk = attach_ivr(s, sup, bus, store)
+    desk = attach_desk(s, sup, bus, store)
     assert desk is not None
     sup.start()
     url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(20)

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from fenliu.service.bus import CallEvent, EventBus, WorkerFact
-from fenliu.service.followthrough import FollowThrough
-from fenliu.service.serve import Console
-from fenliu.service.store import Store
+from fenliu.bus import CallEvent, EventBus, WorkerFact
+from fenliu.console.server import Console
+from fenliu.loop.followthrough import FollowThrough
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
+from fenliu.store.record import Store
 from tests.conftest import free_port
 from tests.console.conftest import open_console as login_page
-from tests.service.loop_env import NOISE, divert, loop_settings
+from tests.loop.loop_env import NOISE, divert, loop_settings
 
 pytestmark = pytest.mark.slow
 PASSWORD = "loop-pages-pw"
@@ -64,7 +64,7 @@ def env(tmp_path, router) -> Iterator[Env]:
     bus.subscribe(store.record)
     sup = Supervisor(s, router, None, bus)
     console = Console(s, sup, store)
-    bus.subscribe(FollowThrough(store, 7, console.feed))
+    bus.subscribe(FollowThrough(store, 7, console.feed.note))
     url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(20)
     console.accounts.add_user("boss", "supervisor", PASSWORD)
     console.accounts.add_user("op1", "operator", PASSWORD)

@@ -26,7 +26,7 @@ from fenliu.ivr_flows.flow import (
     load_flow,
     parse_flow,
 )
-from fenliu.service.settings import TransferSettings
+from fenliu.settings import TransferSettings
 
 FLOWS = Path(__file__).parent / "flows"
 TARGETS = ("police", "12345", "12348", "12328", "12338", "95598", "social", "119", "120", "122", "fraud")

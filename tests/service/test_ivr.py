@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from fenliu.bus import CallEvent, WorkerFact
 from fenliu.router import Router, parse_rules
-from fenliu.service.bus import CallEvent, WorkerFact
 from fenliu.service.ivr import IvrDesk
 from fenliu.service.ivr import load as load_ivr
-from fenliu.service.store import Store
 from fenliu.service.supervisor import Supervisor
 from fenliu.sip import protocol as P
+from fenliu.store.record import Store
+from tests.commands.test_serve import Collector, settings_for
 from tests.conftest import FIXTURES, heard_over_a_line, minimal_rules, tone
-from tests.service.test_serve import Collector, settings_for
 from tests.sip.peers import PeerProc, find_in_recording, rms_after
 from tests.sip.sipp import alaw_file, caller_scenario, dtmf_rfc4733, run_sipp
 

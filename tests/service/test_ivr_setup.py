@@ -10,9 +10,9 @@ from fenliu.ivr_flows.flow import FlowError
 from fenliu.ivr_flows.prompts import PromptError
 from fenliu.service.ivr import flow_path
 from fenliu.service.ivr import load as load_ivr
-from fenliu.service.settings import load_settings
 from fenliu.service.supervisor import Supervisor
-from tests.service.test_cli import run
+from fenliu.settings import load_settings
+from tests.commands.test_cli import run
 
 BAD_REF = """[flow]
 name = "x"
@@ -126,8 +126,8 @@ def test_what_the_workers_are_told(router, bus):
 
 
 def test_the_live_view_keeps_why_the_front_desk_sent_the_call_after_the_hand_over():
-    from fenliu.service.bus import WorkerFact
-    from fenliu.service.feed import EventFeed
+    from fenliu.bus import WorkerFact
+    from fenliu.console.feed import EventFeed
     from fenliu.sip import protocol as P
 
     feed = EventFeed(100)
@@ -150,7 +150,7 @@ def test_the_live_view_keeps_why_the_front_desk_sent_the_call_after_the_hand_ove
 
 
 def test_metrics_count_front_desk_outcomes_and_overflows():
-    from fenliu.service.bus import WorkerFact
+    from fenliu.bus import WorkerFact
     from fenliu.service.metrics import Metrics
     from fenliu.sip import protocol as P
 
@@ -167,7 +167,7 @@ def test_metrics_count_front_desk_outcomes_and_overflows():
 
 
 def test_doctor_checks_the_configured_flow(tmp_path):
-    from fenliu.service.doctor import run_checks
+    from fenliu.commands.doctor import run_checks
 
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_REF, encoding="utf-8")

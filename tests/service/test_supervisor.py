@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from fenliu.errors import ConfigError
-from fenliu.service.settings import load_settings
 from fenliu.service.supervisor import Supervisor
+from fenliu.settings import load_settings
 
 
 def test_a_hotline_the_rules_can_suggest_must_have_a_uri(router, bus):
@@ -35,7 +35,7 @@ def test_threads_mode_says_once_when_a_legs_recognition_falls_behind(router, bus
     import queue
     import threading
 
-    from fenliu.service.bus import WorkerFact
+    from fenliu.bus import WorkerFact
     from fenliu.service.supervisor import CallSession, LegStream
     from fenliu.sip import protocol as P
 

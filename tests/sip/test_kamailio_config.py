@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from fenliu.errors import ConfigError, FenliuError
-from fenliu.service.settings import load_settings
+from fenliu.settings import load_settings
 from fenliu.sip.kamailio import check_fallback, parse_workers, render_config
 
 KAMAILIO = shutil.which("kamailio") or ("/usr/sbin/kamailio" if os.path.exists("/usr/sbin/kamailio") else None)

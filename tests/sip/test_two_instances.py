@@ -98,7 +98,7 @@ def serve(tmp_path, name: str) -> tuple[Proc, list[int]]:
            "FENLIU_CONSOLE__PORT": str(free_port()), "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/{name}.db",
            # SIP routing is under test: the model is loaded, recognition runs in threads (lighter)
            "FENLIU_ASR__MODEL": "ko-test", "FENLIU_ASR__MODE": "threads"}
-    return Proc([sys.executable, "-m", "fenliu.service.cli", "serve", "--json"], env), [port + i for i in range(WORKERS)]
+    return Proc([sys.executable, "-m", "fenliu", "serve", "--json"], env), [port + i for i in range(WORKERS)]
 
 
 def test_two_instances_behind_one_front_survive_one_instance_killed(tmp_path):
@@ -109,7 +109,7 @@ def test_two_instances_behind_one_front_survive_one_instance_killed(tmp_path):
     try:
         for inst in (a, b):
             inst.wait_for(event("ready"), count=WORKERS, timeout=90)
-        front = Proc([sys.executable, "-m", "fenliu.service.cli", "front", "--port", str(front_port),
+        front = Proc([sys.executable, "-m", "fenliu", "front", "--port", str(front_port),
                       "--instances", instances], {**os.environ})
         front.wait_for(lambda x: x.startswith("fenliu front: udp:"), timeout=20)
 

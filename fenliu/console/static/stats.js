@@ -1,5 +1,5 @@
 // 统计 (supervisors): the figures of 非警务警情分流 for a range of days (GET /api/stats; keys in
-// fenliu/service/stats.py), as tiles, a daily trend chart, bars per category and per hotline,
+// fenliu/loop/stats.py), as tiles, a daily trend chart, bars per category and per hotline,
 // the operators' final actions and override pairs; CSV / Excel export (GET /api/stats/export).
 
 import {api, query} from './api.js';

@@ -1,0 +1,195 @@
+"""Accounts, roles, sessions and API tokens of the console and the API.
+
+Passwords are hashed with argon2id (argon2-cffi). Session ids and API tokens are random
+(``secrets``) and only their SHA-256 is stored, so a copy of the database opens no session.
+Wrong passwords are slowed down per account and per address (``LoginThrottle``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from fenliu.store.record import Store
+
+ROLES = ("operator", "supervisor", "admin")
+ROLE_NAMES = {"operator": "话务员", "supervisor": "班长", "admin": "管理员"}
+TOKEN_PREFIX = "flt_"
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    seat: str = ""
+    via: str = "session"  # "session" or "token:<name>"
+
+    def at_least(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    @property
+    def sees_full_numbers(self) -> bool:
+        return self.at_least("supervisor")
+
+    def may_see(self, call_seat: str) -> bool:
+        """Operators see the calls of their seat; a call rung to no seat (answer mode) or a user
+        with no seat (a one-seat centre) sees all; supervisors and admins see every call."""
+        return self.at_least("supervisor") or not self.seat or not call_seat or call_seat == self.seat
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class LoginThrottle:
+    """After ``limit`` failures for one account or one address within ``window`` s, further
+    attempts are refused (429) until the window has passed since the last failure."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0) -> None:
+        self.limit, self.window = limit, window
+        self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()  # logins are checked on executor threads
+
+    def check(self, *keys: str) -> None:
+        with self._lock:
+            self._check(keys)
+
+    def _check(self, keys: tuple[str, ...]) -> None:
+        now = time.monotonic()
+        for k in keys:
+            recent = [t for t in self._fails.get(k, []) if now - t < self.window]
+            self._fails[k] = recent
+            if len(recent) >= self.limit:
+                wait = int(self.window - (now - recent[-1])) + 1
+                raise AuthError(429, "too_many_attempts",
+                                f"登录失败次数过多，请 {wait} 秒后再试 / too many failed logins, retry in {wait} s")
+
+    def failed(self, *keys: str) -> None:
+        with self._lock:
+            for k in keys:
+                self._fails.setdefault(k, []).append(time.monotonic())
+
+    def succeeded(self, *keys: str) -> None:
+        with self._lock:
+            for k in keys:
+                self._fails.pop(k, None)
+
+
+class Accounts:
+    def __init__(self, store: Store, idle_minutes: float = 480.0) -> None:
+        self.store = store
+        self.idle = idle_minutes * 60
+        self.hasher = PasswordHasher()
+        self.throttle = LoginThrottle()
+        self._dummy = self.hasher.hash(secrets.token_hex(8))  # equal work for unknown names
+
+    # -- administration (the CLI) ----------------------------------------------------------------
+    def add_user(self, name: str, role: str, password: str, seat: str = "") -> User:
+        if role not in ROLES:
+            raise ValueError(f"未知角色 {role!r} / unknown role: use {', '.join(ROLES)}")
+        if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise ValueError("账户名须为 1–64 个字母、数字、_ - . / user name: 1-64 letters, digits, _ - .")
+        check_password(password)
+        uid = self.store.add_user(name, role, self.hasher.hash(password), seat)
+        return User(uid, name, role, seat)
+
+    def set_password(self, name: str, password: str) -> None:
+        check_password(password)
+        if not self.store.set_password(name, self.hasher.hash(password)):
+            raise ValueError(f"没有账户 {name!r} / no user {name!r}")
+
+    def create_token(self, token_name: str, user_name: str) -> str:
+        u = self.store.user(user_name)
+        if u is None:
+            raise ValueError(f"没有账户 {user_name!r} / no user {user_name!r}: fenliu user add {user_name} --role …")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.store.add_token(token_name, u["id"], digest(token))
+        return token
+
+    # -- login and sessions ---------------------------------------------------------------------
+    def login(self, name: str, password: str, address: str) -> tuple[User, str, str]:
+        """Returns the user, the session id (for the cookie) and the CSRF token."""
+        keys = (f"user:{name}", f"addr:{address}")
+        self.throttle.check(*keys)
+        u = self.store.user(name)
+        ok = False
+        try:
+            ok = self.hasher.verify(u["pw_hash"] if u else self._dummy, password) and u is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok or u is None or u["disabled"]:
+            self.throttle.failed(*keys)
+            raise AuthError(401, "bad_login", "账户或密码错误 / wrong user name or password")
+        self.throttle.succeeded(*keys)
+        if self.hasher.check_needs_rehash(u["pw_hash"]):
+            self.store.set_password(name, self.hasher.hash(password))
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self.store.add_session(digest(sid), u["id"], csrf)
+        return User(u["id"], u["name"], u["role"], u["seat"]), sid, csrf
+
+    def session_user(self, sid: str) -> tuple[User, str]:
+        """The user of a session cookie and its CSRF token; a session idle too long has ended."""
+        h = digest(sid)
+        s = self.store.session(h)
+        if s is None:
+            raise AuthError(401, "unauthenticated", "未登录或会话已失效，请登录 / not logged in")
+        now = time.time()
+        if now - s["last_seen"] > self.idle or s["disabled"]:
+            self.store.drop_session(h)
+            raise AuthError(401, "session_expired", "会话已过期，请重新登录 / session expired, log in again")
+        if now - s["last_seen"] > 30:  # write at most every 30 s per session
+            self.store.touch_session(h, now)
+        return User(s["user_id"], s["name"], s["role"], s["seat"]), s["csrf"]
+
+    def logout(self, sid: str) -> None:
+        self.store.drop_session(digest(sid))
+
+    def token_user(self, token: str) -> User:
+        t = self.store.token(digest(token)) if token.startswith(TOKEN_PREFIX) else None
+        if t is None or t["disabled"]:
+            raise AuthError(401, "bad_token", "API 令牌无效或已吊销 / invalid or revoked API token")
+        return User(t["user_id"], t["name"], t["role"], t["seat"], via=f"token:{t['token_name']}")
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"密码至少 {MIN_PASSWORD} 个字符 / password: at least {MIN_PASSWORD} characters")
+
+
+def mask_number(remote: str) -> str:
+    """``"13812341234" <sip:13812341234@pbx:5060>`` → ``"138****1234" <sip:138****1234@pbx:5060>``:
+    in the URI's user part and the display name, every run of 5+ digits keeps its first 3 and
+    last 4 digits (1 and 2 for short numbers); host and port are left as they are."""
+
+    def digits(m: re.Match[str]) -> str:
+        run = m.group(0)
+        head, tail = (3, 4) if len(run) >= 9 else (1, 2)
+        return run[:head] + "*" * (len(run) - head - tail) + run[-tail:]
+
+    def user_part(m: re.Match[str]) -> str:
+        return m.group(1) + _RUN.sub(digits, m.group(2)) + "@"
+
+    display, sep, uri = remote.partition("<")
+    if not sep:
+        display, uri = "", remote
+    uri = _USER.sub(user_part, uri)
+    return _RUN.sub(digits, display) + sep + uri
+
+
+_RUN = re.compile(r"\d{5,}")
+_USER = re.compile(r"((?:sips?|tel):)([^@;>]*)@")

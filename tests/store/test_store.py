@@ -1,0 +1,60 @@
+import sqlite3
+
+import pytest
+
+from fenliu.bus import CallEvent, WorkerFact
+from fenliu.errors import ConfigError
+from fenliu.events import Decision, FinalTranscript, PartialTranscript
+from fenliu.sip import protocol as P
+from fenliu.store.record import Store
+
+
+def test_store_keeps_calls_finals_decisions_and_transfer_steps(tmp_path, router):
+    store = Store(f"sqlite:///{tmp_path}/db/fenliu.db")
+    store.record(WorkerFact("w0", P.CallStarted("c1", 0, "<sip:138@pbx>", t=1.0)))
+    store.record(CallEvent("c1", "caller", "w0", PartialTranscript("c1", 1, "我们小区", 0.0, 1.0)))
+    store.record(CallEvent("c1", "caller", "w0", FinalTranscript("c1", 1, "我们小区停水了", 0.0, 2.0)))
+    d = router.decide("我们小区停水了")
+    store.record(CallEvent("c1", "caller", "w0", d))
+    store.record(WorkerFact("w0", P.TransferUpdate("c1", P.TransferStep.FAILED, "sip:12345@pbx", "three-way", 486,
+                                                   "Busy", True)))
+    store.record(WorkerFact("w0", P.CallEnded("c1", 0, 200, "OK", t=9.0)))
+    rows = store.calls()
+    assert rows == [{"call_id": "c1", "worker": "w0", "remote": "<sip:138@pbx>", "started_at": 1.0, "ended_at": 9.0,
+                     "status": 200, "reason": "OK"}]
+    ev = store.events("c1")
+    assert [e["kind"] for e in ev] == ["FinalTranscript", "Decision", "transfer_failed"]  # partials are not kept
+    assert ev[1]["target"] == "12345" and ev[1]["category"] == "供水 / 漏水"
+    store.close()
+    # it is a real SQLite file another tool can read
+    con = sqlite3.connect(tmp_path / "db" / "fenliu.db")
+    assert con.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
+    con.close()
+
+
+def test_unsupported_store_url_is_refused():
+    with pytest.raises(ConfigError, match="sqlite"):
+        Store("mysql://x@y/z")
+
+
+def test_decision_type_round_trips(tmp_path, router):
+    store = Store(f"sqlite:///{tmp_path}/f.db")
+    d: Decision = router.decide("他拿刀砍人了")
+    store.record(CallEvent("c2", "caller", "w0", d))
+    e = store.events("c2")[0]
+    assert e["target"] == "police" and e["urgent"] is True and e["vetoed_by"]
+    store.close()
+
+
+def test_a_refused_caller_and_a_crash_are_on_the_record(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/f.db")
+    store.record(WorkerFact("w0", P.CallRejected(486, "worker w0 full: 2 conversation(s)", "abc@pbx", "<sip:139@pbx>",
+                                                 "110", "10.0.0.9", t=5.0)))
+    store.record(WorkerFact("w1", P.CallStarted("c3", 1, "<sip:137@pbx>", t=6.0)))
+    store.record(WorkerFact("w1", P.CallEnded("c3", 1, 0, "worker w1 lost (crashed); call ended", t=7.0)))
+    rows = {r["call_id"]: r for r in store.calls()}
+    assert rows["abc@pbx"]["status"] == 486 and rows["abc@pbx"]["ended_at"] == 5.0
+    assert "full" in rows["abc@pbx"]["reason"] and rows["abc@pbx"]["remote"] == "<sip:139@pbx>"
+    assert rows["c3"]["ended_at"] == 7.0 and "crashed" in rows["c3"]["reason"]
+    assert [e["kind"] for e in store.events("abc@pbx")] == ["call_rejected"]
+    store.close()

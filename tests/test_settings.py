@@ -1,0 +1,57 @@
+import pytest
+
+from fenliu.errors import ConfigError
+from fenliu.settings import load_settings
+
+
+def test_defaults_are_embedded_and_valid():
+    s = load_settings(env={})
+    assert s.asr.model == "vosk-model-small-cn-0.22"
+    assert s.store.url.startswith("sqlite:///")
+    assert s.sip.address == "127.0.0.1" and s.console.host == "127.0.0.1"
+
+
+def test_file_then_environment_overrides(tmp_path):
+    f = tmp_path / "fenliu.toml"
+    f.write_text('[asr]\nmodel = "/models/cn"\n[vad]\nstop_ms = 400\n', encoding="utf-8")
+    s = load_settings(f, env={"FENLIU_VAD__STOP_MS": "500", "FENLIU_VAD__ENABLED": "false"})
+    assert s.asr.model == "/models/cn"
+    assert s.vad.stop_ms == 500 and s.vad.enabled is False
+
+
+@pytest.mark.parametrize("toml,needle", [
+    ('[asr]\nmodle = "x"\n', "asr.modle"),
+    ('[vadd]\nstop_ms = 1\n', "[vadd]"),
+    ('[vad]\nstop_ms = "long"\n', "vad.stop_ms"),
+    ('[vad]\naggressiveness = 7\n', "vad.aggressiveness"),
+    ('[vad]\nframe_ms = 25\n', "vad.frame_ms"),
+    ('[asr]\nsample_rate = 44100\n', "asr.sample_rate"),
+    ('[sip]\nport = 70000\n', "sip.port"),
+    ('[store]\nurl = "mysql://x"\n', "store.url"),
+    ('[asr\n', "syntax"),
+])
+def test_bad_settings_fail_naming_the_key(tmp_path, toml, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError) as ei:
+        load_settings(f, env={})
+    assert needle in str(ei.value)
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('[asr]\nmodle = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="did you mean asr.model"):
+        load_settings(f, env={})
+
+
+def test_bad_environment_override():
+    with pytest.raises(ConfigError, match="FENLIU_NOPE__X"):
+        load_settings(env={"FENLIU_NOPE__X": "1"})
+    with pytest.raises(ConfigError, match="vad.stop_ms"):
+        load_settings(env={"FENLIU_VAD__STOP_MS": "soon"})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", env={})
