@@ -34,3 +34,7 @@ class ModelError(FenliuError):
 
 class RouterModelError(FenliuError):
     """The router's learned-layer artefact is missing, corrupt or does not fit the code."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that a command's clean-up runs (exit 143)."""

@@ -182,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except FenliuError as e:
         print(f"错误 / error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a command turned it into Terminated
+        from fenliu.errors import Terminated
+
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         return 0
 

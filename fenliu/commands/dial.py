@@ -6,10 +6,14 @@ against a local `fenliu serve`, a PBX, or a remote deployment alike.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,54 @@ import soundfile as sf
 
 from fenliu.asr.audio import read_wav, resample
 from fenliu.errors import FenliuError
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a helper process (test hotline, caller): the kernel sends it SIGTERM when
+    the process that started it dies, even by SIGKILL, so no peer outlives its demo or dial."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_all(procs: list[subprocess.Popen[str]], timeout: float = 5.0) -> None:
+    """Ask every process to stop at once (SIGTERM), then wait; kill what has not stopped."""
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(OSError):
+                p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so a
+    ``finally`` stops what the command started, as for Ctrl-C."""
+    from fenliu.errors import Terminated
+
+    def raise_terminated(_sig: int, _frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While inside (a clean-up): a second Ctrl-C or SIGTERM does not cut the clean-up short."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def free_udp_port(address: str = "127.0.0.1") -> int:
@@ -50,7 +102,8 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
                "--play", str(play), "--hangup-after", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
                "--ring-timeout", str(ring_timeout)]
         limit = ring_timeout + clip.duration + 30
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                preexec_fn=die_with_parent)
         outcome: dict[str, Any] = {"status": 0, "reason": "no answer"}
         try:
             assert proc.stdout is not None
@@ -72,6 +125,8 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
         except subprocess.TimeoutExpired:
             proc.kill()
             raise FenliuError(f"呼叫超时 / the call did not finish within {limit:.0f} s") from None
+        finally:  # interrupted (Ctrl-C, SIGTERM) or failed: the caller process ends with us
+            stop_all([proc])
     status = int(outcome.get("status") or 0)
     if status >= 300 or float(outcome.get("duration") or 0) == 0:
         raise FenliuError(f"呼叫未接通 / the call was not answered: {status} {outcome.get('reason')}; "

@@ -37,6 +37,15 @@ from fenliu.bus import EventBus, Item, WorkerFact
 from fenliu.commands.demo import default_fixtures, load_manifest
 from fenliu.commands.demo_platform import SECRET_ENV as DEMO_SECRET_ENV
 from fenliu.commands.demo_platform import STEPS, DemoPlatform
+from fenliu.commands.dial import (
+    dial,
+    die_with_parent,
+    free_udp_port,
+    playable,
+    signals_ignored,
+    sigterm_as_interrupt,
+    stop_all,
+)
 from fenliu.commands.offline import format_event
 from fenliu.commands.serve import attach_loop
 from fenliu.console.server import Console
@@ -59,7 +68,7 @@ def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[st
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "fenliu.sip.peer", "--port", port, "--user", tid, "--answer", "200",
              "--record", str(folder / f"hotline-{tid}.wav")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent))
     time.sleep(1.0)
     return procs
 
@@ -141,27 +150,34 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
         out.write(line + "\n")
         out.flush()
 
-    with tempfile.TemporaryDirectory(prefix="fenliu-live-demo-") as tmp:
-        hotlines = start_hotlines(settings, Path(tmp))
+    interrupted: KeyboardInterrupt | None = None
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fenliu-live-demo-") as tmp:
+        helpers: list[subprocess.Popen[str]] = []  # test hotlines and the stand-in ACD
         bus = EventBus.on_thread()
         platform = DemoPlatform(say)
-        if not settings.platforms:  # no real platform configured: the stand-in shows the loop
-            asyncio.run_coroutine_threadsafe(platform.start(), bus.loop).result(30)
-            os.environ[DEMO_SECRET_ENV] = platform.secret
-            settings = platform.settings_for(settings)
-        if ivr_demo and not settings.ivr.flow:  # the shipped front desk, on its own number
-            settings, queue_peer = front_desk_settings(settings, Path(tmp))
-            hotlines.append(queue_peer)
-        store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
-        bus.subscribe(store.record)
-        bus.subscribe(on_item)
-        sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
-        console = Console(settings, sup, store)
-        outbox = attach_loop(settings, store, bus, console)
-        desk = attach_desk(settings, sup, bus, store) if ivr_demo else None
+        store: Store | None = None
+        console: Console | None = None
+        desk = None
         stop_outbox = asyncio.Event()
         delivering: Any = None
+        started = False
         try:
+            helpers += start_hotlines(settings, Path(tmp))
+            if not settings.platforms:  # no real platform configured: the stand-in shows the loop
+                asyncio.run_coroutine_threadsafe(platform.start(), bus.loop).result(30)
+                os.environ[DEMO_SECRET_ENV] = platform.secret
+                settings = platform.settings_for(settings)
+            if ivr_demo and not settings.ivr.flow:  # the shipped front desk, on its own number
+                settings, queue_peer = front_desk_settings(settings, Path(tmp))
+                helpers.append(queue_peer)
+            store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
+            bus.subscribe(store.record)
+            bus.subscribe(on_item)
+            sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)
+            console = Console(settings, sup, store)
+            outbox = attach_loop(settings, store, bus, console)
+            desk = attach_desk(settings, sup, bus, store) if ivr_demo else None
+            started = True
             sup.start()
             url = asyncio.run_coroutine_threadsafe(console.start(), bus.loop).result(30)
             platform.console_url = url
@@ -169,15 +185,13 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
             password = demo_login(console)
             s = settings.sip
             out.write(f"fenliu serve: {s.workers} SIP worker(s) on {s.address}:{s.port}; "
-                      f"{len(hotlines)} local test hotline(s)\n")
+                      f"{len(helpers)} local test hotline(s)\n")
             out.write(f"\n  接警台 console: {url}\n  登录 login: {DEMO_USER} / {password}\n"
                       f"  建议出现后按 F8 一键转接（{key_wait:.0f} 秒内无人操作则自动按键）/ press F8 when the "
                       f"suggestion appears\n")
             if engine is None:
                 out.write("没有中文模型：通话照常经过 SIP、会议桥和 VAD，【参考文本】代替识别结果。\n")
             out.flush()
-            from fenliu.commands.dial import dial
-
             for row in rows:
                 bus.drain()
                 current["row"] = row
@@ -209,32 +223,44 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
                 out.write(f"\n示例来电已拨完；接警台仍在 {url}（历史记录可查），Ctrl-C 结束 / all fixture calls done; "
                           f"the console stays up until Ctrl-C\n")
                 out.flush()
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
-            if limit is not None:  # let the stand-in platform report 办结 and the caller answer
+                while True:
+                    time.sleep(3600)
+            else:  # let the stand-in platform report 办结 and the caller answer
                 time.sleep(STEPS[-1][1] + 4.0)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+            interrupted = e
+            out.write("\n已中断 / interrupted: 正在结束通话、测试热线和 SIP 进程 / ending the calls, the test "
+                      "hotlines and the SIP workers\n")
+            out.flush()
         finally:
-            bus.loop.call_soon_threadsafe(stop_outbox.set)
-            if delivering is not None:
+            with signals_ignored():  # a second Ctrl-C must not leave processes behind
+                for p in helpers:  # asked first: they stop while the workers do
+                    with contextlib.suppress(OSError):
+                        p.terminate()
+                bus.loop.call_soon_threadsafe(stop_outbox.set)
+                if started:
+                    sup.stop()
+                stop_all(helpers)
+                if delivering is not None:
+                    with contextlib.suppress(Exception):
+                        delivering.result(10)
                 with contextlib.suppress(Exception):
-                    delivering.result(30)
-            asyncio.run_coroutine_threadsafe(platform.stop(), bus.loop).result(30)
-            asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(30)
-            if desk is not None:
-                bus.loop.call_soon_threadsafe(desk.close)
-            sup.stop()
-            bus.close()
-            store.close()
-            for p in hotlines:
-                p.terminate()
-                p.wait(10)
+                    asyncio.run_coroutine_threadsafe(platform.stop(), bus.loop).result(10)
+                if console is not None:
+                    with contextlib.suppress(Exception):
+                        asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(10)
+                if desk is not None:
+                    bus.loop.call_soon_threadsafe(desk.close)
+                bus.close()
+                if store is not None:
+                    store.close()
     out.write(f"\n{'fixture':24} {'expected':24} {'decided':24} transfer\n" + "-" * 96 + "\n")
     for fid, r in results.items():
         out.write(f"{fid:24} {r['expected'][:24]:24} {r.get('decision', '(none)')[:24]:24} "
                   f"{r.get('transfer', '-')}\n")
+    if interrupted is not None:
+        out.flush()
+        raise interrupted
     out.write("\n" + loop_summary(settings) + "\n")
     return 0
 
@@ -243,13 +269,11 @@ def front_desk_settings(settings: Settings, folder: Path) -> tuple[Settings, sub
     """The shipped front desk on ``IVR_NUMBER``, handing callers to a local stand-in ACD."""
     from dataclasses import replace
 
-    from fenliu.commands.dial import free_udp_port
-
     port = free_udp_port()
     queue = subprocess.Popen(
         [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "acd", "--answer", "200",
          "--hangup-after", "4", "--record", str(folder / "operators-queue.wav")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
     sip, ivr = settings.sip, settings.ivr
     users = sip.users if IVR_NUMBER in sip.users.split(",") or sip.users == "*" else f"{sip.users},{IVR_NUMBER}"
     return replace(settings, sip=replace(sip, users=users),
@@ -267,13 +291,12 @@ def front_desk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], result: dict[str, Any]) -> None:
     """One caller of the front desk: it talks over the welcome, and presses 1 once the offer has
     been said to its end (as a caller who listened would). Returns when the call has ended."""
-    from fenliu.commands.dial import free_udp_port, playable
-
     play = playable(wav, folder)
     proc = subprocess.Popen(
         [sys.executable, "-m", "fenliu.sip.peer", "--port", str(free_udp_port()), "--user", DEMO_CALLER, "--call", to,
          "--play", str(play), "--commands", "--mic", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        preexec_fn=die_with_parent)
     state: dict[str, Any] = {"offer": False, "token": ""}
     finished = threading.Event()
 
@@ -293,7 +316,9 @@ def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], resu
             state["offer"] = state["offer"] or f.step == "offer"
             if f.outcome:
                 result["transfer"] = f"IVR {f.outcome}" + (" urgent" if f.urgent else "")
-                threading.Timer(3.0, lambda: send("hangup")).start()  # a few words with whoever has it, then bye
+                bye = threading.Timer(3.0, lambda: send("hangup"))  # a few words with whoever has it, then bye
+                bye.daemon = True
+                bye.start()
         elif isinstance(f, P.PromptStarted) and state["offer"] and not state["token"]:
             state["token"] = f.token
         elif isinstance(f, P.PromptDone) and f.token and f.token == state["token"] and not f.interrupted:
@@ -309,8 +334,9 @@ def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], resu
     except subprocess.TimeoutExpired:
         proc.kill()
         out.write("    ✘ 语音前台呼叫超时 / the front-desk call did not end in 90 s\n")
-    finally:
+    finally:  # also when interrupted: the caller process ends with the demo
         unsubscribe()
+        stop_all([proc])
     finished.wait(5)
 
 

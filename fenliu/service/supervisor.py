@@ -522,7 +522,10 @@ class Supervisor:
         self._stopping.set()
         if self.front is not None:
             self.front.stop()
-        for link in list(self.links.values()):
+        links = list(self.links.values())
+        for link in links:  # all at once: each worker hangs up its calls while the others do
+            link.request_stop()
+        for link in links:
             link.stop()
         for ws in self.workers.values():
             ws.state = "stopped"

@@ -153,13 +153,19 @@ class WorkerLink:
             self.on_fact(fact)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def stop(self, timeout: float = 5.0) -> int | None:
+    def request_stop(self) -> None:
+        """Tell the worker to hang up and exit, without waiting (``stop`` waits)."""
+        if self._closing:
+            return
         self._closing = True
         if self._conn is not None:
             try:
                 self.send(P.Shutdown("supervisor stopping"))
             except OSError:
                 pass
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        self.request_stop()
         rc = None
         if self.proc is not None:
             try:

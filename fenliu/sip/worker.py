@@ -304,7 +304,12 @@ class Worker:
         self.live.clear()
         self._unlinked.clear()
         # a tap port or player freed while the bridge may still call it is a use-after-free
-        # (seen as SIGSEGV at exit): let each go only after its grace period, as during the run
+        # (seen as SIGSEGV at exit): let each go only after a grace period. The bridge applies a
+        # port's removal on its clock thread within a few 20 ms ticks; mid-call a tap keeps the
+        # long grace, at shutdown (every call already hung up) the prompt's short one is enough,
+        # so a stopping worker is gone in a fraction of a second, not 2 s
+        soon = time.monotonic() + PLAYER_RELEASE_AFTER_S
+        self._graveyard = deque((min(t, soon), obj) for t, obj in self._graveyard)
         while self._graveyard:
             self.ep.libHandleEvents(20)
             self.check_timers()
