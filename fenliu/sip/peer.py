@@ -31,6 +31,9 @@ import pjsua2 as pj
 
 from fenliu.sip.endpoint import account_config, serve_until_signalled, start_endpoint
 
+HEARD_S = 1.0  # "heard": this much voiced audio reached the recorder
+VOICE_LEVEL = 8  # pjmedia's signal level (0..255) above which a frame counts as voice, not line noise
+
 
 def emit(kind: str, **data: Any) -> None:
     sys.stdout.write(json.dumps({"event": kind, "t": time.time(), **data}, ensure_ascii=False) + "\n")
@@ -43,6 +46,8 @@ class PeerCall(pj.Call):
         self.peer = peer
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
+        self.heard_s = 0.0  # voiced audio recorded so far (up to HEARD_S)
+        self.last_listen = 0.0
         self.extra_players: list[pj.AudioMediaPlayer] = []  # played on command (stdin "play")
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
@@ -200,6 +205,7 @@ class Peer:
                     emit("error", where="command", message=f"{line!r}: {e}")
             now = time.monotonic()
             for call in list(self.calls):
+                self._listen(call, now)
                 due = getattr(call, "hangup_at", None)
                 if due is not None and now >= due:
                     call.hangup_at = None
@@ -207,6 +213,21 @@ class Peer:
                         call.hangup(pj.CallOpParam(True))
                     except pj.Error:
                         pass
+
+    def _listen(self, call: PeerCall, now: float) -> None:
+        """A recording peer says once when it has heard a second of voice (signal above the line's
+        noise) — a fact a test can wait for instead of letting a call run for a fixed time."""
+        if call.recorder is None or call.heard_s >= HEARD_S:
+            return
+        try:
+            level = call.recorder.getRxLevel()
+        except pj.Error:
+            return
+        if level >= VOICE_LEVEL:
+            call.heard_s += now - (call.last_listen or now)
+            if call.heard_s >= HEARD_S:
+                emit("heard", call_id=call.getInfo().callIdString, seconds=round(call.heard_s, 2))
+        call.last_listen = now
 
     def stop(self) -> None:
         for call in self.calls:

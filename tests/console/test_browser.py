@@ -25,7 +25,7 @@ from fenliu.store.record import Store
 from tests.conftest import FIXTURES, free_port, heard_over_a_line, minimal_rules, rtp_block
 from tests.console.conftest import open_console as login_page
 from tests.sip.peers import PeerProc, rms_after
-from tests.sip.sipp import alaw_file, caller_scenario, run_sipp
+from tests.sip.sipp import alaw_file, run_sipp, talking_caller
 
 pytestmark = pytest.mark.slow
 PASSWORD = "browser-test-pw"
@@ -84,6 +84,15 @@ def open_console(browser, url: str, user: str):
     return login_page(browser, url, user, PASSWORD)
 
 
+def hang_up_all(sup: Supervisor) -> None:
+    """The test is done with its callers (they talk until a BYE): end their calls."""
+    for c in sup.calls():
+        try:
+            sup.hangup(c["call_id"])
+        except LookupError:
+            pass  # ended meanwhile
+
+
 def shot(page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def test_operator_sees_the_call_presses_f8_and_the_hotline_joins(service, browse
     assert op.locator("#calls li[data-call-id]").count() == 0  # nothing yet: the call comes after
 
     audio = alaw_file(FIXTURES / "ko" / "ko-02-help.wav", tmp_path)
-    scen = caller_scenario(audio, talk_ms=30000).replace(f"{audio},1,8", f"{audio},-1,8")
+    scen = talking_caller(audio)
     box: dict = {}
     caller = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, service["settings"].sip.port,
                                                                            tmp_path, timeout=60)))
@@ -133,8 +142,13 @@ def test_operator_sees_the_call_presses_f8_and_the_hotline_joins(service, browse
         op.keyboard.press("F9")  # the operator leaves; caller and hotline talk on
         op.wait_for_selector('#transfer-progress:has-text("退出")', timeout=20000)
         service["seat"].wait(lambda e: e["event"] == "ended", 20)  # the operator's phone left
-        service["hotline"].wait(lambda e: e["event"] == "ended", 40)
+        service["hotline"].wait(lambda e: e["event"] == "heard", 30)  # the caller's voice reached the hotline
+        n = service["hotline"].mark()
+        assert [c["call_id"] for c in service["sup"].calls()] == [call_id]  # caller and hotline talk on
+        service["sup"].hangup(call_id)
+        service["hotline"].wait(lambda e: e["event"] == "ended", 40, since=n)
     finally:
+        hang_up_all(service["sup"])
         caller.join(70)
     assert box["r"].returncode == 0, box["r"].stdout[-1500:]
     service["hotline"].stop()  # the recorder writes its file when the peer ends
@@ -157,8 +171,8 @@ def test_danger_card_and_session_expiry(service, browser, tmp_path):
     op, errors = open_console(browser, service["url"], "op1")
     # a caller that says nothing: the only decision on this call is the one published below
     # (a speaking caller's own decisions would race with it for the card)
-    scen = caller_scenario(None, talk_ms=15000)
-    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=40))
+    scen = talking_caller(None)
+    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=120))
     caller.start()
     try:
         item = op.wait_for_selector("#calls li[data-call-id]", timeout=20000)
@@ -174,6 +188,7 @@ def test_danger_card_and_session_expiry(service, browser, tmp_path):
         op.reload()
         op.wait_for_selector("#login-form", state="visible", timeout=10000)
     finally:
+        hang_up_all(service["sup"])
         caller.join(50)
     assert not errors, errors
     assert isinstance(d, Decision)
@@ -186,8 +201,8 @@ def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
     desk, an unsuggested target asks first, the urgent lane rings 120 and Esc cancels it, a
     degraded call says there is no live suggestion."""
     op, errors = open_console(browser, service["url"], "op1")
-    scen = caller_scenario(None, talk_ms=40000)
-    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=60))
+    scen = talking_caller(None)
+    caller = threading.Thread(target=lambda: run_sipp(scen, service["settings"].sip.port, tmp_path, timeout=120))
     caller.start()
     router, bus = Router(), service["bus"]
     try:
@@ -240,6 +255,13 @@ def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
         service["ambulance"].wait(lambda e: e["event"] == "ended", 10)
         assert not service["seat"].has("ended")  # the operator is still with the caller
 
+        # a fixture's reference text (the demo without a Chinese model) is never passed off as heard
+        bus.publish(CallEvent(call_id, "caller", "w0", FinalTranscript(call_id, 40, "参考文本一句", 0.0, 1.0,
+                                                                        source="reference")))
+        ref = op.wait_for_selector('#transcript .utt.final.reference:has-text("参考文本一句")', timeout=10000)
+        assert "参考文本（非识别）" in ref.inner_text()
+        assert op.locator("#transcript .utt:not(.reference) .ref-tag").count() == 0  # recognised lines carry no tag
+
         # a partial is replaced in place by its final
         bus.publish(CallEvent(call_id, "caller", "w0", PartialTranscript(call_id, 50, "我家楼下", 0.0, 0.5)))
         op.wait_for_selector('#transcript .utt.partial[data-utt-id="50"]:has-text("我家楼下")', timeout=10000)
@@ -262,6 +284,7 @@ def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
         op.wait_for_selector(f'#calls li[data-call-id="{call_id}"] .badge.degraded', timeout=10000)
         op.wait_for_selector('#card:has-text("无实时建议")', timeout=10000)
     finally:
+        hang_up_all(service["sup"])
         caller.join(70)
     actions = [(a["user"], a["action"], a["detail"].get("target")) for a in service["store"].audit_log()]
     assert ("op1", "transfer", "120") in actions and ("op1", "cancel_transfer", None) in actions

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import free_port, rtp_block, sox
 
@@ -116,6 +117,13 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
   {ending}
 </scenario>
 """
+
+
+def talking_caller(audio: Path | None, **kw: Any) -> str:
+    """A SIPp caller that talks (its audio looped, or silence) until it gets a BYE: a test that
+    acts during the call ends it itself when done, so a busy machine cannot cut its actions short."""
+    scen = caller_scenario(audio, 0, callee_hangs_up=True, **kw)
+    return scen.replace(f"{audio},1,8", f"{audio},-1,8") if audio else scen
 
 
 def repeated_invite_scenario(talk_ms: int = 1500) -> str:

@@ -32,14 +32,27 @@ def b2bua(seat):
     assert link.stop() == 0
 
 
-def sipp_call(link, tmp_path, talk_ms):
-    """A SIPp caller that loops its audio for talk_ms; returns (thread, result box)."""
+def sipp_call(link, tmp_path, talk_ms=0):
+    """A SIPp caller that loops its audio; returns (thread, result box). With ``talk_ms`` it hangs
+    up after that long; without, it talks until it gets a BYE — the test's ``hang_up`` — so a
+    busy machine cannot end the call before the test's actions are done."""
     audio = alaw_file(WAV, tmp_path)
-    scen = caller_scenario(audio, talk_ms=talk_ms).replace(f"{audio},1,8", f"{audio},-1,8")
+    scen = caller_scenario(audio, talk_ms=talk_ms, callee_hangs_up=not talk_ms).replace(
+        f"{audio},1,8", f"{audio},-1,8")
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scen, link.sip_port, tmp_path, timeout=60)))
     t.start()
     return t, box
+
+
+def hang_up(link, cid, t, box):
+    """The test is done: the caller was never cut (no CallEnded so far), so end the call from our
+    side now; SIPp's scenario passes only if that BYE is the first it gets."""
+    assert not [f for f in link.facts() if isinstance(f, P.CallEnded) and f.call_id == cid], "the call ended early"
+    link.send(P.Hangup(cid))
+    t.join(60)
+    assert box["r"].returncode == 0, box["r"].stdout[-1500:]
+    link.wait(fact(P.CallEnded, call_id=cid))
 
 
 @contextmanager
@@ -73,7 +86,7 @@ def test_three_way_transfer_hands_the_caller_to_the_hotline(b2bua, seat, tmp_pat
     heard = tmp_path / "hotline-heard.wav"
     hotline = PeerProc("--answer", "200", "--record", str(heard), user="12345")
     try:
-        t, box = sipp_call(b2bua, tmp_path, talk_ms=9000)
+        t, box = sipp_call(b2bua, tmp_path)
         cid = b2bua.wait(fact(P.CallStarted)).call_id
         b2bua.wait(fact(P.CallAnswered, call_id=cid))  # answered only once the seat took it
         seat.wait(ev("media"))
@@ -83,11 +96,10 @@ def test_three_way_transfer_hands_the_caller_to_the_hotline(b2bua, seat, tmp_pat
         b2bua.send(P.ReleaseOperator(cid))
         b2bua.wait(step(P.TransferStep.COMPLETED, call_id=cid))
         seat.wait(ev("ended"))  # the operator's leg ended
-        t.join(60)
-        r = box["r"]
-        assert r.returncode == 0, r.stdout[-1500:]  # the caller's call ran to its own BYE, never cut
-        b2bua.wait(fact(P.CallEnded, call_id=cid))
-        hotline.wait(ev("ended"))
+        hotline.wait(ev("heard"), 20)  # a second of the caller's voice reached the hotline
+        n = hotline.mark()
+        hang_up(b2bua, cid, t, box)  # the caller was with the hotline, never cut, until now
+        hotline.wait(ev("ended"), since=n)
     finally:
         hotline.stop()
     assert rms_after(heard, 0.5) > 200  # the hotline really heard the caller's voice
@@ -98,15 +110,14 @@ def test_three_way_transfer_hands_the_caller_to_the_hotline(b2bua, seat, tmp_pat
 def test_failed_transfer_keeps_the_caller_with_the_operator(b2bua, seat, tmp_path, answer, status, reason):
     hotline = PeerProc("--answer", answer, user="12345")
     try:
-        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        t, box = sipp_call(b2bua, tmp_path)
         cid = b2bua.wait(fact(P.CallStarted)).call_id
         b2bua.wait(fact(P.CallAnswered, call_id=cid))
         b2bua.send(P.Transfer(cid, hotline.uri, P.TransferMode("three-way"), timeout=2))
         failed = b2bua.wait(step(P.TransferStep.FAILED, call_id=cid), timeout=10)
         assert failed.status == status and reason.lower() in failed.reason.lower()
         assert not seat.has("ended")  # operator still on the call
-        t.join(60)
-        assert box["r"].returncode == 0  # caller never dropped: the call ended by the caller's BYE
+        hang_up(b2bua, cid, t, box)  # caller never dropped: the call went on until the test ended it
     finally:
         hotline.stop()
 
@@ -114,7 +125,7 @@ def test_failed_transfer_keeps_the_caller_with_the_operator(b2bua, seat, tmp_pat
 def test_operator_cancels_a_ringing_transfer_and_keeps_the_caller(b2bua, seat, tmp_path):
     hotline = PeerProc("--answer", "none", user="12345")  # rings and never answers
     try:
-        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        t, box = sipp_call(b2bua, tmp_path)
         cid = b2bua.wait(fact(P.CallStarted)).call_id
         b2bua.wait(fact(P.CallAnswered, call_id=cid))
         b2bua.send(P.Transfer(cid, hotline.uri, P.TransferMode("three-way"), timeout=30))
@@ -127,8 +138,7 @@ def test_operator_cancels_a_ringing_transfer_and_keeps_the_caller(b2bua, seat, t
         assert not seat.has("ended")  # the operator is still with the caller
         b2bua.send(P.CancelTransfer(cid))  # nothing left to cancel: said so, nothing changes
         b2bua.wait(fact(P.WorkerError, call_id=cid), since=n)
-        t.join(60)
-        assert box["r"].returncode == 0  # the caller's call ran to its own BYE
+        hang_up(b2bua, cid, t, box)  # the caller's call went on until the test ended it
     finally:
         hotline.stop()
 
@@ -201,7 +211,7 @@ def test_attended_transfer_replaces_our_hotline_leg_with_the_callers_own_call(tm
 def test_hotline_hanging_up_before_the_operator_leaves_keeps_the_caller(b2bua, seat, tmp_path):
     hotline = PeerProc("--answer", "200", "--hangup-after", "1", user="12345")
     try:
-        t, box = sipp_call(b2bua, tmp_path, talk_ms=6000)
+        t, box = sipp_call(b2bua, tmp_path)
         cid = b2bua.wait(fact(P.CallStarted)).call_id
         b2bua.wait(fact(P.CallAnswered, call_id=cid))
         b2bua.send(P.Transfer(cid, hotline.uri, P.TransferMode("three-way")))
@@ -209,8 +219,7 @@ def test_hotline_hanging_up_before_the_operator_leaves_keeps_the_caller(b2bua, s
         failed = b2bua.wait(step(P.TransferStep.FAILED, call_id=cid), timeout=10)
         assert "hotline hung up" in failed.reason
         assert not seat.has("ended")  # caller and operator still together
-        t.join(60)
-        assert box["r"].returncode == 0
+        hang_up(b2bua, cid, t, box)
     finally:
         hotline.stop()
 

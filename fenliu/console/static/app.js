@@ -674,7 +674,8 @@ function applyToView(c, ev) {
   if (ev.kind === 'partial_transcript' || ev.kind === 'final_transcript') {
     const final = ev.kind === 'final_transcript';
     if (!final && !String(data.text || '').trim()) return;
-    upsertLine(view, $('#transcript'), {leg: ev.leg, utterance_id: data.utterance_id, text: data.text, at: ev.at, final},
+    upsertLine(view, $('#transcript'), {leg: ev.leg, utterance_id: data.utterance_id, text: data.text, at: ev.at, final,
+      source: data.source},
       needlesOf(c.decision));
     renderTranscriptEmpty();
     scrollTranscript(false);

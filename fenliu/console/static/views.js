@@ -82,6 +82,11 @@ export function utteranceEl(u, needles, {partial = false} = {}) {
   const text = el('span', {class: 'text'});
   text.append(highlight(u.text, needles));
   line.append(el('span', {class: 'who', title: u.at ? timeOfDay(u.at) : ''}, legLabel(leg)), text);
+  if (u.source === 'reference') {
+    // a fixture's reference text standing in for recognition (no Chinese model): never pass it off as heard
+    line.classList.add('reference');
+    line.append(el('span', {class: 'ref-tag', title: '没有中文模型：录音的参考文本代替识别结果'}, '参考文本（非识别）'));
+  }
   return line;
 }
 
