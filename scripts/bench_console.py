@@ -7,7 +7,7 @@
 1. WebSocket fan-out on one core. The real console app (``Console``: the accounts, the event
    feed subscribed to the bus, the aiohttp app served by AppRunner/TCPSite on 127.0.0.1) on a
    real SQLite store, the bus on the running loop, the store subscribed first, the supervisor
-   not started — as ``tests/service/api_env.make_env`` builds it — in this process, pinned to one
+   not started — as ``tests/console/api_env.make_env`` builds it — in this process, pinned to one
    core. N WebSocket clients (aiohttp, each logged in with ``POST /api/login`` as a supervisor,
    offering permessage-deflate as Chromium does) run in a second process pinned to the other
    core, so the server's core measures the server only. M events of realistic calls (partials
@@ -252,7 +252,7 @@ def mix(items: list[CallEvent | WorkerFact]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The real console app (as tests/service/api_env.make_env builds it)
+# The real console app (as tests/console/api_env.make_env builds it)
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Server:

@@ -5,7 +5,7 @@ delivers their work orders and SMS — healthy, after an outage, and against a n
     .venv/bin/python scripts/bench_outbox.py                 # 2000 orders, SQLite
     .venv/bin/python scripts/bench_outbox.py --orders 500 --pg   # also on a throw-away PostgreSQL
 
-Set-up. The platform and SMS gateway are ``tests/service/platform_server.FakePlatform`` (a real
+Set-up. The platform and SMS gateway are ``tests/loop/platform_server.FakePlatform`` (a real
 aiohttp server) run in a child process, so it does not share fenliu's GIL; on a machine with two
 or more cores the child is pinned to the second core and this process (fenliu: store + outbox,
 one thread, one event loop, as in ``fenliu serve``) to the first (``--no-pin``: no pinning).
@@ -14,7 +14,7 @@ throw-away cluster (``tests.pg.start_cluster``: fsync off, so PostgreSQL is flat
 settings are the production defaults (poll 1 s, lease 60 s) unless said otherwise.
 
 1. Enqueue. N diversions recorded with ``Store.record`` — the sequence of
-   ``tests/service/loop_env.divert``: CallStarted, FinalTranscript, Decision, TransferUpdate
+   ``tests/loop/loop_env.divert``: CallStarted, FinalTranscript, Decision, TransferUpdate
    STARTED and BRIDGED (which opens the work order, its outbox item and the SMS in one
    transaction), CallEnded. The Decision comes from ``Router().decide(text)`` once and is reused
    (its call_id replaced), so the router is not measured. Each caller has its own mobile number
