@@ -97,6 +97,9 @@ class RecordingLink:
     def send(self, command: P.Command) -> None:
         self.sent.append(command)
 
+    def request_stop(self) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 
