@@ -101,6 +101,7 @@ class TransferSettings:
     mode: str = "three-way"  # or "refer"
     answer_timeout: float = 20.0  # hotline must answer (or the REFER complete) within this
     drop_operator_after: float = 0.0  # three-way: leave automatically after N s (0 = on the operator's word)
+    min_talk: float = 3.0  # a hotline that hangs up within N s of answering has not taken the caller: failed
     targets: dict[str, str] = field(default_factory=_default_targets)
     urgent: str = "119,120,122,fraud"  # the console's urgent lane (comma separated target ids; those without a
     # URI in [transfer.targets] are not shown)
@@ -258,6 +259,8 @@ def _validate(s: Settings) -> None:
         raise bad("transfer.mode", s.transfer.mode, 'use "three-way", "refer" or "attended"')
     if s.transfer.answer_timeout <= 0:
         raise bad("transfer.answer_timeout", s.transfer.answer_timeout, "use a positive number of seconds")
+    if s.transfer.min_talk < 0:
+        raise bad("transfer.min_talk", s.transfer.min_talk, "use 0 (off) or a number of seconds, e.g. 3")
     for tid, uri in s.transfer.targets.items():
         if not uri.startswith("sip:"):
             raise bad(f"transfer.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")

@@ -404,7 +404,8 @@ class Supervisor:
         s = self._session(call_id)  # first: a call that is not live is that, whatever the target
         uri, mode = self.resolve_target(target, mode, s.site)
         t = self.settings.transfer
-        self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after))
+        self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after,
+                                         t.min_talk))
         return {"call_id": s.call_id, "target": target, "uri": uri, "mode": mode, "status": "requested"}
 
     def cancel_transfer(self, call_id: str) -> dict[str, Any]:

@@ -100,6 +100,8 @@ class TransferPlan:
     deadline: float  # no answer / no final NOTIFY by then: give up, keep the caller
     drop_operator_after: float = 0.0  # three-way: the operator leaves automatically (0 = on command)
     bridged_at: float = 0.0
+    min_talk: float = 0.0  # a hotline that hangs up sooner after answering has not taken the caller
+    early_media: bool = False  # the hotline sent 183 with SDP (ringback, an announcement) before answering
 
 
 @dataclass
@@ -130,13 +132,17 @@ class Conversation:
     operator_uri: str = ""  # where a failed transfer re-dials the operator ("" = the configured seat)
     overflowed: bool = False
     seat_cancelled: bool = False  # the seat did not answer within seat_timeout: its leg was cancelled
+    confirmed: set[Leg] = field(default_factory=set)  # legs whose dialog is confirmed (a 200, not a 183)
 
     # -- the wire ---------------------------------------------------------------------------
     def dialled(self, leg: Leg) -> None:
         self.legs.add(leg)
 
     def leg_confirmed(self, leg: Leg, now: float) -> list[Action]:
+        self.confirmed.add(leg)
         out: list[Action] = [Emit(LegAnswered(self.call_id, leg.label))]
+        if leg == Leg.HOTLINE and leg in self.media and self.state == S.TRANSFERRING:
+            return out + self._hotline_answered(now)  # its audio came up before the 200 (early media)
         if leg == Leg.CALLER and self.state == S.RINGING:
             self.state = S.TALKING
             self.answered_at = now
@@ -150,25 +156,47 @@ class Conversation:
             out.append(Emit(QueueUpdate(self.call_id, QueueStep.ANSWERED, q.uri)))
         return out
 
-    def media_up(self, leg: Leg, now: float) -> list[Action]:
+    def media_up(self, leg: Leg, now: float, early: bool = False) -> list[Action]:
+        """A leg's audio is up (or moved). ``early``: it came with a provisional response — a 183
+        with SDP brings ringback or an announcement while the hotline still rings, and a 486 may
+        follow — so it is no answer and nothing is bridged. Audio that came with the 200 (pjsua
+        reports it just before the dialog is confirmed) is the answer."""
         self.media.add(leg)
+        if not early:
+            self.confirmed.add(leg)
         t = self.transfer
-        if leg == Leg.HOTLINE and self.state == S.TRANSFERRING and t is not None:
-            if t.mode == TransferMode.ATTENDED:
-                self.state = S.CONSULTED
-                return [Emit(TransferUpdate(self.call_id, TransferStep.CONSULTED, t.target, t.mode)), ReferReplaces()]
-            self.state = S.THREE_WAY
-            t.bridged_at = now
-            out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.BRIDGED, t.target, t.mode,
-                                                     legs=tuple(x.label for x in sorted(self.media))))]
-            if Leg.OPERATOR not in self.legs:  # no seat leg (answer mode): the handover is done
-                out += self._handed_over()
-            return out + [Bridge(tuple(sorted(self.media)))]
-        return [Bridge(tuple(sorted(self.media)))]
+        if leg == Leg.HOTLINE and t is not None and self.state == S.TRANSFERRING:
+            if Leg.HOTLINE not in self.confirmed:
+                if t.early_media:
+                    return []
+                t.early_media = True
+                return [Emit(TransferUpdate(self.call_id, TransferStep.PROGRESS, t.target, t.mode, 183,
+                                            "early media: the hotline is ringing or playing an announcement"))]
+            return self._hotline_answered(now)
+        return [Bridge(tuple(sorted(self.media - self._unbridged())))]
 
-    def leg_gone(self, leg: Leg, status: int, reason: str) -> list[Action]:
+    def _unbridged(self) -> set[Leg]:
+        """A hotline still ringing (early media) is not bridged to the caller."""
+        return {Leg.HOTLINE} if self.state == S.TRANSFERRING and Leg.HOTLINE not in self.confirmed else set()
+
+    def _hotline_answered(self, now: float) -> list[Action]:
+        t = self.transfer
+        assert t is not None
+        if t.mode == TransferMode.ATTENDED:
+            self.state = S.CONSULTED
+            return [Emit(TransferUpdate(self.call_id, TransferStep.CONSULTED, t.target, t.mode)), ReferReplaces()]
+        self.state = S.THREE_WAY
+        t.bridged_at = now
+        out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.BRIDGED, t.target, t.mode,
+                                                 legs=tuple(x.label for x in sorted(self.media))))]
+        if Leg.OPERATOR not in self.legs:  # no seat leg (answer mode): the handover is done
+            out += self._handed_over()
+        return out + [Bridge(tuple(sorted(self.media)))]
+
+    def leg_gone(self, leg: Leg, status: int, reason: str, now: float = 0.0) -> list[Action]:
         self.legs.discard(leg)
         self.media.discard(leg)
+        self.confirmed.discard(leg)
         out: list[Action] = [Emit(LegEnded(self.call_id, leg.label, status, reason))]
         st = self.state
         if leg == Leg.CALLER:
@@ -197,10 +225,16 @@ class Conversation:
                 out.append(HangupAll())  # operator hung up on an ordinary call: end it
             return out
         # the hotline's leg
+        t = self.transfer
         if st == S.TRANSFERRING:
-            out += self._failed(status, reason or "rejected")
+            early = " after early media (183)" if t is not None and t.early_media else ""
+            out += self._failed(status, (reason or "rejected") + early)
         elif st == S.THREE_WAY:
             out += self._failed(status, "hotline hung up before the operator left")
+        elif st == S.HANDED_OVER and t is not None and t.bridged_at and now - t.bridged_at < t.min_talk:
+            # answered and gone at once (an ACD that drops, a wrong number): nobody took the caller
+            out += self._failed(status, f"hotline hung up {now - t.bridged_at:.1f} s after answering "
+                                        f"(less than transfer.min_talk {t.min_talk:g} s): the caller stays")
         elif st == S.HANDED_OVER:
             out.append(HangupAll())  # the hotline finished with the caller
         # CONSULTED: replaced by the caller's own call to the hotline; the NOTIFY reports it
@@ -220,7 +254,7 @@ class Conversation:
 
     # -- the operator's keys -------------------------------------------------------------------
     def start_transfer(self, target: str, mode: str, timeout: float, drop_after: float, now: float,
-                       free_legs: int) -> list[Action]:
+                       free_legs: int, min_talk: float = 0.0) -> list[Action]:
         def refuse(status: int, why: str) -> list[Action]:
             return [Emit(TransferUpdate(self.call_id, TransferStep.FAILED, target, str(mode), status, why, True))]
 
@@ -237,7 +271,7 @@ class Conversation:
         if m != TransferMode.REFER and free_legs < 1:
             return refuse(503, "no free SIP leg on this worker for the hotline (all 4 in use); "
                                "the caller stays with the operator — try refer, or reserve transfer legs")
-        self.transfer = TransferPlan(target, m, now + timeout, drop_after)
+        self.transfer = TransferPlan(target, m, now + timeout, drop_after, min_talk=min_talk)
         self.state = S.TRANSFERRING
         out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.STARTED, target, m))]
         if m == TransferMode.REFER:
@@ -357,6 +391,8 @@ class Conversation:
         if t is None:
             return []  # already reported
         self.transfer = None
+        self.media.discard(Leg.HOTLINE)
+        self.confirmed.discard(Leg.HOTLINE)
         if self.state != S.ENDED and Leg.CALLER in self.legs:
             self.state = S.TALKING
         out: list[Action] = [Emit(TransferUpdate(self.call_id, TransferStep.FAILED, t.target, t.mode, status,

@@ -474,6 +474,7 @@ class Transfer(Command):
     mode: TransferMode = TransferMode.THREE_WAY
     timeout: float = 20.0
     drop_operator_after: float = 0.0
+    min_talk: float = 0.0  # a hotline hanging up sooner after answering is a failed transfer
 
 
 @dataclass(frozen=True)

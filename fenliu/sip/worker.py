@@ -236,6 +236,7 @@ class Live:
     conv: Conversation
     calls: dict[Leg, LegCall] = field(default_factory=dict)
     media: dict[Leg, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
+    ports: dict[Leg, int] = field(default_factory=dict)  # leg -> its audio's port on the bridge now
     taps: dict[Leg, TapPort] = field(default_factory=dict)
     players: list[PromptPlayer] = field(default_factory=list)
 
@@ -449,6 +450,7 @@ class Worker:
         lv.taps.clear()
         lv.players.clear()
         lv.media.clear()
+        lv.ports.clear()
 
     # -- leg events ------------------------------------------------------------------
     def _live_of(self, call: LegCall) -> Live | None:
@@ -474,32 +476,64 @@ class Worker:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             lv.calls.pop(call.leg, None)
             lv.media.pop(call.leg, None)
+            lv.ports.pop(call.leg, None)
             tap = lv.taps.pop(call.leg, None)  # (the Call itself is freed as this callback returns)
             if tap is not None:
                 self._release_later(tap)
                 if call.leg == Leg.CALLER:
                     lv.taps[Leg.CALLER] = tap  # its counters go into CallEnded
-            self.execute(lv, lv.conv.leg_gone(call.leg, info.lastStatusCode, info.lastReason))
+            self.execute(lv, lv.conv.leg_gone(call.leg, info.lastStatusCode, info.lastReason, time.monotonic()))
 
     def on_leg_media(self, call: LegCall) -> None:
+        """A leg's media came up or changed (answer, early media, a re-INVITE or UPDATE: hold,
+        unhold, another codec or port, an offer without SDP). pjsua may give the leg a new port
+        on the bridge each time: the tap, the prompts playing to it and the bridge to the other
+        legs follow the leg to its current port, or the call would go on deaf to recognition."""
         lv = self._live_of(call)
         if lv is None:
             return
         info = call.getInfo()
         for i, mi in enumerate(info.media):
-            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+            # on remote hold (the far end sends a=sendonly, e.g. music on hold) its audio still flows
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE,
+                                                                        pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 continue
-            aud = call.getAudioMedia(i)
+            try:
+                aud = call.getAudioMedia(i)
+                port = aud.getPortId()
+            except pj.Error:
+                continue  # no audio on the bridge for this stream (inactive)
+            moved = lv.ports.get(call.leg) != port
             lv.media[call.leg] = aud
+            lv.ports[call.leg] = port
             if call.leg not in lv.taps:
                 self._tap(lv, call.leg, aud)
+            elif moved:
+                self._retap(lv, call.leg, aud)
+            if moved:
+                for player in lv.players:
+                    if player.leg == call.leg.label and not player.done:
+                        with contextlib.suppress(pj.Error):
+                            player.startTransmit(aud)
+                        player.sink = aud
             codec = ""
             try:
                 codec = call.getStreamInfo(i).codecName
             except pj.Error:
                 pass
             self.uplink.send(P.MediaActive(lv.conv.call_id, lv.conv.slot, call.leg.label, codec))
-            self.execute(lv, lv.conv.media_up(call.leg, time.monotonic()))
+            early = info.state == pj.PJSIP_INV_STATE_EARLY  # a 183 with SDP: ringing, not answered
+            self.execute(lv, lv.conv.media_up(call.leg, time.monotonic(), early))
+            return
+
+    def _retap(self, lv: Live, leg: Leg, aud: Any) -> None:
+        """The leg's audio moved to another bridge port: connect the existing tap to it (the
+        recogniser's stream goes on, same sequence). If it cannot, say so: never deaf in silence."""
+        try:
+            aud.startTransmit(lv.taps[leg])
+        except pj.Error as e:
+            self.uplink.send(P.CallDegraded(lv.conv.call_id, f"recognition lost the {leg.label} leg after a media "
+                                                             f"change: {e.info().strip()}", leg.label))
 
     def _tap(self, lv: Live, leg: Leg, aud: Any) -> None:
         """Copy this leg's audio out for recognition. If the bridge has no port left the call
@@ -548,7 +582,7 @@ class Worker:
         elif isinstance(cmd, P.Transfer):
             free = self.cfg.max_calls - self.legs_in_use()
             self.execute(lv, lv.conv.start_transfer(cmd.target, cmd.mode, cmd.timeout, cmd.drop_operator_after,
-                                                    now, free))
+                                                    now, free, cmd.min_talk))
         elif isinstance(cmd, P.ReleaseOperator):
             self.execute(lv, lv.conv.release_operator())
         elif isinstance(cmd, P.CancelTransfer):

@@ -71,13 +71,14 @@ def caller_bye(headers: str, cseq: int) -> str:
 
 
 def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", user: str = "110",
-                    sdp: str | None = None, callee_hangs_up: bool = False, middle: str = "") -> str:
+                    sdp: str | None = None, callee_hangs_up: bool = False, middle: str = "",
+                    bye_cseq: int = 4) -> str:
     rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
                "99": "a=rtpmap:99 OPUS/48000/2"}
     sdp_maps = "\n      ".join(rtpmaps[c] for c in codecs.split())
     headers = CALLER_HEADERS.replace("USER", user)
     body = sdp if sdp is not None else f"""v=0
-      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      o=caller 53655765 1 IN IP[local_ip_type] [local_ip]
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
@@ -89,7 +90,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
         ending = '<recv request="BYE"/>\n  ' + reply("200 OK")
     else:
         ending = f"""<pause milliseconds="{talk_ms}"/>
-  {caller_bye(headers, 4)}"""
+  {caller_bye(headers, bye_cseq)}"""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="fenliu caller">
   <send retrans="500">
@@ -249,11 +250,11 @@ def registrar_scenario(user: str, password: str, expires: int, refreshes: int) -
 
 
 def start_sipp_server(scenario: str, port: int, work: Path, timeout: float = 60) -> subprocess.Popen[str]:
-    """SIPp as a server (registrar) on 127.0.0.1:port, handling one dialog."""
+    """SIPp as a server (a registrar, a misbehaving hotline) on 127.0.0.1:port, handling one dialog."""
     xml = work / f"server-{port}.xml"
     xml.write_text(scenario, encoding="utf-8")
     return subprocess.Popen(["sipp", "-sf", str(xml), "-p", str(port), "-i", "127.0.0.1", "-m", "1",
-                             "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_err",
+                             "-mp", str(rtp_block()), "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_err",
                              "-error_file", str(work / f"server-{port}-errors.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=work)
 
@@ -262,3 +263,142 @@ def refer_without_notify(audio: Path | None) -> str:
     """A caller that accepts a REFER (202) and then never sends a NOTIFY."""
     middle = '<recv request="REFER"/>\n  ' + reply("202 Accepted") + '\n  <pause milliseconds="4000"/>'
     return caller_scenario(audio, talk_ms=500, middle=middle)
+
+
+def caller_reinvite(headers: str, cseq: int | str, direction: str = "sendrecv", codecs: str = "8 0 101",
+                    port_shift: int = 0, version: int | str = 2, with_sdp: bool = True) -> str:
+    """The caller re-INVITEs within its dialog (hold: ``sendonly``/``inactive``, unhold, another
+    codec order, RTP on another port, or no SDP at all) and ACKs the 200. The SDP answer to a
+    re-INVITE without SDP comes in the 200; its ACK then carries SIPp's offer again."""
+    rtpmaps = {"8": "a=rtpmap:8 PCMA/8000", "0": "a=rtpmap:0 PCMU/8000", "101": "a=rtpmap:101 telephone-event/8000",
+               "9": "a=rtpmap:9 G722/8000"}
+    media_port = f"[media_port+{port_shift}]" if port_shift else "[media_port]"
+    sdp = f"""v=0
+      o=caller 53655765 {version} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio {media_port} RTP/AVP {codecs}
+      {chr(10).join("      " + rtpmaps[c] for c in codecs.split()).lstrip()}
+      a={direction}"""
+    body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n      {sdp}" if with_sdp else \
+        "Content-Length: 0"
+    ack_body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n      {sdp}" if not with_sdp else \
+        "Content-Length: 0"
+    return f"""<send retrans="500">
+    <![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      {body}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {headers}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Contact: sip:13800000000@[local_ip]:[local_port]
+      Max-Forwards: 70
+      {ack_body}
+    ]]>
+  </send>"""
+
+
+def reinvite_storm(headers: str, pairs: int, gap_ms: int = 0, hold_with: str = "sendonly") -> str:
+    """``pairs`` hold (sendonly) / unhold (sendrecv) re-INVITEs back to back (or ``gap_ms`` apart),
+    as a SIPp loop (SIPp refuses a scenario file over 64 KB). SIPp's own ``[cseq]`` counts the
+    requests up (its ACK repeats the number answered); the caller's BYE afterwards must use a
+    higher CSeq than the last re-INVITE."""
+    pause = f'<pause milliseconds="{gap_ms}"/>' if gap_ms else ""
+    hold = caller_reinvite(headers, "[cseq]", hold_with, version="[cseq]").replace(
+        "CSeq: [cseq] ACK", "CSeq: [last_cseq_number] ACK")
+    unhold = hold.replace(f"a={hold_with}", "a=sendrecv")
+    return f"""<nop><action><assign assign_to="k" value="0"/></action></nop>
+  <label id="9"/>
+  {hold}
+  {pause}
+  <nop><action><add assign_to="k" value="1"/>
+    <test assign_to="more" variable="k" compare="less_than" value="{pairs}"/></action></nop>
+  {unhold}
+  {pause}
+  <nop next="9" test="more"/>"""
+
+
+HOTLINE_SDP = """v=0
+      o=hotline 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 0
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:0 PCMU/8000
+      a=sendrecv"""
+
+
+def uas_reply(status: str, sdp: bool = False) -> str:
+    """The hotline's response to the INVITE it received (with its to-tag, optionally with SDP)."""
+    body = f"Content-Type: application/sdp\n      Content-Length: [len]\n\n      {HOTLINE_SDP}" if sdp else \
+        "Content-Length: 0"
+    return f"""<send>
+    <![CDATA[
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]hot[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:12345@[local_ip]:[local_port]>
+      {body}
+    ]]>
+  </send>"""
+
+
+def early_media_then(final: str, ring_ms: int = 1500) -> str:
+    """A hotline (carrier, ACD) that answers the INVITE with 183 + SDP — ringback or an
+    announcement — and then refuses it with ``final`` (e.g. "486 Busy Here")."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hotline: early media, then {final}">
+  <recv request="INVITE" rrs="true"/>
+  {uas_reply("183 Session Progress", sdp=True)}
+  <pause milliseconds="{ring_ms}"/>
+  {uas_reply(final)}
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def answer_then_bye(after_ms: int) -> str:
+    """A hotline that answers (200 + SDP) and hangs up ``after_ms`` later."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hotline: answers, hangs up after {after_ms} ms">
+  <recv request="INVITE" rrs="true"/>
+  {uas_reply("200 OK", sdp=True)}
+  <recv request="ACK">
+    <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="peer"/></action>
+  </recv>
+  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:12345@[local_ip]:[local_port]>;tag=[pid]hot[call_number]
+      To: [$peer]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Contact: <sip:12345@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""

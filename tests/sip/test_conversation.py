@@ -72,13 +72,18 @@ def media(leg: Leg) -> Step:
     return lambda c: c.conv.media_up(leg, c.now)
 
 
+def early_media(leg: Leg) -> Step:
+    """Audio with a provisional response (183 + SDP): the leg still rings."""
+    return lambda c: c.conv.media_up(leg, c.now, early=True)
+
+
 def gone(leg: Leg, status: int = 200, reason: str = "Normal call clearing") -> Step:
-    return lambda c: c.conv.leg_gone(leg, status, reason)
+    return lambda c: c.conv.leg_gone(leg, status, reason, c.now)
 
 
 def transfer(mode: str = "three-way", target: str = HOTLINE, timeout: float = 20.0, drop_after: float = 0.0,
-             free_legs: int = 2) -> Step:
-    return lambda c: c.conv.start_transfer(target, mode, timeout, drop_after, c.now, free_legs)
+             free_legs: int = 2, min_talk: float = 0.0) -> Step:
+    return lambda c: c.conv.start_transfer(target, mode, timeout, drop_after, c.now, free_legs, min_talk)
 
 
 def notify(status: int, reason: str, final: bool) -> Step:
@@ -198,14 +203,66 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
     ]),
     "attended: the REFER fails after the consultation": (False, ANSWER + [
         (transfer("attended"), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_consulted", "ReferReplaces"], S.CONSULTED),
         (notify(488, "Not Acceptable Here", True), ["transfer_progress", "transfer_failed", "HangupLeg hotline"],
          S.TALKING),
     ]),
     "attended: the caller hangs up during the consultation": (False, ANSWER + [
         (transfer("attended"), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_consulted", "ReferReplaces"], S.CONSULTED),
         (gone(CALLER), ["leg_ended", "transfer_failed", "HangupLeg hotline", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: early media (183) is not an answer; a 486 after it keeps the caller": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (early_media(HOT), ["transfer_progress"], S.TRANSFERRING),  # 183 with SDP: ringback, nothing bridged
+        (early_media(HOT), [], S.TRANSFERRING),  # said once
+        (media(CALLER), ["Bridge caller"], S.TRANSFERRING),  # the caller's audio moved: the ringing hotline stays out
+        (gone(HOT, 486, "Busy Here"), ["leg_ended", "transfer_failed"], S.TALKING),
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: the 200's audio is the answer (pjsua reports it before the dialog is confirmed)": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
+        (confirmed(HOT), ["leg_answered"], S.HANDED_OVER),
+    ]),
+    "answer mode: early media, then the 200 bridges": (False, ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (early_media(HOT), ["transfer_progress"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered", "transfer_bridged", "transfer_completed", "Bridge caller+hotline"],
+         S.HANDED_OVER),
+    ]),
+    "answer mode: a hotline that hangs up at once after answering is a failed transfer": (False, ANSWER + [
+        (transfer(min_talk=3.0), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (tick(1.0), [], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
+        (tick(1.2), [], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "transfer_failed"], S.TALKING),  # 0.2 s after its answer: the caller stays
+        (gone(CALLER), ["leg_ended", "HangupAll", "Finish 200"], S.ENDED),
+    ]),
+    "answer mode: a hotline that talked longer than min_talk ends the call": (False, ANSWER + [
+        (transfer(min_talk=3.0), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
+        (tick(60.0), [], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "HangupAll"], S.HANDED_OVER),
+    ]),
+    "seat mode: the operator left, the hotline drops at once: the operator is dialled back": (True, SEAT_ANSWER + [
+        (transfer(min_talk=3.0), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
+        (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
+        (release(), ["HangupLeg operator", "transfer_completed"], S.HANDED_OVER),
+        (gone(OPERATOR), ["leg_ended"], S.HANDED_OVER),
+        (tick(1.0), [], S.HANDED_OVER),
+        (gone(HOT), ["leg_ended", "transfer_failed", "Dial operator"], S.TALKING),
+    ]),
+    "seat mode: early media while the operator talks, then busy": (True, SEAT_ANSWER + [
+        (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (early_media(HOT), ["transfer_progress"], S.TRANSFERRING),
+        (gone(HOT, 486, "Busy Here"), ["leg_ended", "transfer_failed"], S.TALKING),
+        (gone(OPERATOR), ["leg_ended", "HangupAll"], S.TALKING),
     ]),
     "seat mode: a plain call the operator ends": (True, SEAT_ANSWER + [
         (gone(OPERATOR), ["leg_ended", "HangupAll"], S.TALKING),
@@ -221,6 +278,7 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
     ]),
     "seat mode: three-way, the operator leaves on command": (True, SEAT_ANSWER + [
         (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
         (release(), ["HangupLeg operator", "transfer_completed"], S.HANDED_OVER),
         (gone(OPERATOR), ["leg_ended"], S.HANDED_OVER),
@@ -230,6 +288,7 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
     "seat mode: three-way, the operator leaves after a delay": (True, SEAT_ANSWER + [
         (transfer(drop_after=5.0), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
         (tick(2.0), [], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
         (tick(6.0), [], S.THREE_WAY),  # bridged at 2 s: leaves after 7 s
         (tick(7.5), ["HangupLeg operator", "transfer_completed"], S.HANDED_OVER),
@@ -237,11 +296,13 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
     ]),
     "seat mode: the operator hangs up in the three-way": (True, SEAT_ANSWER + [
         (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
         (gone(OPERATOR), ["leg_ended", "transfer_completed"], S.HANDED_OVER),
     ]),
     "seat mode: the hotline hangs up before the operator left": (True, SEAT_ANSWER + [
         (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_bridged", "Bridge caller+operator+hotline"], S.THREE_WAY),
         (gone(HOT), ["leg_ended", "transfer_failed"], S.TALKING),
         (gone(OPERATOR), ["leg_ended", "HangupAll"], S.TALKING),
@@ -249,6 +310,7 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[Step, list[str], S]]]] = {
     "seat mode: the operator hangs up while the hotline rings, the hotline takes over": (True, SEAT_ANSWER + [
         (transfer(), ["transfer_started", "Dial hotline"], S.TRANSFERRING),
         (gone(OPERATOR), ["leg_ended"], S.TRANSFERRING),
+        (confirmed(HOT), ["leg_answered"], S.TRANSFERRING),
         (media(HOT), ["transfer_bridged", "transfer_completed", "Bridge caller+hotline"], S.HANDED_OVER),
     ]),
 }
@@ -305,6 +367,7 @@ def test_three_way_dials_the_target_and_bridges_with_the_legs_named():
     actions = run(c, transfer(target=HOTLINE))
     assert Dial(HOT, HOTLINE) in actions
     assert facts(actions) == [P.TransferUpdate("c1", TransferStep.STARTED, HOTLINE, "three-way")]
+    run(c, confirmed(HOT))  # the hotline's 200
     actions = run(c, media(HOT))
     bridged, completed = facts(actions, P.TransferUpdate)
     assert bridged.step == TransferStep.BRIDGED and bridged.legs == ("caller", "hotline")
@@ -394,6 +457,7 @@ def test_refer_status_without_a_refer_is_ignored():
 def test_attended_consults_then_asks_for_replaces():
     c = answered()
     run(c, transfer("attended"))
+    run(c, confirmed(HOT))  # the hotline's 200
     actions = run(c, media(HOT))
     assert [f.step for f in facts(actions)] == [TransferStep.CONSULTED]
     assert actions[-1] == ReferReplaces() and not [a for a in actions if isinstance(a, Bridge)]  # not bridged
@@ -458,6 +522,7 @@ def test_release_operator_outside_a_three_way_is_an_error(setup):
     if setup != "talking":
         run(c, transfer())
     if setup == "handed-over":
+        run(c, confirmed(HOT))  # the hotline's 200
         run(c, media(HOT))
         run(c, release())
     state = c.conv.state
@@ -471,6 +536,7 @@ def test_drop_operator_after_releases_on_the_first_tick_past_it():
     c = answered(seat=True)
     run(c, transfer(drop_after=3.0))
     c.at(10.0)
+    run(c, confirmed(HOT))  # the hotline's 200
     run(c, media(HOT))
     assert run(c, tick(13.0)) == []
     actions = run(c, tick(13.2))

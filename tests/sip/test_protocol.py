@@ -189,7 +189,7 @@ def test_to_dict_has_the_event_name_and_plain_values():
     assert d["legs"] == ("caller",) and d["status"] == 603 and d["final"] is True
     t = P.Transfer("c1", "sip:x@y").to_dict()
     assert t == {"event": "transfer", "call_id": "c1", "target": "sip:x@y", "mode": "three-way", "timeout": 20.0,
-                 "drop_operator_after": 0.0}
+                 "drop_operator_after": 0.0, "min_talk": 0.0}
     assert type(t["mode"]) is str
     c = P.Configure(WorkerSettings("w0", "127.0.0.1", 5060, 20000)).to_dict()
     assert c["event"] == "configure" and c["settings"]["name"] == "w0"

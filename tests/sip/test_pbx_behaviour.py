@@ -1,0 +1,218 @@
+"""What real PBXs, carriers and ACDs do to a call, played against a real SIP worker on 127.0.0.1:
+early media from a hotline, a hotline that answers and drops, re-INVITEs that move the media
+(hold, unhold, another port, no SDP), and bursts of them. Each case asserts what the caller gets
+(never dropped by us) and what recognition gets (never deaf in silence).
+
+The callers are SIPp scenarios that talk until they get a BYE: each test ends the call itself
+when it is done, after checking that nobody else ended it."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fenliu.sip import protocol as P
+from fenliu.sip.link import WorkerLink
+from tests.conftest import FIXTURES, free_port, rtp_block
+from tests.sip.peers import fact
+from tests.sip.sipp import (
+    CALLER_HEADERS,
+    alaw_file,
+    answer_then_bye,
+    caller_reinvite,
+    caller_scenario,
+    early_media_then,
+    reinvite_storm,
+    run_sipp,
+    start_sipp_server,
+    talking_caller,
+)
+
+pytestmark = pytest.mark.slow
+
+WAV = FIXTURES / "ko" / "ko-02-help.wav"
+HEADERS = CALLER_HEADERS.replace("USER", "110")
+
+
+class Frames:
+    """The recognition tap's frames as the supervisor would get them, per call slot."""
+
+    def __init__(self) -> None:
+        self.count: Counter[int] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, slot: int, leg: int, seq: int, pcm: bytes) -> None:
+        if leg == P.Leg.CALLER:
+            with self.lock:
+                self.count[slot] += 1
+
+    def of(self, slot: int) -> int:
+        with self.lock:
+            return self.count[slot]
+
+
+def start_worker(name: str, frames: Frames | None = None, **settings) -> WorkerLink:
+    link = WorkerLink.loopback(name, free_port(2), rtp_block(), on_frame=frames, **settings)
+    link.start()
+    return link
+
+
+def caller_thread(scenario: str, link: WorkerLink, work: Path, timeout: float = 90) -> tuple[threading.Thread, dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(scenario, link.sip_port, work, timeout=timeout)))
+    t.start()
+    return t, box
+
+
+def ended(link: WorkerLink, cid: str) -> bool:
+    return any(isinstance(f, P.CallEnded) and f.call_id == cid for f in link.facts())
+
+
+def hang_up(link: WorkerLink, cid: str, t: threading.Thread, box: dict) -> None:
+    """The test is done: the call must still be up (nobody dropped the caller); end it now."""
+    assert not ended(link, cid), "the caller was dropped"
+    link.send(P.Hangup(cid))
+    t.join(60)
+    assert box["r"].returncode == 0, box["r"].stdout[-1500:]
+    link.wait(fact(P.CallEnded, call_id=cid))
+
+
+def misbehaving_hotline(scenario: str, work: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port(2)
+    proc = start_sipp_server(scenario, port, work)
+    return proc, f"sip:12345@127.0.0.1:{port}"
+
+
+# -- early media and hotlines that do not stay ----------------------------------------------------
+
+
+@pytest.mark.parametrize("seat", [False, True], ids=["answer-mode", "seat-mode"])
+def test_early_media_then_busy_is_a_failed_transfer_and_the_caller_stays(tmp_path, seat):
+    """183 + SDP (ringback) then 486: never "bridged", a failed transfer with the status, and the
+    caller stays where they were (with the operator's seat, or the worker) — not hung up."""
+    from tests.sip.peers import PeerProc
+
+    seat_peer = PeerProc("--answer", "200", user="seat") if seat else None
+    link = start_worker("em" + ("s" if seat else "a"), seat_uri=seat_peer.uri if seat_peer else "")
+    hotline, uri = misbehaving_hotline(early_media_then("486 Busy Here", ring_ms=1500), tmp_path)
+    try:
+        t, box = caller_thread(talking_caller(alaw_file(WAV, tmp_path)), link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20).call_id
+        n = link.mark()
+        link.send(P.Transfer(cid, uri, P.TransferMode.THREE_WAY, timeout=20, min_talk=3))
+        progress = link.wait(lambda f: isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.PROGRESS, 15,
+                             since=n)
+        assert progress.status == 183
+        failed = link.wait(lambda f: isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.FAILED, 15,
+                           since=n)
+        assert failed.status == 486 and "early media" in failed.reason
+        steps = [f.step for f in link.facts(since=n) if isinstance(f, P.TransferUpdate)]
+        assert P.TransferStep.BRIDGED not in steps and P.TransferStep.COMPLETED not in steps
+        if seat_peer is not None:
+            assert not seat_peer.has("ended")  # the operator still has the caller
+        hang_up(link, cid, t, box)
+    finally:
+        hotline.kill()
+        link.stop()
+        if seat_peer is not None:
+            seat_peer.stop()
+
+
+def test_a_hotline_that_answers_and_hangs_up_at_once_keeps_the_caller(tmp_path):
+    link = start_worker("fast")
+    hotline, uri = misbehaving_hotline(answer_then_bye(200), tmp_path)
+    try:
+        t, box = caller_thread(talking_caller(alaw_file(WAV, tmp_path)), link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20).call_id
+        n = link.mark()
+        link.send(P.Transfer(cid, uri, P.TransferMode.THREE_WAY, timeout=20, min_talk=3))
+        link.wait(lambda f: isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.BRIDGED, 15, since=n)
+        failed = link.wait(lambda f: isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.FAILED, 15,
+                           since=n)
+        assert "after answering" in failed.reason and "min_talk" in failed.reason
+        link.wait(lambda f: isinstance(f, P.LegEnded) and f.leg == "hotline", 10, since=n)
+        hang_up(link, cid, t, box)  # the caller was never hung up
+    finally:
+        hotline.kill()
+        link.stop()
+
+
+# -- re-INVITEs: recognition follows the media ----------------------------------------------------
+
+REINVITES = {
+    "hold-sendonly-then-unhold": [dict(direction="sendonly"), dict(direction="sendrecv")],
+    "hold-inactive-then-unhold": [dict(direction="inactive"), dict(direction="sendrecv")],
+    "rtp-moves-to-another-port": [dict(port_shift=2)],
+    "codec-order-changes": [dict(codecs="0 8 101")],
+    "reinvite-without-sdp": [dict(with_sdp=False)],
+}
+
+
+@pytest.mark.parametrize("case", list(REINVITES))
+def test_recognition_follows_the_media_through_a_reinvite(tmp_path, case):
+    """After each re-INVITE the caller's audio keeps reaching the recognition tap (before the
+    fix it stopped at the first one: 400 of 1,500 frames in a 30 s call)."""
+    frames = Frames()
+    link = start_worker("ri", frames)
+    audio = alaw_file(WAV, tmp_path)
+    steps = REINVITES[case]
+    middle = '<pause milliseconds="1500"/>\n  ' + "\n  ".join(
+        caller_reinvite(HEADERS, 2 + i, version=2 + i, **kw) + '\n  <pause milliseconds="300"/>'
+        for i, kw in enumerate(steps))
+    scenario = caller_scenario(audio, 0, callee_hangs_up=True, middle=middle)
+    scenario = scenario.replace(f"{audio},1,8", f"{audio},-1,8")
+    try:
+        n = link.mark()
+        t, box = caller_thread(scenario, link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20, since=n).call_id
+        slot = link.wait(fact(P.CallStarted, call_id=cid), since=n).slot
+        # the last re-INVITE's media is up (hold with a=inactive brings no audio: its unhold does)
+        expected = 1 + sum(1 for kw in steps if kw.get("direction") != "inactive")
+        link.wait(lambda f: isinstance(f, P.MediaActive) and f.call_id == cid, 20, since=n, nth=expected)
+        after = frames.of(slot)
+        deadline = time.monotonic() + 30
+        while frames.of(slot) < after + 100 and time.monotonic() < deadline:  # 2 s of the caller's audio
+            time.sleep(0.05)
+        assert frames.of(slot) >= after + 100, f"recognition went deaf after the re-INVITE ({case})"
+        assert not [f for f in link.facts(since=n) if isinstance(f, P.CallDegraded)]
+        hang_up(link, cid, t, box)
+    finally:
+        link.stop()
+
+
+def test_a_burst_of_reinvites_leaves_the_worker_and_a_bystander_call_alone(tmp_path):
+    """150 hold/unhold re-INVITEs back to back in one call, while another call on the same worker
+    talks on: the worker stays up, the bystander is untouched, and recognition still hears the
+    stormy call afterwards."""
+    frames = Frames()
+    link = start_worker("storm", frames, reserve_transfer_leg=False)
+    audio = alaw_file(WAV, tmp_path)
+    try:
+        n = link.mark()
+        bt, bbox = caller_thread(talking_caller(audio), link, tmp_path / "bystander")
+        bystander = link.wait(fact(P.CallAnswered), 20, since=n).call_id
+        m = link.mark()
+        storm = caller_scenario(audio, 0, callee_hangs_up=True, middle=reinvite_storm(HEADERS, 75)).replace(
+            f"{audio},1,8", f"{audio},-1,8")
+        st, sbox = caller_thread(storm, link, tmp_path / "storm")
+        cid = link.wait(fact(P.CallAnswered), 20, since=m).call_id
+        slot = link.wait(fact(P.CallStarted, call_id=cid), since=m).slot
+        # every one of the 150 re-INVITEs answered: 151 media updates (the call's own first)
+        link.wait(lambda f: isinstance(f, P.MediaActive) and f.call_id == cid, 120, since=m, nth=151)
+        after = frames.of(slot)
+        deadline = time.monotonic() + 30
+        while frames.of(slot) < after + 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert frames.of(slot) >= after + 100, "recognition is deaf after the storm"
+        assert link.proc is not None and link.proc.poll() is None, "the worker died"
+        assert not [f for f in link.facts(since=n) if isinstance(f, P.WorkerError | P.CallDegraded)]
+        hang_up(link, cid, st, sbox)
+        hang_up(link, bystander, bt, bbox)  # the bystander's call was never touched
+    finally:
+        link.stop()
