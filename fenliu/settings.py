@@ -64,8 +64,10 @@ class SipSettings:
     rtp_range: int = 40
     seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
-    media_timeout: float = 10.0  # end a call after this many seconds without RTP from the caller (or with no audio at all)
+    media_timeout: float = 10.0  # no RTP from the caller for N s (not on hold): an in-dialog OPTIONS asks whether
+    # anybody is there; only no answer ends the call (a call with no audio at all ends after N s)
     max_duration: float = 7200.0  # end any call after this many seconds (0: no limit)
+    max_hold: float = 0.0  # end a call whose caller is on hold longer than N s (0: never; silence on hold is normal)
     reserve_transfer_leg: bool = True  # admit only as many calls per worker as leave a SIP leg for each transfer
     session_expires: int = 1800  # SIP session timer (RFC 4028), used when the peer supports it
     allow: str = ""  # static-peer mode: comma list of PBX addresses allowed to send calls (empty = any)
@@ -241,6 +243,8 @@ def _validate(s: Settings) -> None:
         raise bad("asr.max_active", (s.asr.max_active, s.asr.beam), "use 0 (model default) or e.g. max_active = 1000, beam = 8")
     if s.asr.max_delay <= 0:
         raise bad("asr.max_delay", s.asr.max_delay, "use a positive number of seconds (3 is a good start)")
+    if s.sip.max_hold < 0:
+        raise bad("sip.max_hold", s.sip.max_hold, "use 0 (no limit) or a positive number of seconds")
     if s.sip.media_timeout < 0 or s.sip.max_duration < 0:
         raise bad("sip.media_timeout", s.sip.media_timeout, "use 0 (off) or a positive number of seconds")
     if not 0 <= s.vad.aggressiveness <= 3:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import table  # noqa: E402  (scripts/bench.py, this folder)
 
-from fenliu.sip.kamailio import KamailioFront  # noqa: E402
+from fenliu.sip.front.kamailio import KamailioFront  # noqa: E402
 from fenliu.sip.link import WorkerLink  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.sip.sipp_seat import SippSeat, run_caller  # noqa: E402

@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if cmd == "front":
-        from fenliu.sip.kamailio import parse_workers, run_front
+        from fenliu.sip.front.kamailio import parse_workers, run_front
 
         sip = settings.sip
         workers = parse_workers(args.instances or f"{sip.address}:{sip.port}-{sip.port + sip.workers - 1}")

@@ -98,7 +98,7 @@ def dial(wav: str | Path, to: str, port: int = 0, tail_s: float = 1.5, ring_time
     with tempfile.TemporaryDirectory(prefix="fenliu-dial-") as tmp:
         play = playable(wav, Path(tmp))
         port = port or free_udp_port()
-        cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", caller, "--call", to,
+        cmd = [sys.executable, "-m", "fenliu.sip.ua.peer", "--port", str(port), "--user", caller, "--call", to,
                "--play", str(play), "--hangup-after", f"{clip.duration + tail_s:.2f}", "--exit-after-call",
                "--ring-timeout", str(ring_timeout)]
         limit = ring_timeout + clip.duration + 30

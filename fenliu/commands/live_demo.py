@@ -66,7 +66,7 @@ def start_hotlines(settings: Settings, folder: Path) -> list[subprocess.Popen[st
         if host not in ("127.0.0.1", "localhost") or not port.isdigit():
             continue  # a real hotline: nothing to start
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fenliu.sip.peer", "--port", port, "--user", tid, "--answer", "200",
+            [sys.executable, "-m", "fenliu.sip.ua.peer", "--port", port, "--user", tid, "--answer", "200",
              "--record", str(folder / f"hotline-{tid}.wav")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent))
     time.sleep(1.0)
@@ -271,7 +271,7 @@ def front_desk_settings(settings: Settings, folder: Path) -> tuple[Settings, sub
 
     port = free_udp_port()
     queue = subprocess.Popen(
-        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(port), "--user", "acd", "--answer", "200",
+        [sys.executable, "-m", "fenliu.sip.ua.peer", "--port", str(port), "--user", "acd", "--answer", "200",
          "--hangup-after", "4", "--record", str(folder / "operators-queue.wav")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
     sip, ivr = settings.sip, settings.ivr
@@ -293,7 +293,7 @@ def ivr_call(wav: Path, to: str, bus: EventBus, folder: Path, out: IO[str], resu
     been said to its end (as a caller who listened would). Returns when the call has ended."""
     play = playable(wav, folder)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fenliu.sip.peer", "--port", str(free_udp_port()), "--user", DEMO_CALLER, "--call", to,
+        [sys.executable, "-m", "fenliu.sip.ua.peer", "--port", str(free_udp_port()), "--user", DEMO_CALLER, "--call", to,
          "--play", str(play), "--commands", "--mic", "--hangup-after", "60", "--exit-after-call", "--ring-timeout", "10"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         preexec_fn=die_with_parent)

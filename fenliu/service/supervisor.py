@@ -151,7 +151,7 @@ class Supervisor:
             seat_uri="" if front_first else s.seat_uri, overflow=bool(ivr.flow) and not front_first,
             seat_timeout=ivr.seat_timeout, queue_leg=front_first,
             users=split(s.users) or ("*",), media_timeout=s.media_timeout,
-            max_duration=s.max_duration,
+            max_duration=s.max_duration, max_hold=s.max_hold,
             reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
             allow=split(s.allow), registrar=s.registrar, reg_user=s.reg_user.replace("{i}", str(index)),
             reg_password=s.reg_password, reg_expires=s.reg_expires, reg_retry=s.reg_retry,
@@ -181,7 +181,7 @@ class Supervisor:
             self.workers[name] = WorkerState(name, i)
             self._start_worker(name, i)
         if sip.front_port:
-            from fenliu.sip.kamailio import KamailioFront
+            from fenliu.sip.front.kamailio import KamailioFront
 
             self.front = KamailioFront(sip.address, sip.front_port,
                                        [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)],

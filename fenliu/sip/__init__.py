@@ -1,10 +1,11 @@
-"""pjsua2 side of fenliu: one endpoint per process (the wheel holds four calls per endpoint).
-May import the ground floor only (no other fenliu package).
+"""The SIP side: calls, their legs and what happens to them. May import the ground floor only
+(no other fenliu package).
 
-- ``worker``: a SIP worker process (answer or B2BUA seat mode, taps, transfers, DTMF, prompts,
-  registration, allow-list, media timeout);
-- ``link``: the supervisor's end of a worker; ``protocol``: what they say to each other;
-- ``peer``: a standalone UA used as test/demo hotline, seat and caller (`fenliu dial`);
-- ``kamailio``: the generated dispatcher front for a single trunk address;
-- ``endpoint`` and ``framecopy``: shared pjsua2 set-up and the fast frame copy.
+- ``protocol``: what a worker, an ASR process and the supervisor say to each other;
+- ``conversation``: one 110 call as a pure state machine (what a hang-up, a failure, early media,
+  silence or hold means); ``dialogs``: each leg's SIP dialog, and BYE for a dead worker's legs;
+- ``link``: the supervisor's end of a worker process;
+- ``ua/``: the pjsua2 processes — the worker, the standalone peer (test/demo hotline, seat,
+  caller for `fenliu dial`), the endpoint set-up and the fast frame copy;
+- ``front/``: the generated Kamailio dispatcher front for a single trunk address.
 """

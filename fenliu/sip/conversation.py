@@ -21,6 +21,8 @@ from fenliu.sip.protocol import (
     Leg,
     LegAnswered,
     LegEnded,
+    LegHeld,
+    MediaProbe,
     MediaTimeout,
     Overflowed,
     QueueStep,
@@ -32,6 +34,7 @@ from fenliu.sip.protocol import (
 )
 
 S = ConversationState
+PROBE_TIMEOUT_S = 5.0  # a UA that is there answers an OPTIONS in milliseconds; UDP resends it 3 times by then
 
 
 # -- actions the worker carries out ------------------------------------------------------------
@@ -83,6 +86,12 @@ class HangupAll:
 
 
 @dataclass(frozen=True)
+class ProbeCaller:
+    """Send an in-dialog OPTIONS to the caller's side (is anybody there?); the answer comes back
+    as ``probe_answered``."""
+
+
+@dataclass(frozen=True)
 class Finish:
     """The caller's leg is gone: the conversation is over (the worker reports CallEnded)."""
 
@@ -90,7 +99,8 @@ class Finish:
     reason: str
 
 
-Action = Emit | AnswerCaller | RejectCaller | Dial | Refer | ReferReplaces | Bridge | HangupLeg | HangupAll | Finish
+Action = (Emit | AnswerCaller | RejectCaller | Dial | Refer | ReferReplaces | Bridge | HangupLeg | HangupAll | Finish
+          | ProbeCaller)
 
 
 @dataclass
@@ -133,6 +143,9 @@ class Conversation:
     overflowed: bool = False
     seat_cancelled: bool = False  # the seat did not answer within seat_timeout: its leg was cancelled
     confirmed: set[Leg] = field(default_factory=set)  # legs whose dialog is confirmed (a 200, not a 183)
+    held_since: float = 0.0  # the caller's leg is on hold (sendonly/inactive) since then; 0 = not held
+    probe_sent: float = 0.0  # an OPTIONS asks whether the silent caller is there (sent then; 0 = none out)
+    end_reason: str = ""  # why fenliu itself ended the call (recorded instead of the BYE's "Normal call clearing")
 
     # -- the wire ---------------------------------------------------------------------------
     def dialled(self, leg: Leg) -> None:
@@ -203,7 +216,7 @@ class Conversation:
             if self.transfer is not None and st in (S.TRANSFERRING, S.THREE_WAY, S.CONSULTED):
                 out += self._failed(0, "caller hung up during the transfer")
             self.state = S.ENDED
-            return out + [HangupAll(), Finish(status, reason)]
+            return out + [HangupAll(), Finish(status, self.end_reason or reason)]
         if leg == Leg.OPERATOR:
             if self.queue is not None:  # the queue did not take the caller: the IVR keeps it
                 q, self.queue = self.queue, None
@@ -350,33 +363,74 @@ class Conversation:
         return []
 
     def media_check(self, now: float, rx_packets: int | None, media_timeout: float,
-                    max_duration: float) -> list[Action]:
-        """A call must not live forever: end it when the caller's RTP stops (or never started
-        after the answer: an INVITE and ACK without SDP) for ``media_timeout`` s, or when it
-        is older than ``max_duration`` s. ``rx_packets`` is None while the caller has no media."""
+                    max_duration: float, held: bool = False, max_hold: float = 0.0) -> list[Action]:
+        """Whether the call is provably dead (ARCHITECTURE.md, "When fenliu may end a call"). A
+        caller who whispers, hides, is put on hold or goes quiet is still there: silence alone
+        never ends a call. When the caller's RTP has stopped for ``media_timeout`` s and the leg
+        is not on hold, an in-dialog OPTIONS asks (``ProbeCaller``); an answer keeps the call and
+        the question is asked again after another ``media_timeout`` of silence; no answer within
+        ``PROBE_TIMEOUT_S`` (or 408/481) means nobody is there, and only then is the call ended.
+        Bounds a centre may set: ``max_duration``, and ``max_hold`` for a leg on hold (0 = none).
+        ``rx_packets`` is None while the caller has no media."""
         if self.state in (S.RINGING, S.ENDED):
             return []
         if max_duration and now - self.started > max_duration:
             seconds = round(now - self.started, 1)
             self.started = now  # report once per period while the hang-up goes through
-            return [Emit(MediaTimeout(self.call_id, seconds, max(rx_packets or 0, 0),
-                                      why=f"longer than sip.max_duration ({max_duration:.0f} s)")), HangupAll()]
+            return self._end(MediaTimeout(self.call_id, seconds, max(rx_packets or 0, 0),
+                                          why=f"longer than sip.max_duration ({max_duration:.0f} s)"))
+        out: list[Action] = []
+        if held != bool(self.held_since):
+            self.held_since = now if held else 0.0
+            self.rx_changed, self.probe_sent = now, 0.0  # silence after an unhold counts from the unhold
+            out.append(Emit(LegHeld(self.call_id, Leg.CALLER.label, held)))
+        if held:
+            self.rx_changed, self.probe_sent = now, 0.0  # silence on hold is expected
+            if max_hold and now - self.held_since > max_hold:
+                seconds = round(now - self.held_since, 1)
+                self.held_since = now
+                return out + self._end(MediaTimeout(self.call_id, seconds, max(rx_packets or 0, 0),
+                                                    why=f"on hold longer than sip.max_hold ({max_hold:.0f} s)"))
+            return out
         if not media_timeout:
-            return []
+            return out
         if rx_packets is None:
             if Leg.CALLER not in self.media and now - self.answered_at > media_timeout:
                 self.answered_at = now  # report once per period while the hang-up goes through
-                return [Emit(MediaTimeout(self.call_id, round(media_timeout, 1), 0,
-                                          why="no audio stream was ever negotiated (no SDP)")), HangupAll()]
-            return []
+                return out + self._end(MediaTimeout(self.call_id, round(media_timeout, 1), 0,
+                                                    why="no audio stream was ever negotiated (no SDP)"))
+            return out
         if rx_packets != self.rx_packets:
-            self.rx_packets, self.rx_changed = rx_packets, now
-        elif now - self.rx_changed > media_timeout:
-            seconds = round(now - self.rx_changed, 1)
-            self.rx_changed = now
-            return [Emit(MediaTimeout(self.call_id, seconds, rx_packets, why="RTP from the caller stopped")),
-                    HangupAll()]
-        return []
+            self.rx_packets, self.rx_changed, self.probe_sent = rx_packets, now, 0.0
+            return out
+        silent = now - self.rx_changed
+        if self.probe_sent and now - self.probe_sent > PROBE_TIMEOUT_S:
+            return out + self.probe_answered(0, now)
+        if silent > media_timeout and not self.probe_sent:
+            self.probe_sent = now
+            return out + [ProbeCaller()]
+        return out
+
+    def probe_answered(self, status: int, now: float) -> list[Action]:
+        """The caller's side answered the OPTIONS (any final answer but 408/481: a UA is there),
+        or did not (``status`` 0: no answer in time)."""
+        if not self.probe_sent or self.state == S.ENDED:
+            return []
+        silent = round(now - self.rx_changed, 1)
+        self.probe_sent = 0.0
+        alive = status >= 200 and status not in (408, 481)
+        probe = Emit(MediaProbe(self.call_id, silent, status, alive))
+        if alive:
+            self.rx_changed = now  # ask again after another media_timeout of silence
+            return [probe]
+        answer = f"OPTIONS answered {status}" if status else "no answer to OPTIONS"
+        return [probe, *self._end(MediaTimeout(self.call_id, silent, max(self.rx_packets, 0),
+                                               why=f"no RTP for {silent:.0f} s and {answer}: nobody is on the line"))]
+
+    def _end(self, timeout: MediaTimeout) -> list[Action]:
+        """fenliu ends the call itself: say why, and record that reason as the call's end."""
+        self.end_reason = f"fenliu: {timeout.why}"
+        return [Emit(timeout), HangupAll()]
 
     # -- internals ----------------------------------------------------------------------------
     def _handed_over(self) -> list[Action]:

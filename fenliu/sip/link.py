@@ -79,7 +79,7 @@ class WorkerLink:
         return self.settings.rtp_port
 
     def start(self, timeout: float = 15.0) -> P.Ready:
-        cmd = [sys.executable, "-m", "fenliu.sip.worker", "--control", self.control_path]
+        cmd = [sys.executable, "-m", "fenliu.sip.ua.worker", "--control", self.control_path]
         # the worker's own output (pjlib's start-up lines) goes to our stderr, never stdout,
         # which `fenliu serve --json` keeps for events; the password travels in Configure
         # (a socket only we can open), never in argv or the environment

@@ -225,6 +225,27 @@ class MediaTimeout(Fact):
 
 
 @dataclass(frozen=True)
+class MediaProbe(Fact):
+    """The caller's RTP stopped (not on hold): is anybody there? An in-dialog OPTIONS went to the
+    caller's side; ``status`` is its answer (0 = none in time). Answered means present: the call
+    goes on, however quiet."""
+
+    call_id: str
+    silent_s: float  # how long no RTP had come
+    status: int = 0
+    alive: bool = False
+
+
+@dataclass(frozen=True)
+class LegHeld(Fact):
+    """A leg was put on hold (a=sendonly/inactive) or taken off it: silence on hold is expected."""
+
+    call_id: str
+    leg: str
+    held: bool
+
+
+@dataclass(frozen=True)
 class CallDegraded(Fact):
     """Live recognition is delayed or unavailable for this call; the call itself goes on."""
 
@@ -433,8 +454,9 @@ class WorkerSettings:
     max_calls: int = 4  # the pjsua2 wheel's limit per endpoint
     seat_uri: str = ""  # B2BUA seat mode: dial this operator seat for every incoming call
     users: tuple[str, ...] = ("110",)  # request-URI users we take; "*" = any; others get 404
-    media_timeout: float = 10.0  # no RTP (or never any media) for this long: end the call
+    media_timeout: float = 10.0  # no RTP for this long (not on hold): ask with an OPTIONS; no answer ends the call
     max_duration: float = 0.0  # end any call after this many seconds (0 = no limit)
+    max_hold: float = 0.0  # end a call whose caller is on hold longer than this (0 = no limit)
     reserve_transfer_leg: bool = True  # admit only as many calls as leave a leg for each transfer
     allow: tuple[str, ...] = ()  # static-peer mode: source addresses allowed to call (empty = any)
     registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty = static peer)

@@ -160,8 +160,8 @@ class Demo:
         self.wait_for("通话中")  # the caller's media is up: a call is in progress
         self.wait_for("参考文本")  # … and the service is hearing it
         started = descendants(self.proc.pid)
-        assert any("fenliu.sip.peer" in c for c in started.values())  # hotlines, caller
-        assert any("fenliu.sip.worker" in c for c in started.values())
+        assert any("fenliu.sip.ua.peer" in c for c in started.values())  # hotlines, caller
+        assert any("fenliu.sip.ua.worker" in c for c in started.values())
         t0 = time.monotonic()
         send_signal()
         rc = self.proc.wait(60)

@@ -1,4 +1,4 @@
-"""Run `fenliu.sip.peer` processes (hotlines, seats, callers) and read their JSON events."""
+"""Run `fenliu.sip.ua.peer` processes (hotlines, seats, callers) and read their JSON events."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class PeerProc:
         self.uri = f"sip:{user}@127.0.0.1:{self.port}"
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
-        cmd = [sys.executable, "-m", "fenliu.sip.peer", "--port", str(self.port), "--user", user,
+        cmd = [sys.executable, "-m", "fenliu.sip.ua.peer", "--port", str(self.port), "--user", user,
                "--rtp-port", str(rtp_block()), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      stdin=subprocess.PIPE if "--commands" in args else subprocess.DEVNULL)

@@ -186,16 +186,29 @@ def stray_bye_scenario() -> str:
 """
 
 
-def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
-             timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> subprocess.CompletedProcess[str]:
+def sipp_command(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
+                 timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> list[str]:
+    """SIPp as a caller (``-aa``: it answers in-dialog INFO, NOTIFY, OPTIONS and UPDATE with 200,
+    as a phone does)."""
     assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
     xml = work / "scenario.xml"
     xml.write_text(scenario, encoding="utf-8")
-    cmd = ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
-           "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(rtp_block()),
-           "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
-           "-error_file", str(work / "sipp-errors.log")]
+    return ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
+            "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(rtp_block()),
+            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
+            "-error_file", str(work / "sipp-errors.log")]
+
+
+def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
+             timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> subprocess.CompletedProcess[str]:
+    cmd = sipp_command(scenario, target_port, work, calls, rate, timeout, local_ip, limit)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)
+
+
+def start_sipp(scenario: str, target_port: int, work: Path, timeout: float = 60) -> subprocess.Popen[str]:
+    """A SIPp caller in the background (a test may stop it with SIGSTOP: a caller whose network died)."""
+    return subprocess.Popen(sipp_command(scenario, target_port, work, timeout=timeout), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True, cwd=work)
 
 
 def dtmf_info(digit: str) -> str:

@@ -1,6 +1,7 @@
 """Bad input and normal-use faults at the SIP edge: each gets a clear answer, no call lives
 for ever, and the service stays up."""
 
+import signal
 import socket
 import threading
 from collections import defaultdict
@@ -17,6 +18,7 @@ from tests.sip.sipp import (
     no_sdp_scenario,
     repeated_invite_scenario,
     run_sipp,
+    start_sipp,
     stray_bye_scenario,
 )
 
@@ -85,14 +87,42 @@ def test_bye_for_an_unknown_dialog_gets_481(worker, tmp_path):
     assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)
 
 
-def test_rtp_stopping_mid_call_ends_it_after_the_media_timeout(worker, tmp_path):
-    # the caller answers the handshake but never sends a single RTP packet
+def test_a_silent_caller_who_answers_is_never_cut_off(worker, tmp_path):
+    """No RTP at all (a phone that suppresses silence, a caller who whispers or hides): after
+    media_timeout an in-dialog OPTIONS asks; the caller's side answers, so the call goes on — and
+    is asked again after the next stretch of silence. Only the test ends it."""
     n = worker.mark()
-    r = run_sipp(caller_scenario(None, talk_ms=0, callee_hangs_up=True), worker.sip_port, tmp_path, timeout=20)
-    assert r.returncode == 0, r.stdout[-1500:] + errors(tmp_path)  # SIPp got our BYE and said 200
-    timeout = worker.wait(fact(P.MediaTimeout), timeout=10, since=n)
-    assert timeout.seconds >= 2.0
-    worker.wait(fact(P.CallEnded, call_id=timeout.call_id), since=n)
+    proc = start_sipp(caller_scenario(None, talk_ms=0, callee_hangs_up=True), worker.sip_port, tmp_path)
+    try:
+        cid = worker.wait(fact(P.CallAnswered), 15, since=n).call_id
+        first = worker.wait(fact(P.MediaProbe, call_id=cid), 20, since=n)
+        assert first.alive and first.status == 200 and first.silent_s >= 2.0
+        worker.wait(fact(P.MediaProbe, call_id=cid), 20, since=n, nth=2)  # asked again, answered again
+        assert not [f for f in worker.facts(since=n) if isinstance(f, P.MediaTimeout | P.CallEnded)]
+        worker.send(P.Hangup(cid))
+        assert proc.wait(20) == 0, errors(tmp_path)  # SIPp got our BYE (the test's) and said 200
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_caller_whose_line_is_dead_is_ended_with_the_reason(worker, tmp_path):
+    """The caller's side stops dead (SIGSTOP: no RTP, no answer to anything): provably dead only
+    after the OPTIONS probe goes unanswered; the call ends and its record says why."""
+    n = worker.mark()
+    proc = start_sipp(caller_scenario(None, talk_ms=0, callee_hangs_up=True), worker.sip_port, tmp_path)
+    try:
+        cid = worker.wait(fact(P.CallAnswered), 15, since=n).call_id
+        proc.send_signal(signal.SIGSTOP)
+        timeout = worker.wait(fact(P.MediaTimeout, call_id=cid), 40, since=n)
+        assert "no answer to OPTIONS" in timeout.why and timeout.seconds >= 2.0
+        probe = worker.wait(fact(P.MediaProbe, call_id=cid), since=n)
+        assert not probe.alive and probe.status == 0
+        ended = worker.wait(fact(P.CallEnded, call_id=cid), 20, since=n)
+        assert ended.reason.startswith("fenliu: no RTP for") and "no answer to OPTIONS" in ended.reason
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_an_invite_repeated_after_the_ack_is_not_a_second_call(worker, tmp_path):

@@ -22,6 +22,7 @@ from fenliu.sip.conversation import (
     Finish,
     HangupAll,
     HangupLeg,
+    ProbeCaller,
     Refer,
     ReferReplaces,
     RejectCaller,
@@ -548,9 +549,14 @@ def test_drop_operator_after_releases_on_the_first_tick_past_it():
 # -- calls must not live for ever ------------------------------------------------------------------
 
 
-def check(c: Call, at: float, rx: int | None, media_timeout: float = 10.0, max_duration: float = 0.0):
+def check(c: Call, at: float, rx: int | None, media_timeout: float = 10.0, max_duration: float = 0.0,
+          held: bool = False, max_hold: float = 0.0):
     c.at(at)
-    return c.carry_out(c.conv.media_check(c.now, rx, media_timeout, max_duration))
+    return c.carry_out(c.conv.media_check(c.now, rx, media_timeout, max_duration, held, max_hold))
+
+
+def probed(status: int) -> Step:
+    return lambda c: c.conv.probe_answered(status, c.now)
 
 
 def test_no_media_ever_after_the_answer_times_out_naming_sdp():
@@ -566,22 +572,76 @@ def test_no_media_ever_after_the_answer_times_out_naming_sdp():
     assert check(c, 12.5, None) == []  # once per period while the hang-up goes through
 
 
-def test_flowing_rtp_keeps_the_call_and_frozen_rtp_ends_it():
+def test_flowing_rtp_keeps_the_call_and_silence_only_asks_whether_anybody_is_there():
     c = answered()
-    for i in range(1, 30):  # 29 s of RTP flowing: never timed out
+    for i in range(1, 30):  # 29 s of RTP flowing: never questioned
         assert check(c, float(i), 50 * i) == []
     assert check(c, 39.0, 50 * 29) == []  # frozen since 29 s: 10 s is not yet "more than"
-    actions = check(c, 39.5, 50 * 29)
-    (timeout,) = facts(actions)
-    assert isinstance(timeout, P.MediaTimeout) and "RTP" in timeout.why and "stopped" in timeout.why
-    assert timeout.packets == 50 * 29 and timeout.seconds == 10.5
+    assert check(c, 39.5, 50 * 29) == [ProbeCaller()]  # silence is not a hang-up: an OPTIONS asks
+    assert check(c, 40.5, 50 * 29) == []  # asked once
+    c.at(40.6)
+    (probe,) = facts(run(c, probed(200)))  # a phone that suppresses silence, a whisperer: answered
+    assert isinstance(probe, P.MediaProbe) and probe.alive and probe.status == 200 and probe.silent_s == 11.6
+    assert check(c, 50.0, 50 * 29) == []
+    assert check(c, 50.7, 50 * 29) == [ProbeCaller()]  # another 10 s of silence: asked again
+    assert c.conv.state == S.TALKING
+
+
+def test_a_caller_that_answers_nothing_is_provably_dead_and_the_reason_is_recorded():
+    c = answered()
+    assert check(c, 5.0, 250) == []
+    assert check(c, 15.5, 250) == [ProbeCaller()]
+    assert check(c, 20.0, 250) == []  # 4.5 s: the answer may still come
+    actions = check(c, 20.6, 250)  # 5.1 s without an answer to the OPTIONS
+    probe, timeout = facts(actions)
+    assert isinstance(probe, P.MediaProbe) and not probe.alive and probe.status == 0
+    assert isinstance(timeout, P.MediaTimeout) and timeout.packets == 250
+    assert "no RTP for 16 s and no answer to OPTIONS" in timeout.why
+    assert actions[-1] == HangupAll()
+    (finish,) = [a for a in run(c, gone(CALLER, 200, "Normal call clearing")) if isinstance(a, Finish)]
+    assert finish.reason == "fenliu: " + timeout.why  # the record says why, not "Normal call clearing"
+
+
+@pytest.mark.parametrize("status", [408, 481])
+def test_an_options_answered_with_408_or_481_means_nobody_is_there(status):
+    c = answered()
+    assert check(c, 1.0, 0) == []
+    assert check(c, 11.5, 0) == [ProbeCaller()]
+    c.at(11.7)
+    actions = run(c, probed(status))
+    assert not facts(actions)[0].alive and f"OPTIONS answered {status}" in facts(actions)[1].why
     assert actions[-1] == HangupAll()
 
 
-def test_rtp_that_never_counts_a_packet_still_times_out():
+def test_a_caller_on_hold_is_never_timed_out_unless_the_centre_bounds_it():
     c = answered()
-    assert check(c, 5.0, 0) == []
-    assert facts(check(c, 15.5, 0))[0].why.startswith("RTP")
+    assert check(c, 1.0, 50) == []
+    (held,) = facts(check(c, 2.0, 50, held=True))  # a=inactive: RTP stops, as it should
+    assert isinstance(held, P.LegHeld) and held.held
+    for s in range(3, 600, 7):
+        assert check(c, float(s), 50, held=True) == []  # ten minutes of silence on hold: nothing asked
+    (unheld,) = facts(check(c, 600.0, 50))
+    assert not unheld.held
+    assert check(c, 609.0, 50) == []  # silence after the unhold counts from the unhold
+    assert check(c, 610.5, 50) == [ProbeCaller()]
+
+
+def test_max_hold_bounds_a_hold_when_a_centre_wants_it():
+    c = answered()
+    check(c, 1.0, 50, held=True)
+    assert check(c, 60.0, 50, held=True, max_hold=120.0) == []
+    actions = check(c, 121.5, 50, held=True, max_hold=120.0)
+    (timeout,) = facts(actions)
+    assert isinstance(timeout, P.MediaTimeout) and "sip.max_hold (120 s)" in timeout.why
+    assert actions[-1] == HangupAll()
+
+
+def test_a_late_probe_answer_after_the_call_ended_changes_nothing():
+    c = answered()
+    check(c, 1.0, 0)
+    assert check(c, 11.5, 0) == [ProbeCaller()]
+    run(c, gone(CALLER))
+    assert run(c, probed(200)) == []
 
 
 def test_a_call_older_than_max_duration_is_ended():

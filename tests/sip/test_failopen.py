@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from fenliu.sip.kamailio import KamailioFront
+from fenliu.sip.front.kamailio import KamailioFront
 from fenliu.sip.link import WorkerLink
 from tests.conftest import free_port, rtp_block
 from tests.sip.sipp_seat import SEAT, WORKER, SippSeat, run_caller

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from fenliu.sip import protocol as P
-from fenliu.sip.kamailio import KamailioFront
+from fenliu.sip.front.kamailio import KamailioFront
 from fenliu.sip.link import WorkerLink
 from tests.conftest import FIXTURES, free_port, rtp_block
 from tests.sip.sipp import alaw_file, caller_scenario, run_sipp

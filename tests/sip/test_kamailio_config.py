@@ -8,7 +8,7 @@ import pytest
 
 from fenliu.errors import ConfigError, FenliuError
 from fenliu.settings import load_settings
-from fenliu.sip.kamailio import check_fallback, parse_workers, render_config
+from fenliu.sip.front.kamailio import check_fallback, parse_workers, render_config
 
 KAMAILIO = shutil.which("kamailio") or ("/usr/sbin/kamailio" if os.path.exists("/usr/sbin/kamailio") else None)
 
@@ -48,7 +48,7 @@ def test_config_fails_open_only_with_a_fallback_and_kamailio_accepts_it(tmp_path
     else:
         assert "X-Fenliu-Failopen" not in cfg and 'sl_send_reply("503", "No fenliu worker available")' in cfg
     if KAMAILIO:
-        from fenliu.sip.kamailio import module_dir
+        from fenliu.sip.front.kamailio import module_dir
 
         path = tmp_path / "k.cfg"
         path.write_text(cfg.replace('mpath="/nonexistent"', f'mpath="{module_dir()}"'), encoding="utf-8")

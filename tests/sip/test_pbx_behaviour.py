@@ -216,3 +216,42 @@ def test_a_burst_of_reinvites_leaves_the_worker_and_a_bystander_call_alone(tmp_p
         hang_up(link, bystander, bt, bbox)  # the bystander's call was never touched
     finally:
         link.stop()
+
+
+# -- silence is not a hang-up ---------------------------------------------------------------------
+
+
+def test_a_caller_on_hold_is_kept_however_long_the_silence(tmp_path):
+    """The caller's PBX puts it on hold with a=inactive and its RTP stops, as it should, for four
+    times the media timeout: nothing is asked and nothing is ended; after the unhold recognition
+    hears the caller again."""
+    frames = Frames()
+    link = start_worker("hold", frames, media_timeout=1.0)
+    audio = alaw_file(WAV, tmp_path)
+    middle = f"""<pause milliseconds="1000"/>
+  {caller_reinvite(HEADERS, 2, "inactive", version=2)}
+  <nop><action><exec rtp_stream="pause"/></action></nop>
+  <pause milliseconds="4000"/>
+  {caller_reinvite(HEADERS, 3, "sendrecv", version=3)}
+  <nop><action><exec rtp_stream="resume"/></action></nop>"""
+    scenario = caller_scenario(audio, 0, callee_hangs_up=True, middle=middle).replace(f"{audio},1,8", f"{audio},-1,8")
+    try:
+        n = link.mark()
+        t, box = caller_thread(scenario, link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20, since=n).call_id
+        slot = link.wait(fact(P.CallStarted, call_id=cid), since=n).slot
+        held = link.wait(fact(P.LegHeld, call_id=cid), 20, since=n)
+        assert held.held
+        unheld = link.wait(fact(P.LegHeld, call_id=cid), 30, since=n, nth=2)
+        assert not unheld.held
+        during = link.facts(since=n)
+        assert not [f for f in during if isinstance(f, P.MediaProbe | P.MediaTimeout | P.CallEnded)], \
+            "a caller on hold was questioned or cut off"
+        after = frames.of(slot)
+        deadline = time.monotonic() + 30
+        while frames.of(slot) < after + 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert frames.of(slot) >= after + 100, "recognition is deaf after the unhold"
+        hang_up(link, cid, t, box)
+    finally:
+        link.stop()

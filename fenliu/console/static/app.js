@@ -440,6 +440,12 @@ function applyToCall(c, ev, kind, data) {
     case 'media_timeout':
       if (S.sel === c) showMessage(`媒体超时：${Math.round(Number(data.seconds) || 0)} 秒没有收到语音${data.why ? `（${data.why}）` : ''}`, 'warn');
       break;
+    case 'leg_held': // the caller's PBX put the call on hold: silence is expected, nothing is ended
+      if (S.sel === c) showMessage(data.held ? '报警人一侧已保持通话（静音属正常，系统不会挂断）' : '报警人一侧已恢复通话', 'info');
+      break;
+    case 'media_probe': // no voice for a while: the caller's phone was asked whether it is still there
+      if (S.sel === c && data.alive) showMessage(`报警人 ${Math.round(Number(data.silent_s) || 0)} 秒无声，话机仍在线，通话保持`, 'info');
+      break;
     case 'operator_action':
       if (S.sel === c && data.by !== S.user.name) {
         showMessage(`${data.by || '其他终端'}：${data.action || ''} ${data.target ? targetText(data.target) : ''}`, 'info');

@@ -51,16 +51,17 @@ from fenliu.sip.conversation import (
     Finish,
     HangupAll,
     HangupLeg,
+    ProbeCaller,
     Refer,
     ReferReplaces,
     RejectCaller,
 )
 from fenliu.sip.dialogs import dialog_from
-from fenliu.sip.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
-from fenliu.sip.framecopy import make_copier
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg, WorkerSettings
+from fenliu.sip.ua.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
+from fenliu.sip.ua.framecopy import make_copier
 
-log = logging.getLogger("fenliu.sip.worker")
+log = logging.getLogger("fenliu.sip.ua.worker")
 
 FRAME_MS = 20
 RELEASE_AFTER_S = 2.0  # keep an ended leg's pjsua2 objects this long, then let them go
@@ -192,6 +193,9 @@ class LegCall(pj.Call):
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         self.worker.guard("onCallMediaState", self.worker.on_leg_media, self)
+
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:  # noqa: N802
+        self.worker.guard("onCallTsxState", self.worker.on_tsx, self, prm)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         self.worker.guard("onDtmfDigit", self.worker.on_dtmf, self, prm.digit, prm.method)
@@ -418,6 +422,8 @@ class Worker:
                 self._hangup_all(lv)
             elif isinstance(a, Finish):
                 self._finish(lv, a.status, a.reason)
+            elif isinstance(a, ProbeCaller):
+                self._probe(lv)
 
     def _dial(self, lv: Live, leg: Leg, uri: str) -> None:
         conv = lv.conv
@@ -551,6 +557,30 @@ class Worker:
             return
         lv.taps[leg] = tap
 
+    def _probe(self, lv: Live) -> None:
+        """An in-dialog OPTIONS to the caller's side: a UA that is there answers it at once."""
+        call = lv.calls.get(Leg.CALLER)
+        if call is None:
+            return
+        prm = pj.CallSendRequestParam()
+        prm.method = "OPTIONS"
+        try:
+            call.sendRequest(prm)
+        except pj.Error as e:  # no dialog to send it in: nobody can answer
+            log.info("probe of %s not sent: %s", lv.conv.call_id, e.info().strip())
+            self.execute(lv, lv.conv.probe_answered(0, time.monotonic()))
+
+    def on_tsx(self, call: LegCall, prm: pj.OnCallTsxStateParam) -> None:
+        """The answer to our OPTIONS probe (other transactions are pjsua's business)."""
+        lv = self._live_of(call)
+        if lv is None or call.leg != Leg.CALLER or prm.e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = prm.e.body.tsxState.tsx
+        if tsx.method != "OPTIONS" or tsx.role != pj.PJSIP_ROLE_UAC or tsx.statusCode < 200:
+            return
+        if tsx.state in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED):
+            self.execute(lv, lv.conv.probe_answered(tsx.statusCode, time.monotonic()))
+
     def on_dtmf(self, call: LegCall, digit: str, method: int) -> None:
         if self._live_of(call) is None:
             return
@@ -662,7 +692,8 @@ class Worker:
         self._next_media_check = now + 1.0
         for lv in list(self.live.values()):
             self.guard("media check", lambda x=lv: self.execute(x, x.conv.media_check(
-                now, self._rx_packets(x), self.cfg.media_timeout, self.cfg.max_duration)))
+                now, self._rx_packets(x), self.cfg.media_timeout, self.cfg.max_duration, self._held(x),
+                self.cfg.max_hold)))
 
     def _rx_packets(self, lv: Live) -> int | None:
         call = lv.calls.get(Leg.CALLER)
@@ -674,6 +705,22 @@ class Worker:
             return int(call.getStreamStat(idx).rtcp.rxStat.pkt)
         except (pj.Error, StopIteration):
             return None
+
+    def _held(self, lv: Live) -> bool:
+        """The caller's audio is on hold as negotiated (a=sendonly/recvonly/inactive): no RTP from
+        it is what hold means, not a sign that nobody is there."""
+        call = lv.calls.get(Leg.CALLER)
+        if call is None or Leg.CALLER not in lv.media:
+            return False
+        try:
+            info = call.getInfo()
+        except pj.Error:
+            return False
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO:
+                return bool(mi.status in (pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)
+                            or mi.dir != pj.PJMEDIA_DIR_ENCODING_DECODING)
+        return False
 
     # -- helpers --------------------------------------------------------------------------
     def _release_later(self, obj: Any, after: float = RELEASE_AFTER_S) -> None:

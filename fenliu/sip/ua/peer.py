@@ -3,9 +3,9 @@
 It is what `fenliu dial` runs to place a real call into the service (拨测), what the demo
 starts as local test hotlines, and what the integration tests use as the far end:
 
-    python -m fenliu.sip.peer --port 5091 --answer 200 --record heard.wav       # a hotline
-    python -m fenliu.sip.peer --port 5092 --answer 486                          # a busy seat
-    python -m fenliu.sip.peer --port 5093 --call sip:110@127.0.0.1:5060 --play call.wav
+    python -m fenliu.sip.ua.peer --port 5091 --answer 200 --record heard.wav       # a hotline
+    python -m fenliu.sip.ua.peer --port 5092 --answer 486                          # a busy seat
+    python -m fenliu.sip.ua.peer --port 5093 --call sip:110@127.0.0.1:5060 --play call.wav
 
 It prints one JSON object per line on stdout for each thing that happened (ready, incoming,
 state, media, transfer request, ended), and follows a REFER (it is a well-behaved transferee).
@@ -29,7 +29,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from fenliu.sip.endpoint import account_config, serve_until_signalled, start_endpoint
+from fenliu.sip.ua.endpoint import account_config, serve_until_signalled, start_endpoint
 
 HEARD_S = 1.0  # "heard": this much voiced audio reached the recorder
 VOICE_LEVEL = 8  # pjmedia's signal level (0..255) above which a frame counts as voice, not line noise
