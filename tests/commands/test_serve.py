@@ -161,7 +161,7 @@ url = "{platform.url}/sms"
 """, encoding="utf-8")
     s = settings_for(1)
     seat = PeerProc("--answer", "200", user="seat")
-    hotline = PeerProc("--answer", "200", "--commands", user="12345")
+    hotline = PeerProc("--answer", "200", "--commands", "--record", str(tmp_path / "hotline.wav"), user="12345")
     busy = PeerProc("--answer", "486", user="12348")
     api = free_port()
     env = {**os.environ, "FENLIU_SIP__PORT": str(s.sip.port), "FENLIU_SIP__RTP_PORT": str(s.sip.rtp_port),
@@ -171,7 +171,9 @@ url = "{platform.url}/sms"
            "FENLIU_TRANSFER__TARGETS": f"12345={hotline.uri},12348={busy.uri},"
                                        + ",".join(f"{t}=sip:{t}@127.0.0.1:9" for t in ("12328", "12338", "95598", "social")),
            "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/fenliu.db", "FENLIU_CONFIG": str(config),
-           "FENLIU_TEST_PLATFORM_SECRET": "shared-secret"}
+           "FENLIU_TEST_PLATFORM_SECRET": "shared-secret",
+           # the hotline hangs up once it has heard the caller (a second of voice): longer than this
+           "FENLIU_TRANSFER__MIN_TALK": "0.5"}
     proc = subprocess.Popen([sys.executable, "-m", "fenliu", "serve", "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
@@ -250,6 +252,7 @@ url = "{platform.url}/sms"
             health = json.load(r)
         assert health["ok"] and health["mode"] == "threads" and health["workers"][0]["state"] == "alive"
         seat.wait(lambda e: e["event"] == "ended")
+        hotline.wait(lambda e: e["event"] == "heard", 30)  # the caller talked to the hotline
         hotline.send("hangup")  # the caller and the hotline are done: the hotline hangs up
         t.join(60)
         assert box["r"].returncode == 0, box["r"].stdout[-1500:]

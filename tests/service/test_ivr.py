@@ -220,7 +220,8 @@ def test_sipp_dtmf_chooses_the_branch(ko_engine, ko_router, prompt_cache, tmp_pa
     RFC 4733 capture — during the welcome: the key is kept for the menu (type-ahead)."""
     flow = tmp_path / "menu.toml"
     flow.write_text(MENU_FLOW.format(welcome=tone(tmp_path / "welcome.wav", 700, 6)), encoding="utf-8")
-    hotline = PeerProc("--answer", "200", "--hangup-after", "2", user="12345")
+    # the hotline takes the caller and talks longer than transfer.min_talk (3 s) before it hangs up
+    hotline = PeerProc("--answer", "200", "--hangup-after", "4", user="12345")
     queue = PeerProc("--answer", "200", "--hangup-after", "2", user="acd")
     svc = Service(tmp_path, ko_engine, ko_router, {"12345": hotline.uri}, queue.uri, flow=str(flow),
                   cache=prompt_cache)
