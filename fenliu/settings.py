@@ -75,6 +75,9 @@ class SipSettings:
     # fail-open (with front_port): when no worker can take a call (all down, full or failing) the front
     # sends it straight to this operator seat / ACD queue, marked "X-Fenliu-Failopen" (empty: 503)
     fallback_uri: str = ""
+    # how long the front waits for a worker's first reply before it tries the next one (or fails open);
+    # a worker refuses an INVITE the front relayed longer ago than this (it was failed over meanwhile)
+    front_timeout: float = 1.5
     registrar: str = ""  # trunk registration: sip:pbx.example:5060 (empty: static peer, no REGISTER)
     reg_user: str = ""  # per worker; "{i}" becomes the worker number: "fenliu{i}" -> fenliu0, fenliu1, …
     reg_password: str = ""  # set it with FENLIU_SIP__REG_PASSWORD, never in a committed file
@@ -243,6 +246,8 @@ def _validate(s: Settings) -> None:
         raise bad("asr.max_active", (s.asr.max_active, s.asr.beam), "use 0 (model default) or e.g. max_active = 1000, beam = 8")
     if s.asr.max_delay <= 0:
         raise bad("asr.max_delay", s.asr.max_delay, "use a positive number of seconds (3 is a good start)")
+    if not 0.2 <= s.sip.front_timeout <= 30:
+        raise bad("sip.front_timeout", s.sip.front_timeout, "use 0.2 to 30 seconds (default 1.5)")
     if s.sip.max_hold < 0:
         raise bad("sip.max_hold", s.sip.max_hold, "use 0 (no limit) or a positive number of seconds")
     if s.sip.media_timeout < 0 or s.sip.max_duration < 0:

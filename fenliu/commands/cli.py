@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         workers = parse_workers(args.instances or f"{sip.address}:{sip.port}-{sip.port + sip.workers - 1}")
         return run_front(args.address or sip.address, args.port or sip.front_port or 5060, workers,
                          sip.fallback_uri if args.fallback is None else args.fallback,
-                         lambda line: print(line, flush=True))
+                         lambda line: print(line, flush=True), sip.front_timeout)
 
     if cmd in ("calls", "transfer", "release"):
         return _api_command(args, settings)

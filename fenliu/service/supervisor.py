@@ -151,7 +151,7 @@ class Supervisor:
             seat_uri="" if front_first else s.seat_uri, overflow=bool(ivr.flow) and not front_first,
             seat_timeout=ivr.seat_timeout, queue_leg=front_first,
             users=split(s.users) or ("*",), media_timeout=s.media_timeout,
-            max_duration=s.max_duration, max_hold=s.max_hold,
+            max_duration=s.max_duration, max_hold=s.max_hold, invite_max_age=s.front_timeout,
             reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
             allow=split(s.allow), registrar=s.registrar, reg_user=s.reg_user.replace("{i}", str(index)),
             reg_password=s.reg_password, reg_expires=s.reg_expires, reg_retry=s.reg_retry,
@@ -185,7 +185,7 @@ class Supervisor:
 
             self.front = KamailioFront(sip.address, sip.front_port,
                                        [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)],
-                                       fallback_uri=sip.fallback_uri,
+                                       fallback_uri=sip.fallback_uri, fr_timer_ms=int(sip.front_timeout * 1000),
                                        on_line=lambda line: self._publish("front", P.FrontEvent(line)))
             self.front.start()
             self._publish("front", P.FrontReady(sip.address, sip.front_port, sip.workers))

@@ -30,6 +30,9 @@ PROTOCOL_VERSION = 2
 
 FRAME_HEADER = struct.Struct("!HBI")  # slot, leg, sequence
 LEG_OPEN, LEG_CLOSE = 0xFE, 0xFF  # control datagrams on the audio channel (in the leg byte)
+# stamped by the front on each INVITE it relays to a worker (unix seconds): a worker that gets to it
+# later than the front waits for a reply has been failed over, and must not start that call
+RELAYED_HEADER = "X-Fenliu-Relayed"
 
 
 class Leg(IntEnum):
@@ -148,6 +151,16 @@ class CallRejected(Fact):
     user: str = ""
     source: str = ""
     t: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class StaleInvite(Fact):
+    """An INVITE reached this worker after the front had given up on it (the worker was stalled):
+    refused, so no slot is held for a caller the front has already sent elsewhere."""
+
+    sip_call_id: str
+    age_s: float
+    remote: str = ""
 
 
 @dataclass(frozen=True)
@@ -469,6 +482,7 @@ class WorkerSettings:
     # seat_timeout) instead of rejecting it; an IVR may hand the caller to an operators' queue leg
     overflow: bool = False
     seat_timeout: float = 0.0  # seat mode with overflow: the seat must answer within this (0: no limit)
+    invite_max_age: float = 1.5  # an INVITE the front relayed longer ago has been failed over: refuse it
     queue_leg: bool = False  # reserve a leg for the operators' queue (answer mode with an IVR flow)
 
     def legs_per_conversation(self) -> int:

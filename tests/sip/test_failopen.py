@@ -96,7 +96,7 @@ def test_overflow_beyond_every_workers_capacity_goes_to_the_seat_not_503(tmp_pat
         assert on_workers + on_seat == calls
         assert on_seat >= 2 and on_workers >= 2  # the workers took what they hold, the seat the rest
         overflow = [x for x in front.lines() if x.startswith("failopen")]
-        assert len(overflow) == on_seat and all("every worker failed, last 486" in x for x in overflow), overflow
+        assert len(overflow) == on_seat and all("every worker failed, last 503" in x for x in overflow), overflow
     finally:
         front.stop()
         for link in links:
@@ -118,3 +118,48 @@ def test_without_a_fallback_the_front_still_answers_503_when_no_worker_is_up(tmp
     finally:
         front.stop()
         link.stop()
+
+
+def test_stalled_workers_do_not_answer_an_invite_the_front_has_failed_over(tmp_path):
+    """Both workers are stopped (SIGSTOP: a stalled host) when a call comes: the front waits
+    sip.front_timeout for each and fails open to the seat. When the workers run again they find
+    the old INVITE in their socket — relayed longer ago than the front waits — and refuse it
+    (StaleInvite, 408): no call is started, no slot is held, no second answer reaches the caller."""
+    import signal
+
+    from fenliu.sip import protocol as P
+    from tests.sip.peers import fact
+
+    seat = SippSeat(tmp_path, require_failopen=True)
+    links = [worker(f"s{i}") for i in range(2)]
+    front = KamailioFront("127.0.0.1", free_port(2), [("127.0.0.1", x.sip_port) for x in links],
+                          fallback_uri=seat.uri)
+    front.start()
+    try:
+        marks = [link.mark() for link in links]
+        mark = front.mark()
+        for link in links:
+            assert link.proc is not None
+            link.proc.send_signal(signal.SIGSTOP)
+        call = run_caller(front.port, tmp_path, calls=1, expect=SEAT, talk_ms=500, name="stalled")
+        assert call.returncode == 0, call.errors or call.stdout[-1500:]
+        assert call.count(SEAT) == 1  # the caller got the operators, at once
+        relayed = [link for link in links
+                   if any(x == f"worker-silent sip:127.0.0.1:{link.sip_port}" for x in front.lines(mark))]
+        assert relayed, front.lines(mark)  # the front did try (at least) the first worker
+        for link in links:
+            link.proc.send_signal(signal.SIGCONT)
+        for link, m in zip(links, marks, strict=True):
+            if link in relayed:
+                stale = link.wait(fact(P.StaleInvite), 20, since=m)
+                assert stale.age_s > 1.5
+        for link, m in zip(links, marks, strict=True):
+            assert not [f for f in link.facts(since=m) if isinstance(f, P.CallStarted)], "a stale INVITE became a call"
+    finally:
+        for link in links:
+            if link.proc is not None and link.proc.poll() is None:
+                link.proc.send_signal(signal.SIGCONT)
+        front.stop()
+        for link in links:
+            link.stop()
+        seat.stop()

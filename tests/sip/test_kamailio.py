@@ -25,7 +25,7 @@ def test_more_simultaneous_calls_than_one_worker_holds_spread_over_two_workers(t
         audio = alaw_file(FIXTURES / "ko" / "ko-01-greeting.wav", tmp_path)
         calls = sum(capacity)  # more than one worker holds, all at once
         r = run_sipp(caller_scenario(audio, talk_ms=4000), front.port, tmp_path, calls=calls, rate=50, timeout=40)
-        assert r.returncode == 0, r.stdout[-2000:]  # all answered: the front moved past the 486 of a full worker
+        assert r.returncode == 0, r.stdout[-2000:]  # all answered: the front moved past the 503 of a full worker
         per_worker = [len([f for f in link.facts() if isinstance(f, P.CallStarted)]) for link in links]
         assert per_worker == capacity
     finally:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fenliu.errors import FenliuError
+from fenliu.sip.protocol import RELAYED_HEADER
 
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
                "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules")
@@ -170,6 +171,7 @@ request_route {{
         $var(why) = "no worker active";
         {no_worker}
     }}
+    append_hf("{RELAYED_HEADER}: $TV(Sn)\r\n");
     t_on_failure("NEXT_WORKER");
     t_relay();
     exit;
@@ -191,6 +193,7 @@ failure_route[NEXT_WORKER] {{
         exit;  # a real answer (404, 403, 603 …) goes back to the PBX
     }}
     if (ds_next_dst()) {{
+        append_hf("{RELAYED_HEADER}: $TV(Sn)\r\n");  # this branch's own time (the worker takes the latest)
         t_on_failure("NEXT_WORKER");
         t_relay();
         exit;
@@ -361,12 +364,13 @@ def parse_workers(spec: str) -> list[tuple[str, int]]:
 
 
 def run_front(address: str, port: int, workers: list[tuple[str, int]], fallback_uri: str,
-              out: Callable[[str], None]) -> int:
+              out: Callable[[str], None], timeout: float = 1.5) -> int:
     """``fenliu front``: Kamailio alone in front of workers anywhere (one or more fenliu
     instances); runs until SIGTERM/SIGINT or until Kamailio dies (exit 1)."""
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    front = KamailioFront(address, port, workers, fallback_uri, on_line=lambda line: out(f"front: {line}"))
+    front = KamailioFront(address, port, workers, fallback_uri, fr_timer_ms=int(timeout * 1000),
+                          on_line=lambda line: out(f"front: {line}"))
     try:
         front.start()
         target = fallback_uri or "503 (no fallback: set --fallback or sip.fallback_uri)"

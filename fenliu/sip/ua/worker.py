@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -57,7 +58,7 @@ from fenliu.sip.conversation import (
     RejectCaller,
 )
 from fenliu.sip.dialogs import dialog_from
-from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, Leg, WorkerSettings
+from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, RELAYED_HEADER, Leg, WorkerSettings
 from fenliu.sip.ua.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
 from fenliu.sip.ua.framecopy import make_copier
 
@@ -340,6 +341,18 @@ class Worker:
         info = call.getInfo()
         source = prm.rdata.srcAddress.rsplit(":", 1)[0].strip("[]")
         user = request_user(prm.rdata.wholeMsg)
+        age = relayed_age(prm.rdata.wholeMsg, time.time())
+        if age is not None and age > self.cfg.invite_max_age:
+            # the front relayed this INVITE longer ago than it waits for a worker: it has failed it
+            # over (to another worker or the operators). Starting a call now would hold a slot,
+            # and a second answer, for a caller somebody else already has.
+            op = pj.CallOpParam()
+            op.statusCode = 408
+            op.reason = "Stale INVITE"
+            call.hangup(op)
+            self._unlinked.add(call)
+            self.uplink.send(P.StaleInvite(info.callIdString, round(age, 2), info.remoteUri))
+            return
         refusal = self.admission(source, user)
         if info.callIdString in self.live:
             # the same INVITE again after we answered it (a retransmission that crossed our 200,
@@ -351,7 +364,11 @@ class Worker:
             op = pj.CallOpParam()
             op.statusCode = status
             op.reason = reason
-            call.hangup(op)
+            if status == 503:  # full: the front (or the PBX) tries elsewhere now, and here again later
+                op.txOption.headers.append(sip_header("Retry-After", str(RETRY_AFTER_S)))
+                call.answer(op)  # a final answer to the INVITE carries our headers (hangup here drops them)
+            else:
+                call.hangup(op)
             self._unlinked.add(call)
             self.uplink.send(P.CallRejected(status, why, info.callIdString, info.remoteUri, user, source))
             return
@@ -380,8 +397,8 @@ class Worker:
         if "*" not in c.users and user not in c.users:
             return 404, "Not Found", f"number {user!r} is not served here (sip.users)"
         if len(self.live) >= self.capacity:
-            return 486, "Busy Here", (f"worker {c.name} full: {len(self.live)} conversation(s), "
-                                      f"{c.legs_per_conversation()} SIP legs reserved each of {c.max_calls}")
+            return 503, "Service Unavailable", (f"worker {c.name} full: {len(self.live)} conversation(s), "
+                                                f"{c.legs_per_conversation()} SIP legs reserved each of {c.max_calls}")
         return None
 
     def legs_in_use(self) -> int:
@@ -736,6 +753,25 @@ class Worker:
     def _hangup_all(self, lv: Live) -> None:
         for call in list(lv.calls.values()):
             self._hangup(call)
+
+
+RETRY_AFTER_S = 5  # a full worker's 503: when it may have a free slot again
+
+
+def sip_header(name: str, value: str) -> pj.SipHeader:
+    h = pj.SipHeader()
+    h.hName, h.hValue = name, value
+    return h
+
+
+_RELAYED = re.compile(rf"^{RELAYED_HEADER}:\s*([0-9]+(?:\.[0-9]+)?)\s*$", re.I | re.M)
+
+
+def relayed_age(msg: str, now: float) -> float | None:
+    """How long ago the front relayed this INVITE (its latest ``X-Fenliu-Relayed``), or None when
+    it did not come through the front."""
+    stamps = [float(x) for x in _RELAYED.findall(msg or "")]
+    return now - max(stamps) if stamps else None
 
 
 def destroy(obj: Any) -> None:
