@@ -133,11 +133,12 @@ class StartFailed(Fact):
 
 @dataclass(frozen=True)
 class CallStarted(Fact):
-    call_id: str
+    call_id: str  # fenliu's own id of the call (a UUID: unique across instances and restarts)
     slot: int
     remote: str = ""
     local: str = ""
     t: float = field(default_factory=time.time)
+    sip_call_id: str = ""  # the caller's SIP Call-ID (a PBX may reuse one; kept and searchable)
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,12 @@ class CallRejected(Fact):
 
     status: int
     reason: str
-    call_id: str = ""
+    call_id: str = ""  # fenliu's id of the refused call (or of the live call an INVITE repeated)
     remote: str = ""
     user: str = ""
     source: str = ""
     t: float = field(default_factory=time.time)
+    sip_call_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,10 @@ class Store:
         with db.tx():
             if isinstance(f, P.CallStarted):
                 called, trunk = uri_user(f.local), uri_host(f.remote)
-                db.execute("INSERT INTO calls(call_id, worker, remote, started_at, seat, number, called, site, day) "
-                           "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                db.execute("INSERT INTO calls(call_id, worker, remote, started_at, seat, number, called, site, day, "
+                           "sip_call_id) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                            (f.call_id, item.worker, f.remote, f.t, self.seat, caller_number(f.remote), called,
-                            self.linkage.site_for(called, trunk), self.linkage.day(f.t)))
+                            self.linkage.site_for(called, trunk), self.linkage.day(f.t), f.sip_call_id))
             elif isinstance(f, P.CallEnded):
                 row = db.one("SELECT suggested, diverted_to FROM calls WHERE call_id=?", (f.call_id,))
                 action = final_action(row["suggested"], row["diverted_to"], self.linkage) if row else None
@@ -145,9 +145,9 @@ class Store:
                 # a refused caller is a call too: 110 must be able to see who could not get through
                 call_id = f.call_id or f"rejected-{f.t:.6f}"
                 db.execute("INSERT INTO calls(call_id, worker, remote, started_at, ended_at, status, reason, seat, "
-                           "number, day) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                           "number, day, sip_call_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                            (call_id, item.worker, f.remote, f.t, f.t, f.status, f.reason, self.seat,
-                            caller_number(f.remote), self.linkage.day(f.t)))
+                            caller_number(f.remote), self.linkage.day(f.t), f.sip_call_id))
             elif isinstance(f, P.TransferUpdate) and f.step.value in TRANSFER_OUTCOMES:
                 db.execute("UPDATE calls SET transfer=? WHERE call_id=?", (f.step.value, f.call_id))
                 if f.step in (P.TransferStep.BRIDGED, P.TransferStep.COMPLETED):
@@ -539,7 +539,10 @@ class Store:
         may see (calls of that seat and calls rung to no seat); None = every call."""
         where: list[str] = ["1=1"]
         args: list[Any] = []
-        for column, value in (("text", q), ("remote", number), ("category", category)):
+        if q:  # words of the transcript, or a call's id or SIP Call-ID (as a PBX's log shows it)
+            where.append("(text LIKE ? ESCAPE '\\' OR sip_call_id = ? OR call_id = ?)")
+            args += [f"%{_like(q)}%", q, q]
+        for column, value in (("remote", number), ("category", category)):
             if value:
                 where.append(f"{column} LIKE ? ESCAPE '\\'")
                 args.append(f"%{_like(value)}%")
@@ -653,7 +656,8 @@ def mask(number: str) -> str:
     return n[:3] + "****" + n[-4:] if len(n) >= 8 else ("*" * len(n))
 
 
-HISTORY_COLUMNS = "call_id, worker, remote, seat, started_at, ended_at, status, reason, target, category, transfer, text"
+HISTORY_COLUMNS = ("call_id, worker, remote, seat, started_at, ended_at, status, reason, target, category, transfer, "
+                   "text, sip_call_id")
 
 
 def _like(value: str) -> str:

@@ -178,5 +178,12 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # 4: fenliu's own call id (a UUID from now on) beside the caller's SIP Call-ID, which a PBX may
+    # reuse; the calls recorded before kept their SIP Call-ID as id, and it is their sip_call_id too
+    """
+    ALTER TABLE calls ADD COLUMN sip_call_id TEXT NOT NULL DEFAULT '';
+    UPDATE calls SET sip_call_id = call_id WHERE call_id NOT LIKE 'rejected-%';
+    CREATE INDEX calls_sip_call_id ON calls(sip_call_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -187,7 +187,8 @@ def stray_bye_scenario() -> str:
 
 
 def sipp_command(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
-                 timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> list[str]:
+                 timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0,
+                 extra: tuple[str, ...] = ()) -> list[str]:
     """SIPp as a caller (``-aa``: it answers in-dialog INFO, NOTIFY, OPTIONS and UPDATE with 200,
     as a phone does)."""
     assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
@@ -196,12 +197,14 @@ def sipp_command(scenario: str, target_port: int, work: Path, calls: int = 1, ra
     return ["sipp", f"127.0.0.1:{target_port}", "-sf", str(xml), "-m", str(calls), "-r", str(rate),
             "-l", str(limit or calls), "-i", local_ip, "-p", str(free_port(2)), "-mp", str(rtp_block()),
             "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_err", "-aa",
-            "-error_file", str(work / "sipp-errors.log")]
+            "-error_file", str(work / "sipp-errors.log"), *extra]
 
 
 def run_sipp(scenario: str, target_port: int, work: Path, calls: int = 1, rate: int = 1,
-             timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0) -> subprocess.CompletedProcess[str]:
-    cmd = sipp_command(scenario, target_port, work, calls, rate, timeout, local_ip, limit)
+             timeout: float = 60, local_ip: str = "127.0.0.1", limit: int = 0,
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``extra``: more SIPp options, e.g. ("-cid_str", "same@pbx") for a PBX that reuses a Call-ID."""
+    cmd = sipp_command(scenario, target_port, work, calls, rate, timeout, local_ip, limit, extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=work)
 
 

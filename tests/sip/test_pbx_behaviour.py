@@ -255,3 +255,27 @@ def test_a_caller_on_hold_is_kept_however_long_the_silence(tmp_path):
         hang_up(link, cid, t, box)
     finally:
         link.stop()
+
+
+# -- call identity ----------------------------------------------------------------------------------
+
+
+def test_a_new_call_reusing_an_old_sip_call_id_is_a_new_call(tmp_path):
+    """Two calls, one after the other, with the same SIP Call-ID (a PBX that recycles them): two
+    calls with ids of fenliu's own, each keeping the SIP Call-ID as a field."""
+    link = start_worker("cid")
+    scenario = caller_scenario(None, talk_ms=300)
+    try:
+        ids = []
+        for i in range(2):
+            n = link.mark()
+            (tmp_path / f"c{i}").mkdir()
+            r = run_sipp(scenario, link.sip_port, tmp_path / f"c{i}", extra=("-cid_str", "recycled-7@pbx.example"))
+            assert r.returncode == 0, r.stdout[-1500:]
+            started = link.wait(fact(P.CallStarted), 15, since=n)
+            link.wait(fact(P.CallEnded, call_id=started.call_id), 15, since=n)
+            assert started.sip_call_id == "recycled-7@pbx.example"
+            ids.append(started.call_id)
+        assert ids[0] != ids[1] and all(len(x) == 36 and x.count("-") == 4 for x in ids)  # UUIDs, not the Call-ID
+    finally:
+        link.stop()

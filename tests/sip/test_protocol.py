@@ -42,7 +42,7 @@ def sample(cls: type):
         elif hint in ("int", "int | None"):
             value = 7
         elif hint == "float":
-            value = 1.5
+            value = 1.5 if default != 1.5 else 2.5
         elif hint == "tuple[str, ...]":
             value = ("caller", "hotline")
         elif hint == "TransferStep":

@@ -58,3 +58,17 @@ def test_a_refused_caller_and_a_crash_are_on_the_record(tmp_path):
     assert rows["c3"]["ended_at"] == 7.0 and "crashed" in rows["c3"]["reason"]
     assert [e["kind"] for e in store.events("abc@pbx")] == ["call_rejected"]
     store.close()
+
+
+def test_calls_have_our_own_id_and_the_sip_call_id_is_searchable(tmp_path):
+    """A PBX that reuses a SIP Call-ID must not merge two callers into one record."""
+    store = Store(f"sqlite:///{tmp_path}/fenliu.db")
+    for cid, number in (("7f1c0d0e-0000-4000-8000-000000000001", "13800000001"),
+                        ("7f1c0d0e-0000-4000-8000-000000000002", "13900000002")):
+        store.record(WorkerFact("w0", P.CallStarted(cid, 0, f"<sip:{number}@pbx>", sip_call_id="recycled@pbx")))
+        store.record(WorkerFact("w0", P.CallEnded(cid, 0, 200, "Normal call clearing")))
+    rows, total = store.history(q="recycled@pbx")
+    assert total == 2 and {r["remote"] for r in rows} == {"<sip:13800000001@pbx>", "<sip:13900000002@pbx>"}
+    assert all(r["sip_call_id"] == "recycled@pbx" for r in rows)
+    assert store.history(q="7f1c0d0e-0000-4000-8000-000000000002")[1] == 1  # and by our own id
+    store.close()

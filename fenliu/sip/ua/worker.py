@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 import traceback
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,6 +243,7 @@ class Live:
     calls: dict[Leg, LegCall] = field(default_factory=dict)
     media: dict[Leg, Any] = field(default_factory=dict)  # leg -> pj.AudioMedia
     ports: dict[Leg, int] = field(default_factory=dict)  # leg -> its audio's port on the bridge now
+    sip_call_id: str = ""  # the caller's SIP Call-ID (conv.call_id is ours)
     taps: dict[Leg, TapPort] = field(default_factory=dict)
     players: list[PromptPlayer] = field(default_factory=list)
 
@@ -354,11 +356,15 @@ class Worker:
             self.uplink.send(P.StaleInvite(info.callIdString, round(age, 2), info.remoteUri))
             return
         refusal = self.admission(source, user)
-        if info.callIdString in self.live:
+        sip_call_id = info.callIdString
+        call_id = new_call_id()  # ours: a PBX may reuse a Call-ID, a new call must never join an old record
+        repeated = next((lv.conv.call_id for lv in self.live.values() if lv.sip_call_id == sip_call_id), None)
+        if repeated is not None:
             # the same INVITE again after we answered it (a retransmission that crossed our 200,
             # or a loop): it is not a new call. The caller's transaction is over, so this answer
             # is dropped by a well-behaved UAC; the conversation goes on untouched.
             refusal = (482, "Loop Detected", "INVITE repeated for a call already in progress: not a new call")
+            call_id = repeated
         if refusal is not None:
             status, reason, why = refusal
             op = pj.CallOpParam()
@@ -370,16 +376,16 @@ class Worker:
             else:
                 call.hangup(op)
             self._unlinked.add(call)
-            self.uplink.send(P.CallRejected(status, why, info.callIdString, info.remoteUri, user, source))
+            self.uplink.send(P.CallRejected(status, why, call_id, info.remoteUri, user, source, sip_call_id=sip_call_id))
             return
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
-        conv = Conversation(info.callIdString, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri),
+        conv = Conversation(call_id, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri),
                             overflow=self.cfg.overflow and bool(self.cfg.seat_uri), seat_timeout=self.cfg.seat_timeout)
         call.call_id = conv.call_id
-        lv = Live(conv, calls={Leg.CALLER: call})
+        lv = Live(conv, calls={Leg.CALLER: call}, sip_call_id=sip_call_id)
         self.live[conv.call_id] = lv
-        self.uplink.send(P.CallStarted(conv.call_id, slot, info.remoteUri, info.localUri))
+        self.uplink.send(P.CallStarted(conv.call_id, slot, info.remoteUri, info.localUri, sip_call_id=sip_call_id))
         self.uplink.mark(slot, LEG_OPEN, conv.call_id.encode())
         op = pj.CallOpParam()
         if self.cfg.seat_uri:  # B2BUA: ring the caller, dial the operator seat, answer when it does
@@ -756,6 +762,11 @@ class Worker:
 
 
 RETRY_AFTER_S = 5  # a full worker's 503: when it may have a free slot again
+
+
+def new_call_id() -> str:
+    """fenliu's id of a call: a UUID, unique across workers, instances and restarts."""
+    return str(uuid.uuid4())
 
 
 def sip_header(name: str, value: str) -> pj.SipHeader:
