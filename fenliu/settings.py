@@ -75,6 +75,10 @@ class SipSettings:
     # fail-open (with front_port): when no worker can take a call (all down, full or failing) the front
     # sends it straight to this operator seat / ACD queue, marked "X-Fenliu-Failopen" (empty: 503)
     fallback_uri: str = ""
+    transports: tuple[str, ...] = ("udp",)  # "udp", "tcp" (on the same ports), "tls" (on tls_port + i)
+    tls_port: int = 0  # worker i takes TLS on tls_port + i (0: right after the workers' ports, port + workers + i)
+    tls_cert: str = ""  # PEM certificate (chain) the workers and the front serve TLS with
+    tls_key: str = ""  # PEM private key of tls_cert (keep it readable by fenliu only)
     # how long the front waits for a worker's first reply before it tries the next one (or fails open);
     # a worker refuses an INVITE the front relayed longer ago than this (it was failed over meanwhile)
     front_timeout: float = 1.5
@@ -246,6 +250,22 @@ def _validate(s: Settings) -> None:
         raise bad("asr.max_active", (s.asr.max_active, s.asr.beam), "use 0 (model default) or e.g. max_active = 1000, beam = 8")
     if s.asr.max_delay <= 0:
         raise bad("asr.max_delay", s.asr.max_delay, "use a positive number of seconds (3 is a good start)")
+    if ":" in s.sip.address:
+        raise bad("sip.address", s.sip.address, "IPv6 is not available: the pjsua2-python 2.15 wheel is built without "
+                  "IPv6 media (its accounts refuse IPv6 RTP). Use an IPv4 address; put an IPv6-capable SBC or the "
+                  "Kamailio front before fenliu if the PBX speaks IPv6 only")
+    unknown = [x for x in s.sip.transports if x not in ("udp", "tcp", "tls")]
+    if unknown or not s.sip.transports or len(set(s.sip.transports)) != len(s.sip.transports):
+        raise bad("sip.transports", list(s.sip.transports), 'a list of "udp", "tcp" and "tls", each once, e.g. ["udp", "tcp"]')
+    if "tls" in s.sip.transports:
+        for k in ("tls_cert", "tls_key"):
+            path = getattr(s.sip, k)
+            if not path:
+                raise bad(f"sip.{k}", path, "TLS needs a PEM certificate and its key: set sip.tls_cert and sip.tls_key")
+            if not Path(path).is_file():
+                raise bad(f"sip.{k}", path, "no such file (a PEM file readable by fenliu)")
+    if s.sip.tls_port and not 0 < s.sip.tls_port < 65536:
+        raise bad("sip.tls_port", s.sip.tls_port, "a port number, or 0 for the one right after the workers' ports")
     if not 0.2 <= s.sip.front_timeout <= 30:
         raise bad("sip.front_timeout", s.sip.front_timeout, "use 0.2 to 30 seconds (default 1.5)")
     if s.sip.max_hold < 0:
@@ -348,6 +368,13 @@ def _validate(s: Settings) -> None:
 
 
 def _coerce(key: str, value: Any, typ: Any, source: str) -> Any:
+    if typ == tuple[str, ...]:  # a TOML list of strings, or "udp,tcp" from the environment
+        if isinstance(value, str):
+            value = [x.strip() for x in value.split(",") if x.strip()]
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return tuple(value)
+        raise ConfigError(f"配置错误 / bad setting {key} = {value!r} ({source}): must be a list of strings, "
+                          f'e.g. {key.split(".")[-1]} = ["udp", "tcp"] (env: udp,tcp)')
     if typ == dict[str, str]:  # a TOML table, or "a=b,c=d" from the environment
         if isinstance(value, str):
             try:

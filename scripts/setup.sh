@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng sox sip-tester kamailio graphviz)
+APT_PACKAGES=(espeak-ng sox sip-tester kamailio kamailio-tls-modules graphviz)
 # the console's browser tests drive Debian's Chromium through Playwright; the store's tests
 # also run against a throw-away PostgreSQL cluster (tests/pg.py)
 if [ "${1:-}" = "test" ]; then APT_PACKAGES+=(chromium postgresql); fi

@@ -55,3 +55,30 @@ def test_bad_environment_override():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize("toml,needle", [
+    ('[sip]\ntransports = ["udp", "sctp"]\n', "sip.transports"),
+    ('[sip]\ntransports = [1, 2]\n', "must be a list of strings"),
+    ('[sip]\ntransports = ["udp", "tls"]\n', "sip.tls_cert"),
+    ('[sip]\ntransports = ["tls"]\ntls_cert = "/no/such.pem"\ntls_key = "/no/such.key"\n', "no such file"),
+    ('[sip]\naddress = "::1"\n', "IPv6 is not available"),
+    ('[sip]\nfront_timeout = 0\n', "sip.front_timeout"),
+    ('[sip]\nmax_hold = -1\n', "sip.max_hold"),
+    ('[transfer]\nmin_talk = -2\n', "transfer.min_talk"),
+])
+def test_pbx_settings_name_the_key_and_the_fix(tmp_path, toml, needle):
+    f = tmp_path / "fenliu.toml"
+    f.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_settings(f, env={})
+    assert needle in str(e.value)
+
+
+def test_transports_from_a_list_or_the_environment(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x"), key.write_text("x")
+    f = tmp_path / "fenliu.toml"
+    f.write_text(f'[sip]\ntransports = ["udp", "tcp", "tls"]\ntls_cert = "{cert}"\ntls_key = "{key}"\n', encoding="utf-8")
+    assert load_settings(f, env={}).sip.transports == ("udp", "tcp", "tls")
+    assert load_settings(env={"FENLIU_SIP__TRANSPORTS": "udp,tcp"}).sip.transports == ("udp", "tcp")

@@ -155,7 +155,9 @@ class Supervisor:
             reserve_transfer_leg=s.reserve_transfer_leg and self.settings.transfer.mode != "refer",
             allow=split(s.allow), registrar=s.registrar, reg_user=s.reg_user.replace("{i}", str(index)),
             reg_password=s.reg_password, reg_expires=s.reg_expires, reg_retry=s.reg_retry,
-            session_expires=s.session_expires)
+            session_expires=s.session_expires, transports=s.transports,
+            tls_port=(s.tls_port or s.port + s.workers) + index if "tls" in s.transports else 0,
+            tls_cert=s.tls_cert, tls_key=s.tls_key)
 
     def start(self) -> None:
         self.check_targets()

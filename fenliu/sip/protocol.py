@@ -485,6 +485,10 @@ class WorkerSettings:
     overflow: bool = False
     seat_timeout: float = 0.0  # seat mode with overflow: the seat must answer within this (0: no limit)
     invite_max_age: float = 1.5  # an INVITE the front relayed longer ago has been failed over: refuse it
+    transports: tuple[str, ...] = ("udp",)  # "udp" and "tcp" on sip_port, "tls" on tls_port
+    tls_port: int = 0
+    tls_cert: str = ""  # PEM files for "tls"
+    tls_key: str = ""
     queue_leg: bool = False  # reserve a leg for the operators' queue (answer mode with an IVR flow)
 
     def legs_per_conversation(self) -> int:

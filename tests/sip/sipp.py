@@ -100,7 +100,7 @@ def caller_scenario(audio: Path | None, talk_ms: int, codecs: str = "8 0 101", u
       {headers}
       Call-ID: [call_id]
       CSeq: 1 INVITE
-      Contact: sip:13800000000@[local_ip]:[local_port]
+      Contact: <sip:13800000000@[local_ip]:[local_port];transport=[transport]>
       Max-Forwards: 70
       Content-Type: application/sdp
       Content-Length: [len]

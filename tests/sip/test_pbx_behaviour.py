@@ -279,3 +279,64 @@ def test_a_new_call_reusing_an_old_sip_call_id_is_a_new_call(tmp_path):
         assert ids[0] != ids[1] and all(len(x) == 36 and x.count("-") == 4 for x in ids)  # UUIDs, not the Call-ID
     finally:
         link.stop()
+
+
+# -- transports: TCP, TLS, IPv6 ---------------------------------------------------------------------
+
+
+def wait_frames(frames: Frames, slot: int, more: int = 100, within: float = 30) -> bool:
+    """Until ``more`` frames of the caller (2 s of audio) have reached recognition."""
+    start = frames.of(slot)
+    deadline = time.monotonic() + within
+    while frames.of(slot) < start + more and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return frames.of(slot) >= start + more
+
+
+def test_a_pbx_trunk_over_tcp(tmp_path):
+    """SIPp over TCP (-t t1) to a worker that listens on UDP and TCP (the same port)."""
+    frames = Frames()
+    link = start_worker("tcp", frames, transports=("udp", "tcp"))
+    audio = alaw_file(WAV, tmp_path)
+    try:
+        n = link.mark()
+        (tmp_path / "caller").mkdir()
+        box: dict = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", run_sipp(
+            talking_caller(audio), link.sip_port, tmp_path / "caller", timeout=60, extra=("-t", "t1"))))
+        t.start()
+        cid = link.wait(fact(P.CallAnswered), 20, since=n).call_id
+        slot = link.wait(fact(P.CallStarted, call_id=cid), since=n).slot
+        assert wait_frames(frames, slot), "no audio from the TCP trunk's caller"
+        hang_up(link, cid, t, box)
+    finally:
+        link.stop()
+
+
+def test_a_caller_over_tls(tmp_path):
+    """Debian's SIPp has no TLS: a pjsua2 peer calls a worker over TLS (its certificate from a
+    throw-away CA) and the call carries audio."""
+    from tests.loop.platform_server import make_test_pki
+    from tests.sip.peers import PeerProc
+
+    pki = make_test_pki(tmp_path / "pki")
+    tls_port = free_port(2)
+    frames = Frames()
+    link = WorkerLink.loopback("tls", free_port(2), rtp_block(), on_frame=frames, transports=("udp", "tls"),
+                               tls_port=tls_port, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))
+    link.start()
+    caller = None
+    try:
+        n = link.mark()
+        caller = PeerProc("--call", f"sip:110@127.0.0.1:{tls_port};transport=tls", "--play", str(WAV), "--mic",
+                          "--transports", "udp,tls", user="caller")
+        cid = link.wait(fact(P.CallAnswered), 20, since=n).call_id
+        slot = link.wait(fact(P.CallStarted, call_id=cid), since=n).slot
+        assert wait_frames(frames, slot, more=50), "no audio from the TLS caller"
+        link.send(P.Hangup(cid))
+        link.wait(fact(P.CallEnded, call_id=cid), 15, since=n)
+        caller.wait(lambda e: e["event"] == "ended", 15)  # the BYE reached the caller over TLS
+    finally:
+        if caller is not None:
+            caller.stop()
+        link.stop()

@@ -15,9 +15,12 @@ CLOCK_RATE = 16000
 
 def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, max_calls: int = 4,
                    codecs: tuple[str, ...] = ("PCMA/8000/1", "PCMU/8000/1", "G722/16000/1", "L16/44100/1"),
-                   exclusive: bool = False, max_media_ports: int = 0) -> list[str]:
+                   exclusive: bool = False, max_media_ports: int = 0, transports: tuple[str, ...] = ("udp",),
+                   tls_port: int = 0, tls_cert: str = "", tls_key: str = "") -> list[str]:
     """Create, initialise and start ``ep`` with ``codecs`` preferred in that order (``exclusive``:
-    offer nothing else); returns the codecs it did not know."""
+    offer nothing else); returns the codecs it did not know. ``transports``: "udp" and "tcp" on
+    ``port``, "tls" on ``tls_port`` (with ``tls_cert``/``tls_key`` PEM files to serve; a caller-only
+    peer needs none). IPv4 only: the pjsua2 wheel is built without IPv6 media (settings say so)."""
     ep.libCreate()
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
@@ -34,10 +37,14 @@ def start_endpoint(ep: pj.Endpoint, address: str, port: int, user_agent: str, ma
         cfg.medConfig.maxMediaPorts = max_media_ports
     ep.libInit(cfg)
     ep.audDevManager().setNullDev()
-    tcfg = pj.TransportConfig()
-    tcfg.port = port
-    tcfg.boundAddress = address
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+    kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+    for name in transports:
+        tcfg = pj.TransportConfig()
+        tcfg.port = tls_port if name == "tls" else port
+        tcfg.boundAddress = address
+        if name == "tls":
+            tcfg.tlsConfig.certFile, tcfg.tlsConfig.privKeyFile = tls_cert, tls_key
+        ep.transportCreate(kinds[name], tcfg)
     ep.libStart()
     unknown = []
     if exclusive:

@@ -144,7 +144,8 @@ class Peer:
     def start(self) -> None:
         a = self.args
         for codec in start_endpoint(self.ep, a.address, a.port, "fenliu-peer", codecs=tuple(a.codecs.split(",")),
-                                    exclusive=True):
+                                    exclusive=True, transports=tuple(a.transports.split(",")), tls_port=a.tls_port,
+                                    tls_cert=a.tls_cert or "", tls_key=a.tls_key or ""):
             emit("error", where="codec", message=f"unknown codec {codec}")
         acfg = account_config(f"sip:{a.user}@{a.address}:{a.port}", a.address, a.rtp_port, 20)
         self.account = Account(self)
@@ -267,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                         "without it pjmedia stops sending RTP — and RFC 4733 keys — when nothing plays")
     p.add_argument("--commands", action="store_true", help="take commands on stdin: dtmf D, play FILE, hangup")
     p.add_argument("--codecs", default="PCMA/8000/1,PCMU/8000/1", help="codecs to offer, best first (only these)")
+    p.add_argument("--transports", default="udp", help="udp,tcp,tls (a call's URI picks one: ;transport=tcp)")
+    p.add_argument("--tls-port", type=int, default=0, help="TLS listening port (0: any, for a caller)")
+    p.add_argument("--tls-cert", help="PEM certificate to serve TLS with (a caller needs none)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = p.parse_args(argv)
     peer = Peer(args)
     rc = serve_until_signalled(peer, lambda why: emit("error", where="start", message=why))

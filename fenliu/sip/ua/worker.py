@@ -60,7 +60,12 @@ from fenliu.sip.conversation import (
 )
 from fenliu.sip.dialogs import dialog_from
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, RELAYED_HEADER, Leg, WorkerSettings
-from fenliu.sip.ua.endpoint import CLOCK_RATE, account_config, serve_until_signalled, start_endpoint
+from fenliu.sip.ua.endpoint import (
+    CLOCK_RATE,
+    account_config,
+    serve_until_signalled,
+    start_endpoint,
+)
 from fenliu.sip.ua.framecopy import make_copier
 
 log = logging.getLogger("fenliu.sip.ua.worker")
@@ -271,8 +276,10 @@ class Worker:
         # a bridge just big enough for max_calls legs, their taps and a prompt each: a leak of
         # ports shows within a few calls instead of after a day (the soak test relies on it)
         start_endpoint(self.ep, c.address, c.sip_port, f"fenliu-worker/{c.name}", c.max_calls,
-                       max_media_ports=4 * c.max_calls + 4)
-        acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port, c.rtp_range)
+                       max_media_ports=4 * c.max_calls + 4, transports=c.transports, tls_port=c.tls_port,
+                       tls_cert=c.tls_cert, tls_key=c.tls_key)
+        acfg = account_config(f"sip:fenliu-{c.name}@{c.address}:{c.sip_port}", c.address, c.rtp_port,
+                              c.rtp_range)
         # no re-INVITE just to narrow an answer that listed several codecs: a seat or PBX that
         # ignores it would hold the leg (and a worker slot) until the transaction times out
         acfg.mediaConfig.lockCodecEnabled = False
