@@ -79,6 +79,7 @@ class SipSettings:
     tls_port: int = 0  # worker i takes TLS on tls_port + i (0: right after the workers' ports, port + workers + i)
     tls_cert: str = ""  # PEM certificate (chain) the workers and the front serve TLS with
     tls_key: str = ""  # PEM private key of tls_cert (keep it readable by fenliu only)
+    front_tls_port: int = 0  # the front's TLS port with "tls" and front_port (0: front_port + 1)
     # how long the front waits for a worker's first reply before it tries the next one (or fails open);
     # a worker refuses an INVITE the front relayed longer ago than this (it was failed over meanwhile)
     front_timeout: float = 1.5
@@ -264,6 +265,16 @@ def _validate(s: Settings) -> None:
                 raise bad(f"sip.{k}", path, "TLS needs a PEM certificate and its key: set sip.tls_cert and sip.tls_key")
             if not Path(path).is_file():
                 raise bad(f"sip.{k}", path, "no such file (a PEM file readable by fenliu)")
+    if "tls" in s.sip.transports:
+        tls_base = s.sip.tls_port or s.sip.port + s.sip.workers
+        taken = set(range(s.sip.port, s.sip.port + s.sip.workers)) | {s.sip.front_port}
+        if taken & set(range(tls_base, tls_base + s.sip.workers)):
+            raise bad("sip.tls_port", s.sip.tls_port, f"the workers' TLS ports {tls_base}..{tls_base + s.sip.workers - 1} "
+                      "overlap their SIP ports or the front's: choose another base")
+        front_tls = s.sip.front_tls_port or s.sip.front_port + 1
+        if s.sip.front_port and front_tls in taken | set(range(tls_base, tls_base + s.sip.workers)):
+            raise bad("sip.front_tls_port", s.sip.front_tls_port, f"port {front_tls} is already a worker's or the "
+                      "front's: choose a free one")
     if s.sip.tls_port and not 0 < s.sip.tls_port < 65536:
         raise bad("sip.tls_port", s.sip.tls_port, "a port number, or 0 for the one right after the workers' ports")
     if not 0.2 <= s.sip.front_timeout <= 30:

@@ -188,7 +188,11 @@ class Supervisor:
             self.front = KamailioFront(sip.address, sip.front_port,
                                        [(sip.address, self.worker_ports(i)[0]) for i in range(sip.workers)],
                                        fallback_uri=sip.fallback_uri, fr_timer_ms=int(sip.front_timeout * 1000),
-                                       on_line=lambda line: self._publish("front", P.FrontEvent(line)))
+                                       on_line=lambda line: self._publish("front", P.FrontEvent(line)),
+                                       transports=sip.transports, tls_port=sip.front_tls_port or sip.front_port + 1,
+                                       tls_cert=sip.tls_cert, tls_key=sip.tls_key,
+                                       worker_tls_ports=[self.worker_settings(n, i).tls_port
+                                                         for i, n in enumerate(self.workers)])
             self.front.start()
             self._publish("front", P.FrontReady(sip.address, sip.front_port, sip.workers))
 

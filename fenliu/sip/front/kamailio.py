@@ -69,16 +69,32 @@ def check_fallback(uri: str) -> str:
     return uri
 
 
+DS_SET = {"udp": 1, "tcp": 2, "tls": 3}  # one dispatcher set per transport: a call goes on as it came in
+
+
 def render_config(address: str, port: int, list_file: str, modules: str, fallback_uri: str = "",
                   ping_interval: int = 1, fr_timer_ms: int = 1500, fr_inv_timer_ms: int = 30000,
-                  fallback_ring_ms: int = 120000) -> str:
+                  fallback_ring_ms: int = 120000, transports: tuple[str, ...] = ("udp",), tls_port: int = 0,
+                  tls_config: str = "") -> str:
     """The Kamailio configuration.
 
     ``fr_timer_ms``: a worker that sends nothing (not even 100 Trying, which pjsua2 sends at
     once) within this time is taken as dead; ``fr_inv_timer_ms``: how long a worker's call may
     ring (B2BUA seat mode) before the front gives up; ``fallback_ring_ms``: the same for the
-    fail-open target, which is a person's phone or a queue."""
+    fail-open target, which is a person's phone or a queue. ``transports``: the front listens on
+    UDP, and on TCP (same port) and TLS (``tls_port``, ``tls_config`` names the TLS module's file)
+    when asked; an INVITE goes on to a worker over the transport it came in on (the workers
+    listen on the same ones), so a TLS trunk stays TLS up to the worker that keeps the dialog."""
     check_fallback(fallback_uri)
+    listens = f"listen=udp:{address}:{port}"
+    tls_modules = ""
+    if "tcp" in transports:
+        listens += f"\nlisten=tcp:{address}:{port}"
+    if "tls" in transports:
+        listens += f"\nenable_tls=yes\nlisten=tls:{address}:{tls_port}"
+        tls_modules = f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_config}")\n'
+    if "tcp" not in transports and "tls" not in transports:
+        listens += "\ndisable_tcp=yes"
     if fallback_uri:
         no_worker = 'route(FAILOPEN);'
         all_failed = '$var(why) = "every worker failed, last " + $T_reply_code;\n    route(FAILOPEN);'
@@ -108,7 +124,7 @@ log_stderror=yes
 fork=yes
 children=2
 auto_aliases=no
-listen=udp:{address}:{port}
+{listens}
 mpath="{modules}"
 
 loadmodule "tm.so"
@@ -121,7 +137,7 @@ loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
-
+{tls_modules}
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("dispatcher", "flags", 2)                 # failover: keep the other workers for ds_next_dst
 modparam("dispatcher", "ds_ping_method", "OPTIONS")
@@ -167,7 +183,13 @@ request_route {{
     }}
     # no record_route(): only the INVITE passes here; the dialog then runs directly between
     # the PBX and the worker (the front is not a single point of failure for live calls)
-    if (!ds_select_dst("1", "4")) {{
+    $var(set) = 1;  # the workers over the transport the call came in on
+    if ($pr == "tcp") {{
+        $var(set) = 2;
+    }} else if ($pr == "tls") {{
+        $var(set) = 3;
+    }}
+    if (!ds_select_dst("$var(set)", "4")) {{
         $var(why) = "no worker active";
         {no_worker}
     }}
@@ -230,8 +252,15 @@ class KamailioFront:
 
     def __init__(self, address: str, port: int, workers: list[tuple[str, int]], fallback_uri: str = "",
                  ping_interval: int = 1, fr_timer_ms: int = 1500,
-                 on_line: Callable[[str], None] | None = None) -> None:
+                 on_line: Callable[[str], None] | None = None, transports: tuple[str, ...] = ("udp",),
+                 tls_port: int = 0, tls_cert: str = "", tls_key: str = "",
+                 worker_tls_ports: list[int] | None = None) -> None:
+        """``worker_tls_ports``: each worker's TLS port, in the order of ``workers`` (with "tls")."""
         self.address, self.port, self.workers = address, port, workers
+        self.transports, self.tls_port, self.tls_cert, self.tls_key = transports, tls_port, tls_cert, tls_key
+        self.worker_tls_ports = worker_tls_ports or []
+        if "tls" in transports and (not tls_port or len(self.worker_tls_ports) != len(workers)):
+            raise FenliuError("Kamailio front: TLS needs the front's TLS port and each worker's TLS port")
         self.fallback_uri = check_fallback(fallback_uri)
         self.ping_interval, self.fr_timer_ms = ping_interval, fr_timer_ms
         self.on_line = on_line
@@ -242,9 +271,28 @@ class KamailioFront:
         self._tail: deque[str] = deque(maxlen=40)  # everything Kamailio said, for errors
         self._cv = threading.Condition()
 
-    def config(self, list_file: str, modules: str) -> str:
+    def config(self, list_file: str, modules: str, tls_config: str = "") -> str:
         return render_config(self.address, self.port, list_file, modules, self.fallback_uri,
-                             self.ping_interval, self.fr_timer_ms)
+                             self.ping_interval, self.fr_timer_ms, transports=self.transports,
+                             tls_port=self.tls_port, tls_config=tls_config)
+
+    def dispatcher_list(self) -> str:
+        """Set 1: the workers over UDP; 2: over TCP (the same ports); 3: over TLS (flags 8: probed
+        with OPTIONS from the start)."""
+        lines = [f"1 sip:{h}:{p} 8\n" for h, p in self.workers]
+        if "tcp" in self.transports:
+            lines += [f"2 sip:{h}:{p};transport=tcp 8\n" for h, p in self.workers]
+        if "tls" in self.transports:
+            lines += [f"3 sip:{h}:{tp};transport=tls 8\n" for (h, _), tp in zip(self.workers, self.worker_tls_ports,
+                                                                                   strict=True)]
+        return "".join(lines)
+
+    def tls_file(self) -> str:
+        """The TLS module's configuration: the front's certificate for the PBX, no client
+        certificate asked (the trunk is authenticated by sip.allow / the PBX's own policy)."""
+        return (f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+                f"private_key = {self.tls_key}\ncertificate = {self.tls_cert}\n\n"
+                f"[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n")
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
@@ -259,10 +307,13 @@ class KamailioFront:
         self._dir = tempfile.TemporaryDirectory(prefix="fenliu-kamailio-")
         d = Path(self._dir.name)
         dlist = d / "dispatcher.list"
-        # flags 8: probing (OPTIONS) from the start
-        dlist.write_text("".join(f"1 sip:{h}:{p} 8\n" for h, p in self.workers), encoding="utf-8")
+        dlist.write_text(self.dispatcher_list(), encoding="utf-8")
+        tls_cfg = ""
+        if "tls" in self.transports:
+            tls_cfg = str(d / "tls.cfg")
+            Path(tls_cfg).write_text(self.tls_file(), encoding="utf-8")
         cfg = d / "kamailio.cfg"
-        cfg.write_text(self.config(str(dlist), module_dir()), encoding="utf-8")
+        cfg.write_text(self.config(str(dlist), module_dir(), tls_cfg), encoding="utf-8")
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise FenliuError(f"Kamailio 配置无效 / generated Kamailio config rejected: {check.stderr[-800:]}")

@@ -65,6 +65,9 @@ def account_config(uri: str, address: str, rtp_port: int, rtp_range: int) -> pj.
     acfg.mediaConfig.transportConfig.port = rtp_port
     acfg.mediaConfig.transportConfig.portRange = rtp_range
     acfg.mediaConfig.transportConfig.boundAddress = address
+    # no SIP outbound (RFC 5626): our Contact names the listening port of the transport a dialog
+    # uses, so in-dialog requests over TCP/TLS come to a port that takes connections
+    acfg.natConfig.sipOutboundUse = 0
     return acfg
 
 

@@ -148,6 +148,8 @@ class Peer:
                                     tls_cert=a.tls_cert or "", tls_key=a.tls_key or ""):
             emit("error", where="codec", message=f"unknown codec {codec}")
         acfg = account_config(f"sip:{a.user}@{a.address}:{a.port}", a.address, a.rtp_port, 20)
+        if a.contact:  # as a PBX does: the address where it takes requests, not a connection's port
+            acfg.sipConfig.contactForced = a.contact
         self.account = Account(self)
         self.account.create(acfg, True)
         emit("ready", uri=acfg.idUri)
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-port", type=int, default=0, help="TLS listening port (0: any, for a caller)")
     p.add_argument("--tls-cert", help="PEM certificate to serve TLS with (a caller needs none)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--contact", help="Contact to send, e.g. <sip:pbx@127.0.0.1:5061;transport=tls>")
     args = p.parse_args(argv)
     peer = Peer(args)
     rc = serve_until_signalled(peer, lambda why: emit("error", where="start", message=why))
