@@ -37,7 +37,7 @@ from fenliu.events import (
 CHAIN_KINDS = {SpeechStarted: "speech_started", SpeechStopped: "speech_stopped",
                PartialTranscript: "partial_transcript", FinalTranscript: "final_transcript", Decision: "decision"}
 CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "media_timeout", "media_probe",
-              "leg_held", "dtmf",
+              "leg_held", "reinvite_limited", "dtmf",
               "leg_dialing", "leg_answered", "leg_ended", "transfer_started", "transfer_progress",
               "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
               "ivr_step", "overflowed", "queue_dialing", "queue_answered", "queue_failed"}

@@ -42,7 +42,7 @@ ENVELOPE = {
             "hello", "call_started", "call_answered", "call_ended", "partial_transcript", "final_transcript",
             "speech_started", "speech_stopped", "decision", "transfer_started", "transfer_progress",
             "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed", "leg_dialing",
-            "leg_answered", "leg_ended", "call_degraded", "media_timeout", "media_probe", "leg_held", "dtmf", "worker_lost",
+            "leg_answered", "leg_ended", "call_degraded", "media_timeout", "media_probe", "leg_held", "reinvite_limited", "dtmf", "worker_lost",
             "worker_restarted", "restart_failed", "front_event", "orphans_released", "call_rejected",
             "negative_list_reloaded", "operator_action"]},
         "call_id": {"type": "string"}, "leg": {"type": "string"}, "worker": {"type": "string"},

@@ -252,6 +252,17 @@ class MediaProbe(Fact):
 
 
 @dataclass(frozen=True)
+class ReinviteLimited(Fact):
+    """A leg sent more re-INVITEs than any PBX needs (``count`` in ``window_s``): the extra ones are
+    answered 491 Request Pending — the call and the media stay as they are, never dropped."""
+
+    call_id: str
+    leg: str
+    count: int
+    window_s: float
+
+
+@dataclass(frozen=True)
 class LegHeld(Fact):
     """A leg was put on hold (a=sendonly/inactive) or taken off it: silence on hold is expected."""
 

@@ -31,7 +31,7 @@ log = logging.getLogger("fenliu.store")
 MAX_WAITING = 200_000  # records kept in memory while the database is unavailable
 
 KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
-              "media_timeout", "media_probe", "leg_held", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
+              "media_timeout", "media_probe", "leg_held", "reinvite_limited", "call_degraded", "call_rejected", "dtmf", "worker_lost", "worker_restarted",
               "restart_failed", "orphans_released", "front_event", "registration", "error", "ivr_step", "overflowed",
               "queue_dialing", "queue_answered", "queue_failed"}
 TRANSFER_OUTCOMES = ("bridged", "completed", "failed")

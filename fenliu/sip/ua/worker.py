@@ -180,6 +180,8 @@ class LegCall(pj.Call):
         super().__init__(account, pj_call_id)
         self.worker, self.call_id, self.leg = worker, call_id, leg
         self.messages: list[str] = []  # the INVITE transaction's messages, for LegDialog
+        self.reinvites: deque[float] = deque()  # when this leg's recent re-INVITEs came (the rate bound)
+        self.limited_at = 0.0  # when the bound last refused one (said once per window)
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
         self.worker.guard("onCallState", self.keep_messages, prm)
@@ -200,6 +202,9 @@ class LegCall(pj.Call):
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         self.worker.guard("onCallMediaState", self.worker.on_leg_media, self)
+
+    def onCallRxReinvite(self, prm: pj.OnCallRxReinviteParam) -> None:  # noqa: N802
+        self.worker.guard("onCallRxReinvite", self.worker.on_reinvite, self, prm)
 
     def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:  # noqa: N802
         self.worker.guard("onCallTsxState", self.worker.on_tsx, self, prm)
@@ -269,6 +274,7 @@ class Worker:
         self._next_media_check = 0.0
         self.account: Account | None = None
         self.finished_players: deque[PromptPlayer] = deque()  # appended on the media thread (onEof2)
+        self.pending_refusals: deque[LegCall] = deque()  # re-INVITEs over the bound, answered 491 next
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -600,6 +606,35 @@ class Worker:
             log.info("probe of %s not sent: %s", lv.conv.call_id, e.info().strip())
             self.execute(lv, lv.conv.probe_answered(0, time.monotonic()))
 
+    def on_reinvite(self, call: LegCall, prm: pj.OnCallRxReinviteParam) -> None:
+        """A bound on re-INVITEs per leg (see ``MAX_REINVITES``): a PBX needs a few a minute (hold,
+        unhold, a session refresh); a burst is a loop or an attack, and each one rebuilds the leg's
+        media. The extra ones get 491 Request Pending with Retry-After (the sender may try again);
+        the call, its media and every other call go on untouched."""
+        now = time.monotonic()
+        recent = call.reinvites
+        while recent and now - recent[0] > REINVITE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= MAX_REINVITES or (recent and now - recent[-1] < REINVITE_MIN_GAP_S):
+            # answered right after this callback (pjsua turns a refusal set here into 488; an
+            # asynchronous answer carries the status and header we mean)
+            prm.isAsync = True
+            self.pending_refusals.append(call)
+            lv = self._live_of(call)
+            if lv is not None and now - call.limited_at > REINVITE_WINDOW_S:
+                call.limited_at = now
+                self.uplink.send(P.ReinviteLimited(lv.conv.call_id, call.leg.label, len(recent) + 1,
+                                                   REINVITE_WINDOW_S))
+            return
+        recent.append(now)
+
+    def _refuse_reinvite(self, call: LegCall) -> None:
+        op = pj.CallOpParam()
+        op.statusCode = 491
+        op.reason = "Request Pending"
+        op.txOption.headers.append(sip_header("Retry-After", "1"))
+        call.answer(op)
+
     def on_tsx(self, call: LegCall, prm: pj.OnCallTsxStateParam) -> None:
         """The answer to our OPTIONS probe (other transactions are pjsua's business)."""
         lv = self._live_of(call)
@@ -705,6 +740,8 @@ class Worker:
     # -- time -------------------------------------------------------------------------------
     def check_timers(self) -> None:
         now = time.monotonic()
+        while self.pending_refusals:
+            self.guard("re-INVITE refusal", self._refuse_reinvite, self.pending_refusals.popleft())
         while self.finished_players:
             player = self.finished_players.popleft()
             lv = self.live.get(player.call_id)
@@ -769,6 +806,13 @@ class Worker:
 
 
 RETRY_AFTER_S = 5  # a full worker's 503: when it may have a free slot again
+# re-INVITEs per leg: each one that changes the media gives the leg a new port on the conference
+# bridge, and pjmedia frees the old one only on its next clock tick (20 ms, asynchronously). A burst
+# faster than that piles ports up in the worker's 20-port bridge: PJ_ETOOMANY, then pjsua rebuilding
+# the media transport on a port still held (bind: address in use), then pjlib's ioqueue assertion —
+# the worker and every call on it gone. So: at most one re-INVITE per REINVITE_MIN_GAP_S and
+# MAX_REINVITES per REINVITE_WINDOW_S per leg; the others get 491 Request Pending with Retry-After.
+MAX_REINVITES, REINVITE_WINDOW_S, REINVITE_MIN_GAP_S = 30, 10.0, 0.1
 
 
 def new_call_id() -> str:
