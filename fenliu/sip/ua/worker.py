@@ -545,19 +545,22 @@ class Worker:
                 port = aud.getPortId()
             except pj.Error:
                 continue  # no audio on the bridge for this stream (inactive)
-            moved = lv.ports.get(call.leg) != port
+            # Reconnect on every media change, not only when the port id differs: pjmedia frees
+            # the old port on its next clock tick, and when that tick falls between the removal
+            # and the new port's creation the new port gets the same id with no connections
+            # (seen under load: half a call deaf after a codec or port change). Connecting
+            # twice is harmless (pjmedia keeps one connection per pair).
             lv.media[call.leg] = aud
             lv.ports[call.leg] = port
             if call.leg not in lv.taps:
                 self._tap(lv, call.leg, aud)
-            elif moved:
+            else:
                 self._retap(lv, call.leg, aud)
-            if moved:
-                for player in lv.players:
-                    if player.leg == call.leg.label and not player.done:
-                        with contextlib.suppress(pj.Error):
-                            player.startTransmit(aud)
-                        player.sink = aud
+            for player in lv.players:
+                if player.leg == call.leg.label and not player.done:
+                    with contextlib.suppress(pj.Error):
+                        player.startTransmit(aud)
+                    player.sink = aud
             codec = ""
             try:
                 codec = call.getStreamInfo(i).codecName
