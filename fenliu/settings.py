@@ -116,6 +116,10 @@ class TransferSettings:
     urgent: str = "119,120,122,fraud"  # the console's urgent lane (comma separated target ids; those without a
     # URI in [transfer.targets] are not shown)
     links: dict[str, str] = field(default_factory=_default_links)  # danger group id -> urgent target id
+    # a caller goes only to configured targets (by id); a deployment may let a role transfer to raw SIP
+    # addresses matching these patterns (comma separated, shell-style: "sip:*@10.20.*"); empty: never
+    allow_uris: str = ""
+    allow_uris_role: str = "supervisor"  # the least role that may (operator, supervisor, admin)
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,12 @@ def _validate(s: Settings) -> None:
         raise bad("transfer.mode", s.transfer.mode, 'use "three-way", "refer" or "attended"')
     if s.transfer.answer_timeout <= 0:
         raise bad("transfer.answer_timeout", s.transfer.answer_timeout, "use a positive number of seconds")
+    if s.transfer.allow_uris_role not in ("operator", "supervisor", "admin"):
+        raise bad("transfer.allow_uris_role", s.transfer.allow_uris_role, 'use "operator", "supervisor" or "admin"')
+    for pattern in (x.strip() for x in s.transfer.allow_uris.split(",") if x.strip()):
+        if not pattern.startswith(("sip:", "sips:")) or pattern in ("sip:*", "sips:*"):
+            raise bad("transfer.allow_uris", pattern, 'patterns of SIP addresses a role may dial, e.g. "sip:*@10.20.0.*" '
+                      "(never every address)")
     if s.transfer.min_talk < 0:
         raise bad("transfer.min_talk", s.transfer.min_talk, "use 0 (off) or a number of seconds, e.g. 3")
     for tid, uri in s.transfer.targets.items():

@@ -139,7 +139,7 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
         out.write(f"    ⌨ 自动按键 / nobody pressed the key in {key_wait:.0f} s: the demo transfers to {target}\n")
         try:
             sup.transfer(call_id, target)
-        except (LookupError, ValueError) as e:
+        except (LookupError, ValueError, PermissionError) as e:
             out.write(f"    ✘ transfer: {e}\n")
 
     def reference_for(call_id: str) -> str | None:

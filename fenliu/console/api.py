@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fnmatch
 import hmac
 import io
 import ipaddress
@@ -491,6 +492,8 @@ async def _act(request: web.Request, action: str, act: Callable[[Supervisor], di
             if row is not None and row["ended_at"] is not None:
                 raise ApiError(409, "call_ended", f"通话已结束 / call {quoted(call_id)} has ended") from e
             raise ApiError(404, "no_such_call", f"没有这通电话 / {quoted(str(e))}") from e
+        except PermissionError as e:
+            raise ApiError(403, "target_not_allowed", str(e)[:300]) from e
         except ValueError as e:
             raise ApiError(400, "bad_field", str(e)[:300]) from e
     except ApiError as e:
@@ -523,12 +526,22 @@ def _transfer_outcome(f: P.Fact) -> bool:
                                                           P.TransferStep.FAILED)
 
 
+def raw_uri_allowed(settings: Settings, user: User, target: str) -> bool:
+    """May this user send a caller to this SIP address that is no configured target? Only when the
+    deployment lists a pattern for it (transfer.allow_uris) and the user has the role it names."""
+    t = settings.transfer
+    patterns = [x.strip() for x in t.allow_uris.split(",") if x.strip()]
+    return bool(patterns) and user.at_least(t.allow_uris_role) and any(fnmatch.fnmatchcase(target, p) for p in patterns)
+
+
 async def transfer(request: web.Request) -> web.StreamResponse:
     data = await body(request)
     target = field_str(data, "target", required=True, max_len=300)
     mode = field_str(data, "mode", max_len=20) or None
     wait = wait_seconds(data)
-    return await _act(request, "transfer", lambda s: s.transfer(request.match_info["call_id"], target, mode),
+    allow_raw = raw_uri_allowed(request.app[SETTINGS], _user(request), target)
+    return await _act(request, "transfer",
+                      lambda s: s.transfer(request.match_info["call_id"], target, mode, allow_raw),
                       _transfer_outcome, wait, {"target": target, "mode": mode or request.app[SETTINGS].transfer.mode})
 
 

@@ -117,6 +117,7 @@ class Linkage:
         self.uri_to_target: dict[str, str] = {uri: tid for tid, uri in t.targets.items()}
         for site in settings.sites.values():
             self.uri_to_target.update({uri: tid for tid, uri in site.targets.items()})
+        self.known = set(self.uri_to_target.values())  # every target id the configuration names
         self.templates = Templates.load(settings.sms.templates)
 
     # -- where a call belongs ------------------------------------------------------------------
@@ -139,8 +140,9 @@ class Linkage:
         return self.uri_to_target.get(uri_or_id, uri_or_id)
 
     def is_diversion(self, target_id: str) -> bool:
-        """A hotline target (a work order follows), not police and not an urgent service."""
-        return bool(target_id) and target_id != "police" and target_id not in self.urgent
+        """A configured hotline target (a work order follows): not police, not an urgent service,
+        not a SIP address somebody typed (work orders are made only for targets the centre knows)."""
+        return bool(target_id) and target_id in self.known and target_id != "police" and target_id not in self.urgent
 
     def platform_for(self, site: str, target_id: str) -> tuple[str, PlatformSettings | None]:
         platforms = self.settings.platforms

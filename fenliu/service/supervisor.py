@@ -388,11 +388,22 @@ class Supervisor:
             self._publish(s.worker, P.WorkerError(f"recognition failed: {e}", s.call_id))
 
     # -- the one key ------------------------------------------------------------------
-    def resolve_target(self, target: str, mode: str | None, site: str = "") -> tuple[str, str]:
-        """A target id's SIP URI for the call's site ([sites.X.targets] over [transfer.targets])."""
+    def resolve_target(self, target: str, mode: str | None, site: str = "",
+                       allow_raw: bool = False) -> tuple[str, str]:
+        """A target id's SIP URI for the call's site ([sites.X.targets] over [transfer.targets]).
+        A SIP address is taken only when it is a configured target's, or ``allow_raw`` (the API
+        decides: transfer.allow_uris for a role); else PermissionError — a 110 caller is never
+        sent to an address nobody configured."""
         t = self.settings.transfer
         targets = self.linkage.targets_for(site)
-        uri = target if target.startswith("sip:") else targets.get(target)
+        if target.startswith(("sip:", "sips:")):
+            if target not in targets.values() and not allow_raw:
+                raise PermissionError(f"不允许的转接去向 / {quoted(target)!r} is not a configured target: a caller is "
+                                      f"transferred only to {', '.join(sorted(targets))} (by id); raw SIP addresses "
+                                      f"need transfer.allow_uris")
+            uri: str | None = target
+        else:
+            uri = targets.get(target)
         if uri is None:
             raise ValueError(f"unknown target {quoted(target)!r}; configured: {', '.join(sorted(targets))}")
         mode = mode or t.mode
@@ -404,11 +415,12 @@ class Supervisor:
         """The target ids (and SIP URIs) a live call can be transferred to: its site's."""
         return self.linkage.targets_for(self._session(call_id).site)
 
-    def transfer(self, call_id: str, target: str, mode: str | None = None) -> dict[str, Any]:
+    def transfer(self, call_id: str, target: str, mode: str | None = None, allow_raw: bool = False) -> dict[str, Any]:
         """Ask the call's worker to transfer it. ``target`` is a target id (12345, 12348, …,
-        social) from settings, or a SIP URI. Progress and the outcome arrive on the bus."""
+        social) from settings, or a configured target's SIP URI (any other only with
+        ``allow_raw``). Progress and the outcome arrive on the bus."""
         s = self._session(call_id)  # first: a call that is not live is that, whatever the target
-        uri, mode = self.resolve_target(target, mode, s.site)
+        uri, mode = self.resolve_target(target, mode, s.site, allow_raw)
         t = self.settings.transfer
         self._link(s).send(P.Transfer(s.call_id, uri, P.TransferMode(mode), t.answer_timeout, t.drop_operator_after,
                                          t.min_talk))

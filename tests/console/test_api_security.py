@@ -43,14 +43,15 @@ EVIL = "https://evil.example"
 
 
 # -- the environment --------------------------------------------------------------------------
-def build_env(tmp_path: Path, router: Any, *, rules_path: str = "", seat_uri: str = "", **console: Any) -> ApiEnv:
+def build_env(tmp_path: Path, router: Any, *, rules_path: str = "", seat_uri: str = "",
+              transfer: dict[str, Any] | None = None, **console: Any) -> ApiEnv:
     """Like api_env.make_env, plus a router section (``router.rules_path``) and a B2BUA seat
     (``sip.seat_uri``: the store, and the feed built from it, then belong to that seat, as in
     `fenliu serve`)."""
     s = Settings()
     s = replace(s, store=StoreSettings(url=f"sqlite:///{tmp_path}/fenliu.db"),
                 router=replace(s.router, rules_path=rules_path), sip=replace(s.sip, seat_uri=seat_uri),
-                console=replace(s.console, **console))
+                console=replace(s.console, **console), transfer=replace(s.transfer, **(transfer or {})))
     bus = EventBus(asyncio.get_running_loop())
     store = Store(s.store.url, seat=seat_name(s.sip.seat_uri))
     bus.subscribe(store.record)
@@ -458,6 +459,40 @@ async def test_unknown_target_on_a_live_call_is_400_and_nothing_is_sent(env):
                                                headers=csrf), 400, "bad_field")
     assert "teleport" in msg
     assert link.sent == []
+
+
+async def test_a_raw_sip_address_is_refused_403_audited_and_nothing_is_dialled(env):
+    """An operator (or anyone) cannot send a live 110 caller to an address nobody configured."""
+    for who in ("op1", "boss", "root"):
+        csrf = await logged_in(env, who)
+        link = await live_call(env, f"c-{who}")
+        msg = await error_of(await env.client.post(f"/api/calls/c-{who}/transfer",
+                                                   json={"target": "sip:attacker@203.0.113.9"}, headers=csrf),
+                             403, "target_not_allowed")
+        assert "not a configured target" in msg
+        assert link.sent == []  # (one link for every call here: nothing was ever sent)
+    refused = [a for a in audit_actions(env, "transfer") if a["outcome"] == "target_not_allowed"]
+    assert {a["user"] for a in refused} == {"op1", "boss", "root"}
+    assert all(a["detail"]["target"] == "sip:attacker@203.0.113.9" for a in refused)
+
+
+async def test_a_configured_targets_address_and_an_allowed_pattern_for_its_role_are_dialled(open_env):
+    env = await open_env(transfer={"allow_uris": "sip:*@10.20.0.*", "allow_uris_role": "supervisor"})
+    csrf = await logged_in(env, "boss")
+    link = await live_call(env, "c-boss")
+    configured = env.settings.transfer.targets["12345"]
+    for target in (configured, "sip:ward7@10.20.0.15"):
+        r = await env.client.post("/api/calls/c-boss/transfer", json={"target": target}, headers=csrf)
+        assert r.status == 202, await r.text()
+    assert [c.target for c in link.sent] == [configured, "sip:ward7@10.20.0.15"]
+    r = await env.client.post("/api/calls/c-boss/transfer", json={"target": "sip:x@10.30.0.1"}, headers=csrf)
+    await error_of(r, 403, "target_not_allowed")  # outside the pattern
+    csrf = await logged_in(env, "op1")
+    link = await live_call(env, "c-op1")
+    before = len(link.sent)
+    r = await env.client.post("/api/calls/c-op1/transfer", json={"target": "sip:ward7@10.20.0.15"}, headers=csrf)
+    await error_of(r, 403, "target_not_allowed")  # the pattern is for supervisors
+    assert len(link.sent) == before
 
 
 async def test_unknown_target_on_a_call_that_is_not_live_is_still_404_or_409(env):

@@ -54,6 +54,16 @@ def test_a_diversion_writes_order_outbox_and_sms_together(store, router):
     assert "12345" in sms[0]["body"] and "1满意" in sms[0]["body"]
 
 
+def test_a_transfer_to_an_address_nobody_configured_makes_no_work_order(store, router):
+    """(Only a deployment's transfer.allow_uris lets a role dial one.) The call says where it
+    went; no order goes to any platform, no SMS tells the caller a hotline has the matter."""
+    divert(store, router, "c-raw", target="sip:ward7@10.20.0.15")
+    call = store.db.one("SELECT diverted_to, transfer FROM calls WHERE call_id='c-raw'")
+    assert call == {"diverted_to": None, "transfer": "bridged"}
+    assert store.orders() == [] and store.db.rows("SELECT * FROM outbox") == []
+    assert store.call_loop("c-raw")["sms"] == []
+
+
 def test_order_and_transfer_result_share_one_transaction(store, router, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("disk full")
