@@ -201,6 +201,7 @@ class ConsoleSettings:
     event_buffer: int = 10000  # events kept for clients that reconnect (?since=)
     metrics_token: str = ""  # /metrics: loopback clients only, or this bearer token (set it via environment)
     max_body_kb: int = 256  # larger request bodies are refused (413)
+    max_streams_per_session: int = 4  # open event streams (console tabs, API readers) per session or token
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,9 @@ def _validate(s: Settings) -> None:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
     if bool(s.console.tls_cert) != bool(s.console.tls_key):
         raise bad("console.tls_cert", s.console.tls_cert, "set both console.tls_cert and console.tls_key (PEM files)")
+    if not 1 <= s.console.max_streams_per_session <= 100:
+        raise bad("console.max_streams_per_session", s.console.max_streams_per_session,
+                  "use 1..100 (open console tabs and API readers per session)")
     if not 1 <= s.console.max_body_kb <= 10240 or not 100 <= s.console.event_buffer <= 1_000_000:
         raise bad("console.max_body_kb", (s.console.max_body_kb, s.console.event_buffer),
                   "use max_body_kb 1..10240 and event_buffer 100..1000000")

@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("name")
     up.add_argument("--password-stdin", action="store_true")
     uss.add_parser("list", help="list accounts")
+    ur = uss.add_parser("role", help="change an account's role (ends its sessions and event streams)")
+    ur.add_argument("name")
+    ur.add_argument("role", choices=["operator", "supervisor", "admin"])
+    for verb, text in (("disable", "switch an account off: its sessions, tokens and event streams end at once"),
+                       ("enable", "switch an account on again")):
+        uss.add_parser(verb, help=text).add_argument("name")
     tk = sub.add_parser("token", help="API tokens for machine clients (PBX/CTI, scripts)")
     tks = tk.add_subparsers(dest="token_command", required=True)
     tc = tks.add_parser("create", help="make a token acting as USER; printed once, stored hashed")
@@ -445,6 +451,13 @@ def _accounts_command(args: argparse.Namespace, settings) -> int:
             u = accounts.add_user(args.name, args.role, _read_password(args.password_stdin), args.seat)
             store.audit("cli", "user_add", outcome="ok", detail={"name": u.name, "role": u.role})
             print(f"✔ 账户 {u.name} ({u.role}) 已创建 / account created")
+        elif args.command == "user" and args.user_command in ("role", "disable", "enable"):
+            role = args.role if args.user_command == "role" else None
+            off = None if args.user_command == "role" else args.user_command == "disable"
+            if not store.set_user(args.name, role=role, disabled=off):
+                raise ValueError(f"没有账户 {args.name!r} / no user {args.name!r}")
+            store.audit("cli", f"user_{args.user_command}", outcome="ok", detail={"name": args.name, "role": role})
+            print(f"✔ {args.name}: {args.user_command} — 其会话与事件流已结束 / its sessions and event streams have ended")
         elif args.command == "user":
             accounts.set_password(args.name, _read_password(args.password_stdin))
             store.audit("cli", "user_passwd", outcome="ok", detail={"name": args.name})

@@ -32,8 +32,9 @@ from zoneinfo import ZoneInfo
 from aiohttp import WSMsgType, web
 
 from fenliu.bus import EventBus, Item, WorkerFact
-from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, mask_number
+from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of, mask_number
 from fenliu.console.feed import EventFeed
+from fenliu.console.streams import STREAM_ENDED, guard_streams
 from fenliu.errors import ConfigError, quoted
 from fenliu.hotlines.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.hotlines.signing import SignatureError, secret_from_env, verify
@@ -59,6 +60,7 @@ HOSTS = web.AppKey("hosts", frozenset)
 WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")  # wakes the outbox (a no-op without one)
 
 USER = web.RequestKey("user", User)
+CREDENTIAL = web.RequestKey("credential", str)  # auth.credential_of: which session or token
 STREAM = web.RequestKey("stream", web.WebSocketResponse)
 SESSION_COOKIE = "fenliu_session"
 MAX_DEPTH = 32
@@ -104,7 +106,15 @@ def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: 
         r.add_route(method, path, handler)
     r.add_get("/", index)
     r.add_get("/static/{name}", static)
+    app.cleanup_ctx.append(_stream_guard)
     return app
+
+
+async def _stream_guard(app: web.Application) -> Any:
+    """Closes the event streams of sessions and tokens that have ended (``console.streams``)."""
+    task = asyncio.ensure_future(guard_streams(app[FEED], app[ACCOUNTS]))
+    yield
+    task.cancel()
 
 
 # -- the guard: host, origin, user, CSRF, role, errors --------------------------------------------
@@ -206,11 +216,13 @@ async def _authenticate(request: web.Request) -> User:
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "bad_token", "Authorization 须为 Bearer 令牌 / use Authorization: Bearer <token>")
         user = accounts.token_user(token.strip())
+        request[CREDENTIAL] = credential_of(token=token.strip())
     else:
         sid = request.cookies.get(SESSION_COOKIE)
         if not sid:
             raise ApiError(401, "unauthenticated", "请先登录 / log in first (or send an API token)")
         user, csrf = accounts.session_user(sid)
+        request[CREDENTIAL] = credential_of(session_id=sid)
         if request.method in UNSAFE:
             sent = request.headers.get("X-CSRF-Token", "")
             if not sent or not hmac.compare_digest(sent, csrf):
@@ -358,6 +370,7 @@ def _client_address(request: web.Request) -> str:
 async def logout(request: web.Request) -> web.StreamResponse:
     sid = request.cookies.get(SESSION_COOKIE, "")
     request.app[ACCOUNTS].logout(sid)
+    request.app[FEED].end_streams(request[CREDENTIAL], "logged_out")  # this instance's at once
     request.app[STORE].audit(_user(request).name, "logout", outcome="ok")
     resp = web.json_response({"ok": True})
     resp.del_cookie(SESSION_COOKIE, path="/")
@@ -710,35 +723,44 @@ async def events(request: web.Request) -> web.StreamResponse:
         if not since_raw.isdigit() or len(since_raw) > 15:
             raise ApiError(400, "bad_field", "since 须是事件编号 / since must be an event id (integer)")
         since = int(since_raw)
+    credential = request[CREDENTIAL]
+    cap = request.app[CONSOLE].max_streams_per_session
+    if feed.streams_of(credential) >= cap:
+        raise ApiError(429, "too_many_streams", f"此会话已打开 {cap} 个事件流，请关闭多余的接警台页面 / this session "
+                                                f"already has {cap} event streams open (console.max_streams_per_session)")
     # no permessage-deflate: messages are small and per-client zlib state costs more CPU than it saves
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
     await ws.prepare(request)
     request[STREAM] = ws
-    client, hello, missed = feed.connect(user, since, request.query.get("server"))
+    client, hello, missed = feed.connect(user, since, request.query.get("server"), credential)
+    ended = asyncio.ensure_future(client.ended.wait())
     try:
         await ws.send_str(json.dumps(hello, ensure_ascii=False))
         for text in missed:
             await ws.send_str(text)
         reader = asyncio.ensure_future(_drain_incoming(ws))
-        while not reader.done():
+        while not reader.done() and not ended.done():
             if client.queue.empty():  # wait only when there is nothing to send
                 getter = asyncio.ensure_future(client.queue.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, reader, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
                 await ws.send_str(getter.result())
                 feed.sent += 1
-            while not client.queue.empty():  # then everything already queued, without a task each
+            while not client.queue.empty() and not ended.done():  # then everything already queued
                 await ws.send_str(client.queue.get_nowait())
                 feed.sent += 1
             if client.overflowed and client.queue.empty():
                 await ws.close(code=1013, message=b"fell behind: reconnect with ?since=<last id>")
                 break
+        if ended.done():  # its session or token ended: nothing more of the calls goes out on it
+            await ws.close(code=STREAM_ENDED, message=client.end_reason.encode())
         reader.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        ended.cancel()
         feed.disconnect(client)
         if not ws.closed:
             await ws.close()

@@ -159,11 +159,39 @@ class Accounts:
     def logout(self, sid: str) -> None:
         self.store.drop_session(digest(sid))
 
+    def credential_user(self, credential: str) -> tuple[User | None, str]:
+        """Is this credential ("session:<sha256>" / "token:<sha256>", see ``credential_of``) still
+        good? Returns its user as the store says now, or None and why not (a machine code the
+        console maps to Chinese). Read only: an open event stream does not keep a session alive."""
+        kind, _, h = credential.partition(":")
+        if kind == "session":
+            s = self.store.session(h)
+            if s is None:
+                return None, "session_ended"  # logged out, password changed, or expired and swept
+            if s["disabled"]:
+                return None, "account_disabled"
+            if time.time() - s["last_seen"] > self.idle:
+                return None, "session_expired"
+            return User(s["user_id"], s["name"], s["role"], s["seat"]), ""
+        if kind == "token":
+            t = self.store.token(h, touch=False)
+            if t is None:
+                return None, "token_revoked"
+            if t["disabled"]:
+                return None, "account_disabled"
+            return User(t["user_id"], t["name"], t["role"], t["seat"], via=f"token:{t['token_name']}"), ""
+        return None, "session_ended"
+
     def token_user(self, token: str) -> User:
         t = self.store.token(digest(token)) if token.startswith(TOKEN_PREFIX) else None
         if t is None or t["disabled"]:
             raise AuthError(401, "bad_token", "API 令牌无效或已吊销 / invalid or revoked API token")
         return User(t["user_id"], t["name"], t["role"], t["seat"], via=f"token:{t['token_name']}")
+
+
+def credential_of(session_id: str = "", token: str = "") -> str:
+    """What an event stream remembers of how it was opened (a hash, never the secret)."""
+    return f"token:{digest(token)}" if token else f"session:{digest(session_id)}"
 
 
 def check_password(password: str) -> None:

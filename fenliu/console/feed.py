@@ -67,8 +67,16 @@ class Client:
     """One connected event-stream reader."""
 
     user: User
+    credential: str = ""  # how it was opened (auth.credential_of): the session or token it lives by
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))  # JSON texts
     overflowed: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its session/token ended: close it
+    end_reason: str = ""
+
+    def end(self, reason: str) -> None:
+        if not self.ended.is_set():
+            self.end_reason = reason
+            self.ended.set()
 
     def wants(self, env: dict[str, Any], seat_of: Callable[[str], str]) -> bool:
         if env["kind"] in SUPERVISOR_KINDS:
@@ -191,11 +199,12 @@ class EventFeed:
                            "step": kind.removeprefix("transfer_"), "reason": d.get("reason", "")}
 
     # -- out ------------------------------------------------------------------------------------
-    def connect(self, user: User, since: int | None, run_id: str | None) -> tuple[Client, dict[str, Any], list[str]]:
+    def connect(self, user: User, since: int | None, run_id: str | None,
+                credential: str = "") -> tuple[Client, dict[str, Any], list[str]]:
         """Register a client; returns it, its hello and the missed envelopes to send first.
         Registration and the replay are taken together on the loop thread: nothing can fall
         between them."""
-        c = Client(user)
+        c = Client(user, credential)
         oldest = self.ring[0]["id"] if self.ring else self.last_id + 1
         resumed = since is not None and run_id in (None, self.run_id) and since >= oldest - 1 \
             and since <= self.last_id
@@ -209,3 +218,13 @@ class EventFeed:
 
     def disconnect(self, c: Client) -> None:
         self.clients.discard(c)
+
+    def streams_of(self, credential: str) -> int:
+        return sum(1 for c in self.clients if c.credential == credential)
+
+    def end_streams(self, credential: str, reason: str) -> int:
+        """Close every stream opened with this session or token (logout, revocation, …)."""
+        ended = [c for c in self.clients if c.credential == credential]
+        for c in ended:
+            c.end(reason)
+        return len(ended)

@@ -611,13 +611,31 @@ class Store:
         return self.db.insert("INSERT INTO api_tokens(name, user_id, token_hash, created_at) VALUES (?,?,?,?)",
                               (name, user_id, token_hash, time.time()))
 
-    def token(self, token_hash: str) -> dict[str, Any] | None:
+    def token(self, token_hash: str, touch: bool = True) -> dict[str, Any] | None:
         row = self.db.one("SELECT t.id AS token_id, t.name AS token_name, u.id AS user_id, u.name, u.role, u.seat, "
                           "u.disabled FROM api_tokens t JOIN users u ON u.id = t.user_id "
                           "WHERE t.token_hash=? AND t.revoked=0", (token_hash,))
-        if row:
+        if row and touch:
             self.db.execute("UPDATE api_tokens SET last_used=? WHERE id=?", (time.time(), row["token_id"]))
         return row
+
+    def set_user(self, name: str, role: str | None = None, disabled: bool | None = None) -> bool:
+        """Change an account's role or switch it off (its sessions and tokens then stop working,
+        its open event streams are closed by the console within a second)."""
+        sets: list[str] = []
+        args: list[object] = []
+        if role is not None:
+            sets.append("role=?")
+            args.append(role)
+        if disabled is not None:
+            sets.append("disabled=?")
+            args.append(1 if disabled else 0)
+        if not sets:
+            return self.user(name) is not None
+        with self.db.tx():
+            n = self.db.execute(f"UPDATE users SET {', '.join(sets)} WHERE name=?", (*args, name)).rowcount
+            self.db.execute("DELETE FROM sessions WHERE user_id=(SELECT id FROM users WHERE name=?)", (name,))
+        return n > 0
 
     def revoke_token(self, name: str) -> int:
         return int(self.db.execute("UPDATE api_tokens SET revoked=1 WHERE name=? AND revoked=0", (name,)).rowcount)

@@ -262,6 +262,35 @@ def test_user_add_and_token_create_make_working_credentials(tmp_path):
     store.close()
 
 
+def test_user_role_disable_and_enable_change_the_account_and_end_its_sessions(tmp_path):
+    from fenliu.console.auth import Accounts, AuthError
+    from fenliu.store.record import Store
+
+    env = {"FENLIU_STORE__URL": f"sqlite:///{tmp_path}/f.db"}
+    assert run("user", "add", "wang", "--role", "operator", "--password-stdin", stdin="a long enough password\n",
+               env=env).returncode == 0
+    store = Store(env["FENLIU_STORE__URL"])
+    _, sid, _ = Accounts(store).login("wang", "a long enough password", "127.0.0.1")
+    r = run("user", "role", "wang", "supervisor", env=env)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(AuthError):  # the session made for an operator has ended
+        Accounts(store).session_user(sid)
+    user, sid, _ = Accounts(store).login("wang", "a long enough password", "127.0.0.1")
+    assert user.role == "supervisor"
+    assert run("user", "disable", "wang", env=env).returncode == 0
+    with pytest.raises(AuthError):
+        Accounts(store).session_user(sid)
+    with pytest.raises(AuthError, match="wrong"):
+        Accounts(store).login("wang", "a long enough password", "127.0.0.1")
+    assert "停用" in run("user", "list", env=env).stdout
+    assert run("user", "enable", "wang", env=env).returncode == 0
+    assert Accounts(store).login("wang", "a long enough password", "127.0.0.1")[0].role == "supervisor"
+    nobody = run("user", "disable", "nobody", env=env)
+    assert nobody.returncode == 2 and "no user" in nobody.stderr
+    assert [a["action"] for a in store.audit_log()][:3] == ["user_enable", "user_disable", "user_role"]
+    store.close()
+
+
 def test_cli_without_a_token_says_where_one_comes_from(tmp_path):
     """`fenliu calls` against a running API without a token: 401 explained, not a traceback."""
     import asyncio

@@ -1,12 +1,25 @@
-"""What the console's browser tests share: Debian's Chromium driven by Playwright, and a page
-logged in to the console that records every script error, dialog and CSP violation."""
+"""What the console's tests share: Debian's Chromium driven by Playwright, a page logged in to
+the console that records every script error, dialog and CSP violation; and the real API app on
+a real SQLite store with three accounts (``open_env`` / ``env``)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
+
+from fenliu.bus import EventBus
+from fenliu.console.server import Console
+from fenliu.service.supervisor import Supervisor
+from fenliu.settings import Settings, StoreSettings, seat_name
+from fenliu.store.record import Store
+from tests.console.api_env import ApiEnv
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -44,3 +57,50 @@ def open_console(browser: Any, url: str, user: str, password: str, **context: An
     page.wait_for_selector("#logout", state="visible")
     page.wait_for_selector('#conn:has-text("已连接")')  # the event stream is up (no eval: the CSP forbids it)
     return page, errors
+
+
+# -- the API on a real store (tests/console/test_api_security.py, test_streams.py, …) ----------
+def build_env(tmp_path: Path, router: Any, *, rules_path: str = "", seat_uri: str = "",
+              transfer: dict[str, Any] | None = None, **console: Any) -> ApiEnv:
+    """Like api_env.make_env, plus a router section (``router.rules_path``) and a B2BUA seat
+    (``sip.seat_uri``: the store, and the feed built from it, then belong to that seat, as in
+    `fenliu serve`)."""
+    s = Settings()
+    s = replace(s, store=StoreSettings(url=f"sqlite:///{tmp_path}/fenliu.db"),
+                router=replace(s.router, rules_path=rules_path), sip=replace(s.sip, seat_uri=seat_uri),
+                console=replace(s.console, **console), transfer=replace(s.transfer, **(transfer or {})))
+    bus = EventBus(asyncio.get_running_loop())
+    store = Store(s.store.url, seat=seat_name(s.sip.seat_uri))
+    bus.subscribe(store.record)
+    sup = Supervisor(s, router, None, bus)
+    return ApiEnv(s, bus, store, sup, Console(s, sup, store))
+
+
+@pytest.fixture
+async def open_env(tmp_path, router, aiohttp_client, monkeypatch):
+    """``await open_env(**settings)``: an env with users op1 (operator), boss (supervisor) and
+    root (admin), and its test client as ``env.client``. Passwords are still argon2id, with
+    cheap parameters (the production ones cost 0.3 s a hash here, and nothing below is about cost)."""
+    monkeypatch.setattr("fenliu.console.auth.PasswordHasher",
+                        partial(PasswordHasher, time_cost=1, memory_cost=1024, parallelism=1))
+    made: list[ApiEnv] = []
+
+    async def _open(users: tuple[tuple[str, str, str], ...] = (("op1", "operator", ""), ("boss", "supervisor", ""),
+                                                               ("root", "admin", "")),
+                    **settings: Any) -> ApiEnv:
+        e = build_env(tmp_path, router, **settings)
+        for name, role, seat in users:
+            e.add_user(name, role, seat)
+        e.client = await aiohttp_client(e.console.app)  # type: ignore[attr-defined]
+        made.append(e)
+        return e
+
+    yield _open
+    for e in made:
+        e.sup.stop()
+        e.store.close()
+
+
+@pytest.fixture
+async def env(open_env):
+    return await open_env()

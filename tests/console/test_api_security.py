@@ -18,23 +18,17 @@ import re
 import shutil
 import sqlite3
 import time
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from argon2 import PasswordHasher
 
-from fenliu.bus import CallEvent, EventBus, WorkerFact
+from fenliu.bus import CallEvent, WorkerFact
 from fenliu.console.api import ROUTES
-from fenliu.console.server import Console
 from fenliu.events import FinalTranscript
-from fenliu.service.supervisor import CallSession, Supervisor
-from fenliu.settings import Settings, StoreSettings, seat_name
+from fenliu.service.supervisor import CallSession
 from fenliu.sip import protocol as P
-from fenliu.store.record import Store
 from tests.conftest import minimal_rules
 from tests.console.api_env import PASSWORD, ApiEnv, login
 
@@ -43,52 +37,6 @@ EVIL = "https://evil.example"
 
 
 # -- the environment --------------------------------------------------------------------------
-def build_env(tmp_path: Path, router: Any, *, rules_path: str = "", seat_uri: str = "",
-              transfer: dict[str, Any] | None = None, **console: Any) -> ApiEnv:
-    """Like api_env.make_env, plus a router section (``router.rules_path``) and a B2BUA seat
-    (``sip.seat_uri``: the store, and the feed built from it, then belong to that seat, as in
-    `fenliu serve`)."""
-    s = Settings()
-    s = replace(s, store=StoreSettings(url=f"sqlite:///{tmp_path}/fenliu.db"),
-                router=replace(s.router, rules_path=rules_path), sip=replace(s.sip, seat_uri=seat_uri),
-                console=replace(s.console, **console), transfer=replace(s.transfer, **(transfer or {})))
-    bus = EventBus(asyncio.get_running_loop())
-    store = Store(s.store.url, seat=seat_name(s.sip.seat_uri))
-    bus.subscribe(store.record)
-    sup = Supervisor(s, router, None, bus)
-    return ApiEnv(s, bus, store, sup, Console(s, sup, store))
-
-
-@pytest.fixture
-async def open_env(tmp_path, router, aiohttp_client, monkeypatch):
-    """``await open_env(**settings)``: an env with users op1 (operator), boss (supervisor) and
-    root (admin), and its test client as ``env.client``. Passwords are still argon2id, with
-    cheap parameters (the production ones cost 0.3 s a hash here, and nothing below is about cost)."""
-    monkeypatch.setattr("fenliu.console.auth.PasswordHasher",
-                        partial(PasswordHasher, time_cost=1, memory_cost=1024, parallelism=1))
-    made: list[ApiEnv] = []
-
-    async def _open(users: tuple[tuple[str, str, str], ...] = (("op1", "operator", ""), ("boss", "supervisor", ""),
-                                                               ("root", "admin", "")),
-                    **settings: Any) -> ApiEnv:
-        e = build_env(tmp_path, router, **settings)
-        for name, role, seat in users:
-            e.add_user(name, role, seat)
-        e.client = await aiohttp_client(e.console.app)  # type: ignore[attr-defined]
-        made.append(e)
-        return e
-
-    yield _open
-    for e in made:
-        e.sup.stop()
-        e.store.close()
-
-
-@pytest.fixture
-async def env(open_env):
-    return await open_env()
-
-
 class RecordingLink:
     """Stands in for a SIP worker's link: records every command the API sends to the worker."""
 

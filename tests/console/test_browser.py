@@ -167,7 +167,7 @@ def test_operator_sees_the_call_presses_f8_and_the_hotline_joins(service, browse
 
 def test_danger_card_and_session_expiry(service, browser, tmp_path):
     """A decision vetoed by a danger word shows the red 不可分流 card and no one-key diversion;
-    an ended session sends the operator back to the login form with the reason."""
+    a session ended on the server closes the page's stream and shows the login with the reason."""
     op, errors = open_console(browser, service["url"], "op1")
     # a caller that says nothing: the only decision on this call is the one published below
     # (a speaking caller's own decisions would race with it for the card)
@@ -183,10 +183,13 @@ def test_danger_card_and_session_expiry(service, browser, tmp_path):
         op.wait_for_selector("#card .veto", timeout=10000)
         assert "不可分流" in op.inner_text("#card")
         shot(op, "console-danger.png")
-        # the session ends on the server (e.g. idle timeout): the next request says so
+        # the session ends on the server (a password change, an idle timeout, a logout elsewhere):
+        # the server closes the page's event stream and the page shows the login with the reason,
+        # without the operator doing anything
         service["store"].db.execute("DELETE FROM sessions")
-        op.reload()
         op.wait_for_selector("#login-form", state="visible", timeout=10000)
+        assert "会话已结束" in op.inner_text("#login-error")
+        assert op.locator("#calls li[data-call-id]").count() == 0  # nothing of the calls is left on screen
     finally:
         hang_up_all(service["sup"])
         caller.join(50)

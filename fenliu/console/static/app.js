@@ -11,7 +11,7 @@
 
 import {$, $$, clear, clock, el, highlight, replaceChildren, timeOfDay} from './dom.js';
 import {ApiError, api, callPath, setCsrf, setUnauthorizedHandler} from './api.js';
-import {EventStream} from './stream.js';
+import {ENDED_TEXT, EventStream} from './stream.js';
 import {
   MODE_LABELS, conf, dangerLabel, learnDangerLabels, loadConfig, targetName, targetShort, urgentTargets,
 } from './config.js';
@@ -80,6 +80,7 @@ const stream = new EventStream({
   },
   onEvent: (ev) => handleEvent(ev),
   onStatus: (connected) => showConnection(connected),
+  onEnded: (reason) => sessionEnded(ENDED_TEXT[reason] || '会话已结束，请重新登录'),
   beforeReconnect: async () => {
     try {
       await api('GET', '/api/me');

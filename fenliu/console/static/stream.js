@@ -8,12 +8,24 @@
 // console loads GET /api/calls, whose calls carry the events already folded in.
 
 const BACKOFF_MIN = 500;
+const STREAM_ENDED = 4401; // the server closed the stream: its session or token has ended
+
+/** Why the server ended a stream (its close reason), as the login form says it. */
+export const ENDED_TEXT = {
+  logged_out: '您已退出登录',
+  session_expired: '会话长时间无操作已过期，请重新登录',
+  session_ended: '会话已结束（已退出或密码已修改），请重新登录',
+  token_revoked: 'API 令牌已吊销',
+  account_disabled: '账户已停用，请联系管理员',
+  account_changed: '账户权限已变更，请重新登录',
+};
 const BACKOFF_MAX = 5000;
 
 export class EventStream {
   /**
    * handlers: onHello(msg), onEvent(msg), onStatus(connected: bool),
-   * beforeReconnect() → Promise<bool> (false: do not reconnect, e.g. the session ended).
+   * beforeReconnect() → Promise<bool> (false: do not reconnect, e.g. the session ended),
+ * onEnded(reason): the server closed the stream because its session or token ended.
    */
   constructor(handlers) {
     this.handlers = handlers;
@@ -71,10 +83,16 @@ export class EventStream {
     }
     this.ws = ws;
     ws.onmessage = (e) => this.receive(e.data);
-    ws.onclose = () => {
+    ws.onclose = (e) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.setConnected(false);
+      if (e.code === STREAM_ENDED) {
+        // the server ended the session or token this stream lived by: no reconnect
+        this.stopped = true;
+        if (this.handlers.onEnded) this.handlers.onEnded(e.reason || 'session_ended');
+        return;
+      }
       this.scheduleReconnect();
     };
     ws.onerror = () => {}; // a close follows
