@@ -145,6 +145,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except (ApiError, AuthError) as e:
         response = error(e.status, e.code, e.message)
+        if isinstance(e, AuthError) and e.retry_after:
+            response.headers["Retry-After"] = str(int(e.retry_after))
     except web.HTTPRequestEntityTooLarge:
         response = error(413, "too_large", f"请求体过大 / body larger than {request.app[CONSOLE].max_body_kb} KB")
     except web.HTTPException as e:
@@ -350,6 +352,13 @@ async def login(request: web.Request) -> web.StreamResponse:
             None, request.app[ACCOUNTS].login, name, password, address)
     except AuthError as e:
         store.audit(name, "login", outcome=e.code, detail={"address": address})
+        for burst in e.bursts:  # many wrong passwords for one account or from one address: supervisors hear of it
+            kind, _, who = burst.partition(":")
+            what = f"账户 {who}" if kind == "account" else f"地址 {who}"
+            store.raise_alert("login_burst", f"{burst}@{int(time.time() // 900)}",
+                              f"{what} 15 分钟内多次登录失败，可能在猜测密码 / repeated failed logins for {kind} {who}")
+        if e.delay:
+            await asyncio.sleep(e.delay)  # the tarpit: a wrong password is answered later, a right one at once
         raise
     store.audit(user.name, "login", outcome="ok", detail={"address": address})
     resp = web.json_response({"user": _user_json(user), "csrf": csrf})

@@ -47,9 +47,13 @@ class User:
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after: float = 0.0, delay: float = 0.0,
+                 bursts: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after  # 429: when this account may try again from this address
+        self.delay = delay  # a wrong password: answer this many seconds later (the tarpit)
+        self.bursts = bursts  # what just crossed a burst threshold ("account:NAME", "address:ADDR")
 
 
 def digest(secret: str) -> str:
@@ -57,37 +61,74 @@ def digest(secret: str) -> str:
 
 
 class LoginThrottle:
-    """After ``limit`` failures for one account or one address within ``window`` s, further
-    attempts are refused (429) until the window has passed since the last failure."""
+    """Slows password guessing down without handing anybody a lock-out tool. Following the OWASP
+    Authentication Cheat Sheet ("Login Throttling", and its warning that account lockout lets an
+    attacker deny service to real users), nothing is ever locked:
 
-    def __init__(self, limit: int = 5, window: float = 300.0) -> None:
-        self.limit, self.window = limit, window
-        self._fails: dict[str, list[float]] = {}
+    - **one account from one address** (the only refusal): after ``pair_free`` wrong passwords
+      within ``window`` s, the next attempt from that pair must wait 1, 2, 4, … s (at most
+      ``max_wait``) after the last failure; earlier ones get 429 with Retry-After and are not
+      checked. The same account from any other address, and every other account from this
+      address, are not refused;
+    - **the account, and the address, over all pairs**: each wrong password beyond ``tarpit_free``
+      of either within ``window`` s is answered later (0.25, 0.5, 1, … s, at most ``max_tarpit``)
+      — a right password is answered at once, so the real user never waits;
+    - **bursts** (``burst_account`` failures for one account, or ``burst_address`` from one address,
+      within ``window`` s) are reported once per window, for an alert to supervisors.
+    """
+
+    def __init__(self, pair_free: int = 3, max_wait: float = 60.0, tarpit_free: int = 5, max_tarpit: float = 5.0,
+                 window: float = 900.0, burst_account: int = 10, burst_address: int = 20) -> None:
+        self.pair_free, self.max_wait = pair_free, max_wait
+        self.tarpit_free, self.max_tarpit = tarpit_free, max_tarpit
+        self.window = window
+        self.burst = {"account": burst_account, "address": burst_address}
+        self._fails: dict[str, list[float]] = {}  # "pair:…", "account:…", "address:…" -> failure times
         self._lock = threading.Lock()  # logins are checked on executor threads
 
-    def check(self, *keys: str) -> None:
-        with self._lock:
-            self._check(keys)
+    def _recent(self, key: str, now: float) -> list[float]:
+        recent = [t for t in self._fails.get(key, ()) if now - t < self.window]
+        if recent:
+            self._fails[key] = recent
+        else:
+            self._fails.pop(key, None)
+        return recent
 
-    def _check(self, keys: tuple[str, ...]) -> None:
-        now = time.monotonic()
-        for k in keys:
-            recent = [t for t in self._fails.get(k, []) if now - t < self.window]
-            self._fails[k] = recent
-            if len(recent) >= self.limit:
-                wait = int(self.window - (now - recent[-1])) + 1
-                raise AuthError(429, "too_many_attempts",
-                                f"登录失败次数过多，请 {wait} 秒后再试 / too many failed logins, retry in {wait} s")
-
-    def failed(self, *keys: str) -> None:
+    def wait(self, account: str, address: str) -> float:
+        """Seconds this account must still wait before trying again from this address (0: go on)."""
         with self._lock:
-            for k in keys:
-                self._fails.setdefault(k, []).append(time.monotonic())
+            now = time.monotonic()
+            recent = self._recent(f"pair:{account}\n{address}", now)
+            if len(recent) < self.pair_free:
+                return 0.0
+            pause = min(2.0 ** (len(recent) - self.pair_free), self.max_wait)
+            return max(0.0, recent[-1] + pause - now)
 
-    def succeeded(self, *keys: str) -> None:
+    def failed(self, account: str, address: str) -> tuple[float, tuple[str, ...]]:
+        """Count a wrong password; returns how long to delay the answer and the bursts it started."""
         with self._lock:
-            for k in keys:
-                self._fails.pop(k, None)
+            now = time.monotonic()
+            if len(self._fails) > 10_000:  # bounded: forget what is older than the window
+                for k in list(self._fails):
+                    self._recent(k, now)
+            worst, bursts = 0, []
+            for kind, who in (("account", account), ("address", address)):
+                key = f"{kind}:{who}"
+                recent = self._recent(key, now) + [now]
+                self._fails[key] = recent
+                worst = max(worst, len(recent))
+                if len(recent) == self.burst[kind]:
+                    bursts.append(key)
+            self._fails.setdefault(f"pair:{account}\n{address}", []).append(now)
+            over = worst - self.tarpit_free
+            delay = 0.0 if over <= 0 else min(0.25 * 2.0 ** (over - 1), self.max_tarpit)
+            return delay, tuple(bursts)
+
+    def succeeded(self, account: str, address: str) -> None:
+        """The right password: this pair starts afresh (the account's and address's counts stay,
+        so an attacker cannot reset them by logging in to an account of their own)."""
+        with self._lock:
+            self._fails.pop(f"pair:{account}\n{address}", None)
 
 
 class Accounts:
@@ -124,8 +165,12 @@ class Accounts:
     # -- login and sessions ---------------------------------------------------------------------
     def login(self, name: str, password: str, address: str) -> tuple[User, str, str]:
         """Returns the user, the session id (for the cookie) and the CSRF token."""
-        keys = (f"user:{name}", f"addr:{address}")
-        self.throttle.check(*keys)
+        wait = self.throttle.wait(name, address)
+        if wait > 0:
+            seconds = int(wait) + 1
+            raise AuthError(429, "too_many_attempts", f"该账户在此地址登录失败次数过多，请 {seconds} 秒后再试 / too many "
+                                                      f"failed logins for this account from this address, retry in "
+                                                      f"{seconds} s", retry_after=seconds)
         u = self.store.user(name)
         ok = False
         try:
@@ -133,9 +178,9 @@ class Accounts:
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or u is None or u["disabled"]:
-            self.throttle.failed(*keys)
-            raise AuthError(401, "bad_login", "账户或密码错误 / wrong user name or password")
-        self.throttle.succeeded(*keys)
+            delay, bursts = self.throttle.failed(name, address)
+            raise AuthError(401, "bad_login", "账户或密码错误 / wrong user name or password", delay=delay, bursts=bursts)
+        self.throttle.succeeded(name, address)
         if self.hasher.check_needs_rehash(u["pw_hash"]):
             self.store.set_password(name, self.hasher.hash(password))
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)

@@ -421,6 +421,14 @@ class Store:
             raised.append({"id": aid, "at": now, "kind": kind, "ref": ref, "call_id": call_id, "order_no": order_no,
                            "message": message})
 
+    def raise_alert(self, kind: str, ref: str, message: str) -> bool:
+        """An alert from outside the loop (e.g. a login burst): stored once per (kind, ref) and
+        announced to supervisors; False if it was already raised."""
+        raised: list[dict[str, Any]] = []
+        self._alert(raised, kind, ref, message)
+        self._announce(raised)
+        return bool(raised)
+
     def _announce(self, raised: list[dict[str, Any]]) -> None:
         for a in raised:
             for listener in self.alert_listeners:

@@ -561,21 +561,71 @@ async def test_supervisor_is_refused_admin_routes_and_admin_may(env):
 
 
 # -- 7. login throttling -----------------------------------------------------------------------
-async def test_five_wrong_passwords_lock_the_account(env):
-    for _ in range(5):
-        r = await env.client.post("/api/login", json={"username": "op1", "password": "wrong password"})
+def at(address: str) -> dict[str, str]:
+    """A request from ``address`` (the console is behind a proxy that reports it)."""
+    return {"X-Forwarded-For": address}
+
+
+async def test_wrong_passwords_make_one_account_wait_at_one_address_and_nobody_else(open_env):
+    """OWASP: throttle, never lock out. Three wrong passwords for op1 from 10.0.0.9 make op1 wait
+    there (429 with Retry-After, the password not even checked); op1 with the right password
+    from another address, and every other account from 10.0.0.9, log in at once."""
+    env = await open_env(behind_proxy=True)
+    for _ in range(3):
+        r = await env.client.post("/api/login", json={"username": "op1", "password": "wrong password"},
+                                  headers=at("10.0.0.9"))
         await error_of(r, 401, "bad_login")
-    r = await env.client.post("/api/login", json={"username": "op1", "password": PASSWORD})
+    r = await env.client.post("/api/login", json={"username": "op1", "password": PASSWORD}, headers=at("10.0.0.9"))
     msg = await error_of(r, 429, "too_many_attempts")
-    assert re.search(r"\d+ s", msg)
+    retry = int(r.headers["Retry-After"])
+    assert re.search(r"\d+ s", msg) and retry >= 1
     assert "fenliu_session" not in r.cookies
     rows = audit_actions(env, "login")
-    assert [a["outcome"] for a in reversed(rows)] == ["bad_login"] * 5 + ["too_many_attempts"]
-    assert {a["user"] for a in rows} == {"op1"} and all(a["detail"]["address"] for a in rows)
-    # a supervisor reads them through the API (with a token: this address may not log in for now)
+    assert [a["outcome"] for a in reversed(rows)] == ["bad_login"] * 3 + ["too_many_attempts"]
+    assert {a["user"] for a in rows} == {"op1"} and {a["detail"]["address"] for a in rows} == {"10.0.0.9"}
+    # the real op1 at another seat, and a colleague behind the same NAT: never refused
+    r = await env.client.post("/api/login", json={"username": "op1", "password": PASSWORD}, headers=at("10.0.0.7"))
+    assert r.status == 200, await r.text()
+    r = await env.client.post("/api/login", json={"username": "boss", "password": PASSWORD}, headers=at("10.0.0.9"))
+    assert r.status == 200, await r.text()
+    # a supervisor reads the trail through the API
     r = await env.client.get("/api/audit?action=login", headers={"Authorization": f"Bearer {env.token('boss')}"})
     audit = (await r.json())["audit"]
-    assert [a["outcome"] for a in audit if a["user"] == "op1"].count("bad_login") == 5
+    assert [a["outcome"] for a in audit if a["user"] == "op1"].count("bad_login") == 3
+    # once the wait is over op1 may try again from 10.0.0.9 (the wait grows: 1 s, 2 s, 4 s, …)
+    await asyncio.sleep(retry)
+    r = await env.client.post("/api/login", json={"username": "op1", "password": PASSWORD}, headers=at("10.0.0.9"))
+    assert r.status == 200, await r.text()
+
+
+async def test_a_password_burst_alerts_supervisors_and_is_never_a_lockout(open_env):
+    from fenliu.console.auth import LoginThrottle
+
+    env = await open_env(behind_proxy=True)
+    env.console.accounts.throttle = LoginThrottle(max_tarpit=0.01)  # the tarpit's pace is a unit test's matter
+    for i in range(10):  # ten addresses, three tries or fewer each: spread out guessing
+        r = await env.client.post("/api/login", json={"username": "op1", "password": f"guess {i}"},
+                                  headers=at(f"10.9.0.{i}"))
+        await error_of(r, 401, "bad_login")
+    alerts = (await (await env.client.get("/api/alerts", headers={"Authorization": f"Bearer {env.token('boss')}"}))
+              .json())["alerts"]
+    burst = [a for a in alerts if a["kind"] == "login_burst"]
+    assert len(burst) == 1 and "op1" in burst[0]["message"], alerts
+    r = await env.client.post("/api/login", json={"username": "op1", "password": PASSWORD}, headers=at("10.0.0.7"))
+    assert r.status == 200, await r.text()
+
+
+def test_the_tarpit_grows_to_a_ceiling_and_a_right_password_resets_only_its_pair():
+    from fenliu.console.auth import LoginThrottle
+
+    t = LoginThrottle()
+    delays = [t.failed("op1", f"10.0.0.{i % 3}")[0] for i in range(12)]
+    assert delays[:5] == [0.0] * 5  # a few typos cost nothing
+    assert delays[5:] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]  # then growing, to the ceiling
+    assert t.wait("op1", "10.0.0.0") > 0 and t.wait("op1", "10.0.0.5") == 0 and t.wait("boss", "10.0.0.0") == 0
+    t.succeeded("op1", "10.0.0.0")
+    assert t.wait("op1", "10.0.0.0") == 0 and t.wait("op1", "10.0.0.1") > 0
+    assert t.failed("op1", "10.0.0.0")[0] == 5.0  # the account's count stays: no reset by one success
 
 
 # -- 8. /metrics and health ---------------------------------------------------------------------
