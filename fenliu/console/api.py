@@ -815,12 +815,18 @@ async def order_detail(request: web.Request) -> web.StreamResponse:
 
 async def order_retry(request: web.Request) -> web.StreamResponse:
     no, user = request.match_info["order_no"], _user(request)
+    data = await body(request) if request.can_read_body else {}
+    note = field_str(data, "note", max_len=500)  # a returned order's correction (更正说明)
     store = request.app[STORE]
-    ok = await asyncio.to_thread(store.requeue, no, time.time())
-    store.audit(user.name, "order_retry", None, "ok" if ok else "refused", {"order_no": no})
+    try:
+        ok = await asyncio.to_thread(store.requeue, no, time.time(), note, user.name)
+    except ValueError as e:
+        raise ApiError(400, "bad_field", str(e)) from None
+    store.audit(user.name, "order_retry", None, "ok" if ok else "refused", {"order_no": no, "note": note[:100]})
     if not ok:
-        raise ApiError(409, "not_retryable", f"工单 {quoted(no)} 不能重发：只有送达失败或待人工转交、且平台已配置 URL 的工单"
-                                             f"可以重发 / only failed or local orders whose platform has a URL")
+        raise ApiError(409, "not_retryable", f"工单 {quoted(no)} 不能重发：只有送达失败、待人工转交或被退回（可附更正说明）、"
+                                             f"且平台已配置 URL 的工单可以重发 / only failed, local or returned orders "
+                                             f"whose platform has a URL")
     request.app[WAKE]()
     return web.json_response({"order_no": no, "status": "queued"})
 
@@ -976,13 +982,20 @@ async def hook_platform(request: web.Request) -> web.StreamResponse:
     at = data.get("at")
     at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else time.time()
     note = str(data["note"]) if isinstance(data.get("note"), str) else ""
-    row = request.app[STORE].order_status(str(ref), status, at, f"platform:{pid}",
-                                          {"note": note[:500], "delivery": delivery[:100], "word": word[:40]})
+    store = request.app[STORE]
+    row = store.order_status(str(ref), status, at, f"platform:{pid}",
+                             {"note": note[:500], "delivery": delivery[:100], "word": word[:40]}, platform=pid)
     if row is None:
+        owner = store.order_platform(str(ref))
+        if owner is not None:  # another platform's order: answered exactly as an unknown one, and audited
+            store.audit(f"platform:{pid}", "webhook_foreign_order", None, "refused",
+                        {"ref": str(ref)[:64], "owner": owner, "status": status, "delivery": delivery[:100]})
         raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(str(ref))!r}")
-    request.app[STORE].webhook_done(delivery, time.time())
+    store.webhook_done(delivery, time.time())
+    if not row["applied"]:  # late or out of order: in the trail, status unchanged; no retry wanted
+        return web.json_response({"ok": True, "order_no": row["order_no"], "status": row["status"], "applied": False})
     request.app[WAKE]()  # a follow-up SMS may have been queued
-    return web.json_response({"ok": True, "order_no": row["order_no"], "status": status})
+    return web.json_response({"ok": True, "order_no": row["order_no"], "status": status, "applied": True})
 
 
 async def hook_sms(request: web.Request) -> web.StreamResponse:

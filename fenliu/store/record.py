@@ -50,6 +50,20 @@ def final_action(suggested: str | None, diverted_to: str | None, linkage: Linkag
     return "kept" if suggested_diversion else "police"
 
 
+
+ORDER_RANK = {"queued": 0, "local": 0, "failed": 0, "accepted": 1, "dispatched": 2, "completed": 3}
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """An order's status only moves forward: accepted → dispatched → completed, and returned from
+    any open state. Completed and returned are final for the platform (a returned order goes
+    out again only when a supervisor resends it)."""
+    if current in ("completed", "returned"):
+        return False
+    if new == "returned":
+        return True
+    return ORDER_RANK.get(new, -1) > ORDER_RANK.get(current, 0)
+
 class Store:
     def __init__(self, url: str, seat: str = "", linkage: Linkage | None = None, *, upgrade: bool = True,
                  settings: Settings | None = None) -> None:
@@ -308,21 +322,39 @@ class Store:
                 self._alert(raised, "sms_failed", item["ref"], f"短信发送失败 / SMS {item['ref']} failed: {error[:200]}")
         self._announce(raised)
 
-    def requeue(self, order_no: str, now: float) -> bool:
-        """Send a failed or local order (again) — after the mapping or the platform was fixed."""
+    def requeue(self, order_no: str, now: float, note: str = "", by: str = "") -> bool:
+        """Send a failed or local order (again) — after the mapping or the platform was fixed; or
+        a returned order, corrected by a supervisor (``note`` goes into the order as 更正说明), as
+        a new delivery of the same order (a new idempotency key: the platform must not take it
+        for a retry of the delivery it returned)."""
         with self.db.tx():
-            row = self.db.one("SELECT status, platform FROM work_orders WHERE order_no=?", (order_no,))
-            if row is None or row["status"] not in ("failed", "local"):
+            row = self.db.one("SELECT status, platform, body FROM work_orders WHERE order_no=?", (order_no,))
+            if row is None or row["status"] not in ("failed", "local", "returned"):
                 return False
             pid = row["platform"]
             if not (pid in self.settings.platforms and self.settings.platforms[pid].url):
                 return False
+            key = f"order:{order_no}"
+            if row["status"] == "returned" and not note.strip():
+                raise ValueError("退回的工单须附更正说明才能重发 / a returned order is sent again only with a correction "
+                                 "note (what was corrected)")
+            if row["status"] == "returned":
+                resends = int(self.db.scalar("SELECT COUNT(*) FROM order_status WHERE order_no=? AND source='resend'",
+                                             (order_no,)) or 0)
+                key = f"order:{order_no}:resend-{resends + 1}"
+                body = json.loads(row["body"] or "{}")
+                if note:
+                    body["correction"] = note[:500]
+                self.db.execute("UPDATE work_orders SET body=?, returned_at=NULL WHERE order_no=?",
+                                (json.dumps(body, ensure_ascii=False), order_no))
             self.db.execute("UPDATE work_orders SET status='queued', updated_at=? WHERE order_no=?", (now, order_no))
             self.db.execute("UPDATE outbox SET status='pending', next_at=?, lease_until=0 WHERE idem_key=?",
-                            (now, f"order:{order_no}"))
-            self._enqueue("order", order_no, pid, f"order:{order_no}", now)
+                            (now, key))
+            self._enqueue("order", order_no, pid, key, now)
+            source = "resend" if key != f"order:{order_no}" else "requeue"
             self.db.execute("INSERT INTO order_status(order_no, status, at, source, detail) VALUES (?,?,?,?,?)",
-                            (order_no, "queued", now, "requeue", "{}"))
+                            (order_no, "queued", now, source,
+                             json.dumps({"note": note[:500], "by": by} if source == "resend" else {}, ensure_ascii=False)))
             return True
 
     def check_deadlines(self, now: float, stuck_after: float) -> list[dict[str, Any]]:
@@ -347,17 +379,28 @@ class Store:
 
     # -- status back from the platform, follow-ups -------------------------------------------------
     def order_status(self, ref: str, status: str, at: float, source: str,
-                     detail: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """A platform's report on an order (by our number or the platform's); None if unknown."""
+                     detail: dict[str, Any] | None = None, platform: str | None = None) -> dict[str, Any] | None:
+        """A platform's report on an order (by our number or the platform's). ``platform``: only
+        that platform's orders are found (a webhook touches its own orders only). None if unknown.
+
+        Status only moves forward (``moves_forward``): a late or repeated report is kept in the
+        order's trail (detail ``ignored``) but changes nothing; the returned row says ``applied``."""
         if status not in ORDER_STATUSES:
             raise ValueError(f"unknown order status {status!r}")
         raised: list[dict[str, Any]] = []
         with self.db.tx():
+            scope, args = ("AND platform=?", (ref, ref, platform)) if platform is not None else ("", (ref, ref))
             row = self.db.one("SELECT order_no, call_id, number, target, category, category_id, dept, platform_ref, "
-                              "created_at, status FROM work_orders WHERE order_no=? OR platform_ref=?", (ref, ref))
+                              f"created_at, status FROM work_orders WHERE (order_no=? OR platform_ref=?) {scope}", args)
             if row is None:
                 return None
             no = row["order_no"]
+            if not moves_forward(row["status"], status):
+                ignored = f"{status} after {row['status']}: kept in the trail, status unchanged"
+                self.db.execute("INSERT INTO order_status(order_no, status, at, source, detail) VALUES (?,?,?,?,?)",
+                                (no, status, at, source, json.dumps({**(detail or {}), "ignored": ignored},
+                                                                    ensure_ascii=False)))
+                return {**row, "applied": False}
             col = f"{status}_at"
             self.db.execute(f"UPDATE work_orders SET status=?, updated_at=?, {col}=COALESCE({col}, ?) WHERE order_no=?",
                             (status, at, at, no))
@@ -371,8 +414,14 @@ class Store:
             if status == "completed" and self.settings.sms.followup:
                 self.queue_sms(row["call_id"], row["number"], row, "followup", "hotline", at, raised)
             row["status"] = status
+            row["applied"] = True
         self._announce(raised)
         return row
+
+    def order_platform(self, ref: str) -> str | None:
+        """Which platform an order (by our number or the platform's) belongs to; None: no such order."""
+        row = self.db.one("SELECT platform FROM work_orders WHERE order_no=? OR platform_ref=?", (ref, ref))
+        return None if row is None else str(row["platform"])
 
     def add_followup(self, call_id: str, side: str, score: int, source: str, by: str = "", note: str = "",
                      at: float | None = None) -> int:

@@ -145,3 +145,87 @@ async def test_webhook_without_a_configured_secret_is_refused(env, monkeypatch):
     no = env["store"].orders()[0]["order_no"]
     r = await env["client"].post("/api/hooks/platform/12345", **signed({"order_no": no, "status": "办结"}))
     assert r.status == 503 and PLATFORM_SECRET_ENV in (await r.json())["error"]
+
+
+@pytest.fixture
+async def two_platforms(tmp_path, router, aiohttp_client, monkeypatch):  # type: ignore[no-untyped-def]
+    """12345 and 12348, each with its own secret; one 12345 order (call c1)."""
+    from dataclasses import replace
+
+    from fenliu.settings import PlatformSettings
+
+    monkeypatch.setenv(PLATFORM_SECRET_ENV, SECRET)
+    monkeypatch.setenv("FENLIU_TEST_12348_SECRET", "legal-aid-secret")
+    url = f"sqlite:///{tmp_path}/api.db"
+    s = loop_settings(url, platform="http://127.0.0.1:9", sms="http://127.0.0.1:9")
+    s = replace(s, platforms={**s.platforms, "12348": PlatformSettings(url="http://127.0.0.1:9/legal",
+                                                                      secret_env="FENLIU_TEST_12348_SECRET")})
+    bus = EventBus(asyncio.get_running_loop())
+    store = Store(url, settings=s)
+    bus.subscribe(store.record)
+    console = Console(s, Supervisor(s, router, None, bus), store)
+    console.accounts.add_user("boss", "supervisor", PASSWORD)
+    client = await aiohttp_client(console.app)
+    divert(store, router, "c1")
+    yield {"client": client, "store": store}
+    store.close()
+
+
+async def test_a_platform_touches_only_its_own_orders(two_platforms):
+    """12348's valid signature on a 12345 order: answered exactly like an unknown order, audited,
+    nothing changes and nobody is alerted."""
+    client, store = two_platforms["client"], two_platforms["store"]
+    no = store.orders()[0]["order_no"]
+    assert store.orders()[0]["platform"] == "12345"
+    before = store.order(no)
+    foreign = await client.post("/api/hooks/platform/12348", **signed({"order_no": no, "status": "退回"},
+                                                                      secret="legal-aid-secret", msg_id="f1"))
+    unknown = await client.post("/api/hooks/platform/12348", **signed({"order_no": "GD-none", "status": "退回"},
+                                                                      secret="legal-aid-secret", msg_id="f2"))
+    assert foreign.status == unknown.status == 404
+    assert (await foreign.json())["code"] == (await unknown.json())["code"] == "no_such_order"
+    after = store.order(no)
+    assert after["status"] == before["status"] and after["trail"] == before["trail"]  # not even in its trail
+    assert store.alerts() == []
+    audit = store.audit_log(action="webhook_foreign_order")
+    assert len(audit) == 1 and audit[0]["user"] == "platform:12348" and audit[0]["detail"]["owner"] == "12345"
+    # its own platform still reaches it
+    r = await client.post("/api/hooks/platform/12345", **signed({"order_no": no, "status": "受理"}, msg_id="o1"))
+    assert r.status == 200 and (await r.json())["applied"] is True
+
+
+async def test_order_status_only_moves_forward_and_late_reports_stay_in_the_trail(two_platforms):
+    client, store = two_platforms["client"], two_platforms["store"]
+    no = store.orders()[0]["order_no"]
+    for i, word in enumerate(("受理", "派遣", "办结")):
+        r = await client.post("/api/hooks/platform/12345", **signed({"order_no": no, "status": word}, msg_id=f"s{i}"))
+        assert (await r.json())["applied"] is True
+    for i, word in enumerate(("受理", "派遣", "退回")):  # late, out of order, after completion
+        r = await client.post("/api/hooks/platform/12345", **signed({"order_no": no, "status": word}, msg_id=f"l{i}"))
+        assert r.status == 200  # acknowledged: the platform need not retry
+        assert await r.json() == {"ok": True, "order_no": no, "status": "completed", "applied": False}
+    assert store.order(no)["status"] == "completed"
+    late = [t for t in store.order(no)["trail"] if t["detail"].get("ignored")]
+    assert [t["status"] for t in late] == ["accepted", "dispatched", "returned"]
+    assert store.alerts() == []  # a late 退回 after 办结 raises no alert
+
+
+async def test_a_returned_order_is_resent_corrected_by_a_supervisor_as_a_new_delivery(two_platforms):
+    client, store = two_platforms["client"], two_platforms["store"]
+    no = store.orders()[0]["order_no"]
+    r = await client.post("/api/hooks/platform/12345", **signed({"order_no": no, "status": "退回",
+                                                                 "note": "地址不详"}, msg_id="x1"))
+    assert (await r.json())["applied"] is True and store.order(no)["status"] == "returned"
+    csrf = {"X-CSRF-Token": await login(client, "boss")}
+    r = await client.post(f"/api/orders/{no}/retry", json={}, headers=csrf)
+    assert r.status == 400 and "更正说明" in (await r.json())["error"]  # not without saying what was corrected
+    r = await client.post(f"/api/orders/{no}/retry", json={"note": "地址已核实：XX路12号"}, headers=csrf)
+    assert r.status == 200, await r.text()
+    order = store.order(no)
+    assert order["status"] == "queued" and order["body"]["correction"] == "地址已核实：XX路12号"
+    keys = [row["idem_key"] for row in store.db.rows("SELECT idem_key FROM outbox WHERE kind='order' ORDER BY id")]
+    assert keys == [f"order:{no}", f"order:{no}:resend-1"]  # a new delivery, not a retry of the returned one
+    assert order["trail"][-1]["source"] == "resend" and order["trail"][-1]["detail"]["by"] == "boss"
+    # the platform takes it again: its reports apply to the resent order
+    r = await client.post("/api/hooks/platform/12345", **signed({"order_no": no, "status": "受理"}, msg_id="x2"))
+    assert (await r.json())["applied"] is True

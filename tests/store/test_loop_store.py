@@ -293,3 +293,16 @@ def test_records_wait_in_order_while_the_database_is_locked_and_the_order_is_not
     assert [e["kind"] for e in store.events("c1")] == ["FinalTranscript", "Decision", "transfer_started",
                                                      "transfer_bridged"]
     store.close()
+
+
+@pytest.mark.parametrize(("current", "new", "moves"), [
+    ("queued", "accepted", True), ("accepted", "dispatched", True), ("dispatched", "completed", True),
+    ("queued", "completed", True),  # a platform may skip steps
+    ("accepted", "returned", True), ("dispatched", "returned", True), ("queued", "returned", True),
+    ("dispatched", "accepted", False), ("completed", "accepted", False), ("completed", "returned", False),
+    ("returned", "accepted", False), ("returned", "returned", False), ("accepted", "accepted", False),
+])
+def test_order_status_moves_only_forward(current, new, moves):
+    from fenliu.store.record import moves_forward
+
+    assert moves_forward(current, new) is moves

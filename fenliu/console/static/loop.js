@@ -11,12 +11,12 @@ export const ORDER_STATUS_LABELS = {
   completed: '已办结', returned: '已退回', failed: '送达失败',
 };
 export const ORDER_STATUSES = Object.keys(ORDER_STATUS_LABELS);
-export const RETRYABLE = new Set(['failed', 'local']);
+export const RETRYABLE = new Set(['failed', 'local', 'returned']);
 export const SMS_PURPOSE_LABELS = {guidance: '办理指引', followup: '结果回访'};
 export const SMS_STATUS_LABELS = {queued: '待发送', sent: '已发送', local: '未发送（无网关）', skipped: '未发送', failed: '发送失败'};
 export const SIDE_LABELS = {110: '110 接警', hotline: '热线办理'};
 export const SCORE_LABELS = {1: '满意', 2: '基本满意', 3: '不满意'};
-export const SOURCE_LABELS = {sms: '短信回复', supervisor: '班长回访', fenliu: '系统', delivery: '送达', requeue: '重发'};
+export const SOURCE_LABELS = {sms: '短信回复', supervisor: '班长回访', fenliu: '系统', delivery: '送达', requeue: '重发', resend: '更正重发'};
 const DELIVERY_LABELS = {pending: '发送中', delivered: '已送达', failed: '已放弃'};
 
 export const orderStatusLabel = (s) => ORDER_STATUS_LABELS[s] || String(s || '—');
@@ -44,11 +44,16 @@ export function detailText(detail) {
 export function trailList(trail, attrs = {}) {
   const rows = Array.isArray(trail) ? trail : [];
   if (!rows.length) return el('p', {class: 'muted'}, '没有流转记录');
-  return el('ol', {class: 'trail', ...attrs}, rows.map((t) => el('li', {dataset: {status: String(t.status || '')}},
-    el('span', {class: 'time'}, dateTime(t.at)),
-    statusBadge(t.status),
-    el('span', {class: 'muted'}, sourceLabel(t.source)),
-    detailText(t.detail) ? el('span', {class: 'detail'}, detailText(t.detail)) : null)));
+  // a late or out-of-order report is kept in the trail but changed nothing: shown as such
+  const ignored = (t) => Boolean(t.detail && typeof t.detail === 'object' && t.detail.ignored);
+  return el('ol', {class: 'trail', ...attrs}, rows.map((t) => el('li', {
+    dataset: {status: String(t.status || ''), ignored: ignored(t) ? '1' : ''},
+    class: ignored(t) ? 'ignored' : ''},
+  el('span', {class: 'time'}, dateTime(t.at)),
+  statusBadge(t.status),
+  el('span', {class: 'muted'}, sourceLabel(t.source)),
+  ignored(t) ? el('span', {class: 'muted small'}, '（迟到或乱序，状态未变）') : null,
+  detailText(t.detail) ? el('span', {class: 'detail'}, detailText(t.detail)) : null)));
 }
 
 /**

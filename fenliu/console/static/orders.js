@@ -105,9 +105,15 @@ export async function openOrder(no) {
   const field = (label, value) => (value ? [el('dt', {}, label), el('dd', {}, String(value))] : null);
   const body = o.body && typeof o.body === 'object' ? o.body : {};
   const error = el('p', {class: 'error-text', role: 'alert'});
+  // a returned order goes out again only corrected: the supervisor says what changed (更正说明)
+  const correction = o.status === 'returned' ? el('textarea', {
+    id: 'order-correction', rows: 2, maxlength: 500, placeholder: '更正说明（如：地址已核实为…，请按…办理）'}) : null;
   const retry = RETRYABLE.has(o.status) ? el('button', {
-    id: 'order-retry', type: 'button', class: 'btn primary small', onclick: (e) => retryOrder(no, e.currentTarget, error),
-  }, '重发') : null;
+    id: 'order-retry', type: 'button', class: 'btn primary small',
+    onclick: (e) => retryOrder(no, e.currentTarget, error, correction),
+  }, o.status === 'returned' ? '更正后重发' : '重发') : null;
+  const hint = {failed: '平台拒收：修正后可重发', local: '尚未送达平台：可重新发送',
+    returned: '平台已退回：核实更正后作为同一工单重新派发'}[o.status] || '';
   replaceChildren(box,
     el('h3', {}, `工单 ${no} `, statusBadge(o.status)),
     el('dl', {class: 'fields'},
@@ -116,18 +122,22 @@ export async function openOrder(no) {
       field('平台编号', o.platform_ref), field('创建', dateTime(o.created_at)), field('更新', dateTime(o.updated_at)),
       field('办结期限', o.deadline ? dateTime(o.deadline) : ''), field('送达', deliveryText(o)),
       field('地点', body.location), field('内容', body.excerpt || body.content)),
-    retry ? el('div', {class: 'order-actions'}, retry, el('span', {class: 'muted small'},
-      o.status === 'failed' ? '平台拒收：修正后可重发' : '尚未送达平台：可重新发送')) : null,
+    retry ? el('div', {class: 'order-actions'}, correction, retry, el('span', {class: 'muted small'}, hint)) : null,
     error,
     el('h4', {}, '流转记录'),
     trailList(o.trail, {id: 'order-trail'}));
 }
 
-async function retryOrder(no, button, error) {
+async function retryOrder(no, button, error, correction) {
+  const note = correction ? correction.value.trim() : '';
+  if (correction && !note) {
+    error.textContent = '请填写更正说明再重发';
+    return;
+  }
   button.disabled = true;
   error.textContent = '';
   try {
-    await api('POST', `/api/orders/${encodeURIComponent(no)}/retry`, {});
+    await api('POST', `/api/orders/${encodeURIComponent(no)}/retry`, note ? {note} : {});
     O.ctx.showMessage(`工单 ${no} 已重新排队发送`, 'info');
     await openOrder(no);
     loadOrders();
