@@ -32,11 +32,12 @@ from zoneinfo import ZoneInfo
 from aiohttp import WSMsgType, web
 
 from fenliu.bus import EventBus, Item, WorkerFact
-from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of, mask_number
+from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of
 from fenliu.console.feed import EventFeed
 from fenliu.console.streams import STREAM_ENDED, guard_streams
 from fenliu.errors import ConfigError, quoted
 from fenliu.hotlines.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
+from fenliu.hotlines.masking import mask_number
 from fenliu.hotlines.signing import SignatureError, secret_from_env, verify
 from fenliu.router.rules import RuleListError, rules_text
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -44,7 +45,7 @@ from fenliu.service.supervisor import Supervisor
 from fenliu.settings import ConsoleSettings, Settings
 from fenliu.sip import protocol as P
 from fenliu.store.db import Database
-from fenliu.store.record import Store, mask
+from fenliu.store.record import Store
 
 log = logging.getLogger("fenliu.api")
 
@@ -786,7 +787,7 @@ async def _drain_incoming(ws: web.WebSocketResponse) -> None:
 # -- closing the loop: work orders, alerts, follow-ups, figures, webhooks --------------------------
 def _mask_row(request: web.Request, row: dict[str, Any], key: str = "number") -> dict[str, Any]:
     if key in row and not _user(request).sees_full_numbers:
-        row[key] = mask(row[key] or "")
+        row[key] = mask_number(row[key] or "")
     return row
 
 
@@ -809,7 +810,7 @@ async def order_detail(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "no_such_order", f"没有这个工单 / no order {quoted(request.match_info['order_no'])!r}")
     _mask_row(request, o)
     if not _user(request).sees_full_numbers and "caller" in o["body"]:
-        o["body"]["caller"] = mask(o["body"]["caller"])
+        o["body"]["caller"] = mask_number(o["body"]["caller"])
     return web.json_response(o)
 
 

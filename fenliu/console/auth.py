@@ -8,7 +8,6 @@ Wrong passwords are slowed down per account and per address (``LoginThrottle``).
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import threading
 import time
@@ -242,27 +241,3 @@ def credential_of(session_id: str = "", token: str = "") -> str:
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"密码至少 {MIN_PASSWORD} 个字符 / password: at least {MIN_PASSWORD} characters")
-
-
-def mask_number(remote: str) -> str:
-    """``"13812341234" <sip:13812341234@pbx:5060>`` → ``"138****1234" <sip:138****1234@pbx:5060>``:
-    in the URI's user part and the display name, every run of 5+ digits keeps its first 3 and
-    last 4 digits (1 and 2 for short numbers); host and port are left as they are."""
-
-    def digits(m: re.Match[str]) -> str:
-        run = m.group(0)
-        head, tail = (3, 4) if len(run) >= 9 else (1, 2)
-        return run[:head] + "*" * (len(run) - head - tail) + run[-tail:]
-
-    def user_part(m: re.Match[str]) -> str:
-        return m.group(1) + _RUN.sub(digits, m.group(2)) + "@"
-
-    display, sep, uri = remote.partition("<")
-    if not sep:
-        display, uri = "", remote
-    uri = _USER.sub(user_part, uri)
-    return _RUN.sub(digits, display) + sep + uri
-
-
-_RUN = re.compile(r"\d{5,}")
-_USER = re.compile(r"((?:sips?|tel):)([^@;>]*)@")

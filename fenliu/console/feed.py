@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fenliu.bus import CallEvent, Item, WorkerFact
-from fenliu.console.auth import User, mask_number
+from fenliu.console.auth import User
 from fenliu.events import (
     Decision,
     FinalTranscript,
@@ -33,6 +33,7 @@ from fenliu.events import (
     SpeechStopped,
     event_to_dict,
 )
+from fenliu.hotlines.masking import mask_number
 
 CHAIN_KINDS = {SpeechStarted: "speech_started", SpeechStopped: "speech_stopped",
                PartialTranscript: "partial_transcript", FinalTranscript: "final_transcript", Decision: "decision"}
@@ -50,6 +51,10 @@ DROP_FIELDS = {"event", "call_id", "t"}  # already in the envelope
 
 STATE_AFTER = {"call_answered": "talking", "transfer_started": "transferring", "transfer_consulted": "consulted",
                "transfer_bridged": "three-way", "transfer_completed": "handed-over", "transfer_failed": "talking"}
+
+
+# fields of an event's data that hold a caller's number (in any form: fenliu.hotlines.masking)
+NUMBER_FIELDS = frozenset({"remote", "number", "caller", "from"})
 
 
 @dataclass
@@ -141,9 +146,9 @@ class EventFeed:
         env = {"id": self.last_id, "at": round(time.time(), 3), **env}
         text = json.dumps(env, ensure_ascii=False)
         masked = None
-        if env["kind"] == "call_started":
-            masked = json.dumps({**env, "data": {**env["data"], "remote": mask_number(env["data"].get("remote", ""))}},
-                                ensure_ascii=False)
+        numbers = {k: mask_number(str(v)) for k, v in env["data"].items() if k in NUMBER_FIELDS and v}
+        if numbers:  # the view of those who may not see callers' numbers in full (operators)
+            masked = json.dumps({**env, "data": {**env["data"], **numbers}}, ensure_ascii=False)
         self.ring.append(env)
         self._texts.append((text, masked))
         self._fold(env)

@@ -22,6 +22,7 @@ from typing import Any
 from fenliu.bus import CallEvent, WorkerFact
 from fenliu.events import Decision, FinalTranscript, event_to_dict
 from fenliu.hotlines.linkage import ORDER_STATUSES, Linkage, caller_number, mobile, uri_host, uri_user
+from fenliu.hotlines.masking import mask_number
 from fenliu.settings import Settings
 from fenliu.sip import protocol as P
 from fenliu.store.db import Database
@@ -726,9 +727,7 @@ def parse_score(text: str) -> int | None:
     return None
 
 
-def mask(number: str) -> str:
-    n = number or ""
-    return n[:3] + "****" + n[-4:] if len(n) >= 8 else ("*" * len(n))
+mask = mask_number  # the one masker (fenliu.hotlines.masking), under the name the loop's code uses
 
 
 HISTORY_COLUMNS = ("call_id, worker, remote, seat, started_at, ended_at, status, reason, target, category, transfer, "

@@ -825,3 +825,24 @@ async def test_openapi_lists_every_route_and_needs_login(env):
     missing = [(m, p) for m, p, _h, _a in ROUTES if m.lower() not in paths.get(p, {})]
     assert missing == []
     assert len({(m, p) for m, p, _h, _a in ROUTES}) == sum(len(ops) for ops in paths.values())
+
+
+async def test_tel_and_display_name_numbers_are_masked_for_operators_everywhere(env):
+    """A caller from a tel: URI and a number in the display name: masked in live calls, the
+    event stream and history for an operator; a supervisor sees them whole."""
+    await logged_in(env, "op1")
+    ws = await env.client.ws_connect("/api/events")
+    await receive_until(ws, lambda e: e["kind"] == "hello")
+    remote = '"王 139-8765-4321" <tel:+86-138-1234-5678>'
+    await live_call(env, "c-tel", remote=remote)
+    started = (await receive_until(ws, lambda e: e["kind"] == "call_started"))[-1]
+    await end_live_call(env, "c-tel")
+    live = started["data"]["remote"]
+    history = (await (await env.client.get("/api/history")).json())["calls"][0]["remote"]
+    detail = (await (await env.client.get("/api/calls/c-tel")).json())["call"]["remote"]
+    for shown in (live, history, detail):
+        assert shown == '"王 139-****-4321" <tel:+86-138-****-5678>', shown
+    await ws.close()
+    env.client.session.cookie_jar.clear()
+    await logged_in(env, "boss")
+    assert (await (await env.client.get("/api/history")).json())["calls"][0]["remote"] == remote
