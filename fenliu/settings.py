@@ -202,6 +202,7 @@ class ConsoleSettings:
     metrics_token: str = ""  # /metrics: loopback clients only, or this bearer token (set it via environment)
     max_body_kb: int = 256  # larger request bodies are refused (413)
     max_streams_per_session: int = 4  # open event streams (console tabs, API readers) per session or token
+    header_timeout: float = 10.0  # a client must send a request's headers within this many seconds (slowloris)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,8 @@ def _validate(s: Settings) -> None:
         raise bad("router.switch_margin", s.router.switch_margin, "use 0 or more")
     if bool(s.console.tls_cert) != bool(s.console.tls_key):
         raise bad("console.tls_cert", s.console.tls_cert, "set both console.tls_cert and console.tls_key (PEM files)")
+    if not 1 <= s.console.header_timeout <= 300:
+        raise bad("console.header_timeout", s.console.header_timeout, "use 1..300 seconds (10 is usual)")
     if not 1 <= s.console.max_streams_per_session <= 100:
         raise bad("console.max_streams_per_session", s.console.max_streams_per_session,
                   "use 1..100 (open console tabs and API readers per session)")

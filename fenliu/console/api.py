@@ -617,6 +617,8 @@ async def negative_list(request: web.Request) -> web.StreamResponse:
     rules = request.app[SUPERVISOR].router.rules
     path = _rules_path(request)
     text = _list_text(path)
+    if path and not _user(request).at_least("supervisor"):
+        path = "(服务器上的清单文件 / the server's list file)"  # operators see the version, not server paths
     return web.json_response({"version": rules.version, "name": rules.name, "path": path or "(fenliu 自带 / shipped)",
                               "categories": len(rules.categories), "danger_groups": len(rules.danger),
                               "editable": bool(path), "text": text})
@@ -686,8 +688,24 @@ async def add_user(request: web.Request) -> web.StreamResponse:
 
 # -- health, metrics, openapi ----------------------------------------------------------------------
 async def health(request: web.Request) -> web.StreamResponse:
+    """Up or down for anybody (a load balancer, a monitoring probe); the workers, processes and
+    live-call counts only for a supervisor's session or token (fenliu doctor, dashboards)."""
     h = request.app[SUPERVISOR].health()
-    return web.json_response(h, status=200 if h["ok"] else 503)
+    status = 200 if h["ok"] else 503
+    user = await _optional_user(request)
+    if user is None or not user.at_least("supervisor"):
+        return web.json_response({"ok": h["ok"], "status": "up" if h["ok"] else "down"}, status=status)
+    return web.json_response(h, status=status)
+
+
+async def _optional_user(request: web.Request) -> User | None:
+    """The user if the request carries valid credentials, else None (no error: a public route)."""
+    if not request.headers.get("Authorization") and not request.cookies.get(SESSION_COOKIE):
+        return None
+    try:
+        return await _authenticate(request)
+    except (ApiError, AuthError):
+        return None
 
 
 async def ready(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,8 @@ from typing import Any
 from fenliu import __version__
 
 SUMMARIES = {
-    "/api/health": "每个 SIP 工作进程和识别进程的真实状态 / every worker and ASR process as it is (503 if one is down)",
+    "/api/health": "运行/停止（班长或令牌可见各工作进程详情）/ up or down (503 if a worker is down); every worker and "
+                   "ASR process as it is for a supervisor's session or token",
     "/api/ready": "就绪：工作进程在线、识别器已预热 / ready: workers alive and recognisers warm",
     "/api/login": "登录，设置会话 Cookie，返回 CSRF 令牌 / log in: sets the session cookie, returns the CSRF token",
     "/api/logout": "退出登录 / end the session",

@@ -76,7 +76,10 @@ class Console:
         if c.tls_cert:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(c.tls_cert, c.tls_key)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # a connection must send its request's headers within header_timeout s (slowloris: aiohttp
+        # closes a connection that has not completed a request when its keep-alive timer runs out,
+        # from the connection's start), and an idle keep-alive connection is closed as fast
+        self.runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=c.header_timeout)
         await self.runner.setup()
         await web.TCPSite(self.runner, c.host, c.port, ssl_context=ssl_ctx).start()
         host = c.host if ":" not in c.host else f"[{c.host}]"

@@ -634,9 +634,19 @@ async def test_metrics_on_loopback_and_health_without_login(env):
     assert r.status == 200 and r.content_type == "text/plain"
     assert "fenliu_" in await r.text()
     r = await env.client.get("/api/health")
-    assert r.status == 200 and (await r.json())["ok"] is True
+    assert r.status == 200 and await r.json() == {"ok": True, "status": "up"}  # nothing more without login
     assert (await env.client.get("/api/ready")).status == 200
     await error_of(await env.client.get("/api/calls"), 401, "unauthenticated")
+
+
+async def test_health_detail_is_for_supervisors_and_tokens_only(env):
+    await logged_in(env, "op1")
+    assert await (await env.client.get("/api/health")).json() == {"ok": True, "status": "up"}
+    r = await env.client.get("/api/health", headers={"Authorization": "Bearer flt_not-a-token"})
+    assert r.status == 200 and set(await r.json()) == {"ok", "status"}  # a bad token: the public answer
+    r = await env.client.get("/api/health", headers={"Authorization": f"Bearer {env.token('boss')}"})
+    detail = await r.json()
+    assert detail["ok"] is True and "workers" in detail and "mode" in detail
 
 
 async def test_metrics_token(open_env):
@@ -666,6 +676,8 @@ async def test_negative_list_reload_keeps_the_old_list_on_errors(open_env, tmp_p
     await logged_in(env, "op1")
     op_ws = await env.client.ws_connect("/api/events")
     await op_ws.receive_json()
+    as_operator = await (await env.client.get("/api/negative-list")).json()
+    assert as_operator["version"] == old and str(rules.parent) not in json.dumps(as_operator)  # no server paths
     csrf = await logged_in(env, "boss")  # the cookie is now boss's; op1's stream stays open as op1
     ws = await env.client.ws_connect("/api/events")
     await ws.receive_json()
