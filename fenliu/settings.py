@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -100,10 +101,36 @@ def _default_targets() -> dict[str, str]:
             "fraud": "sip:96110@127.0.0.1:5100"}
 
 
+def _default_names() -> dict[str, str]:
+    # how each target is shown and said — the console's keys and cards, the IVR's offers, the SMS
+    # texts: "<number> <name>" (the number may be left out, e.g. social services have none)
+    return {"12345": "12345 政务服务便民热线", "12348": "12348 公共法律服务热线",
+            "12328": "12328 交通运输服务监督热线", "12338": "12338 妇女维权公益服务热线",
+            "95598": "95598 供电服务热线", "social": "社会联动服务",
+            "119": "119 消防救援", "120": "120 医疗急救", "122": "122 交通事故报警", "fraud": "96110 反诈中心"}
+
+
 def _default_links() -> dict[str, str]:
     # which urgent service a danger card offers, by danger group of the negative list
     return {"fire": "119", "person_at_risk": "120", "suicide": "120", "traffic_accident": "122",
             "drunk_driving": "122", "fraud": "fraud"}
+
+
+def target_label(settings_or_names: TransferSettings | dict[str, str], tid: str) -> tuple[str, str]:
+    """A target's (number, name) from [transfer.names]: "12345 政务服务便民热线" → ("12345",
+    "政务服务便民热线"); "社会联动服务" → ("", "社会联动服务"); a target without a name: its id as
+    the number if it is one ("12345", "119"), else no number and the id as its name."""
+    names = settings_or_names.names if isinstance(settings_or_names, TransferSettings) else settings_or_names
+    label = (names.get(tid) or "").strip()
+    if not label:
+        return (tid, tid) if tid.isdigit() else ("", tid)
+    head, _, rest = label.partition(" ")
+    if head.isdigit() and rest.strip():
+        return head, rest.strip()
+    number = re.match(r"\d{3,}", label)
+    if number and label[number.end():].strip():
+        return number.group(0), label[number.end():].strip()
+    return ("", label)
 
 
 @dataclass(frozen=True)
@@ -116,6 +143,7 @@ class TransferSettings:
     urgent: str = "119,120,122,fraud"  # the console's urgent lane (comma separated target ids; those without a
     # URI in [transfer.targets] are not shown)
     links: dict[str, str] = field(default_factory=_default_links)  # danger group id -> urgent target id
+    names: dict[str, str] = field(default_factory=_default_names)  # target id -> "<number> <name>" (target_label)
     # a caller goes only to configured targets (by id); a deployment may let a role transfer to raw SIP
     # addresses matching these patterns (comma separated, shell-style: "sip:*@10.20.*"); empty: never
     allow_uris: str = ""
@@ -311,6 +339,10 @@ def _validate(s: Settings) -> None:
         if not pattern.startswith(("sip:", "sips:")) or pattern in ("sip:*", "sips:*"):
             raise bad("transfer.allow_uris", pattern, 'patterns of SIP addresses a role may dial, e.g. "sip:*@10.20.0.*" '
                       "(never every address)")
+    for tid, label in s.transfer.names.items():
+        if not isinstance(label, str) or not label.strip() or len(label) > 60:
+            raise bad(f"transfer.names.{tid}", label, 'a name of 1..60 characters, e.g. "12345 政务服务便民热线" '
+                      '(the number first, if the service has one)')
     if s.transfer.min_talk < 0:
         raise bad("transfer.min_talk", s.transfer.min_talk, "use 0 (off) or a number of seconds, e.g. 3")
     for tid, uri in s.transfer.targets.items():

@@ -42,7 +42,7 @@ from fenliu.hotlines.signing import SignatureError, secret_from_env, verify
 from fenliu.router.rules import RuleListError, rules_text
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import ConsoleSettings, Settings
+from fenliu.settings import ConsoleSettings, Settings, target_label
 from fenliu.sip import protocol as P
 from fenliu.store.db import Database
 from fenliu.store.record import Store
@@ -589,24 +589,24 @@ async def hangup(request: web.Request) -> web.StreamResponse:
 
 
 # -- configuration, the negative list, audit -------------------------------------------------------
-URGENT_NAMES = {"119": "119 消防救援", "120": "120 医疗急救", "122": "122 交通事故", "fraud": "96110 反诈中心"}
-
-
 async def config(request: web.Request) -> web.StreamResponse:
     settings, sup = request.app[SETTINGS], request.app[SUPERVISOR]
     t = settings.transfer
     urgent = [x.strip() for x in t.urgent.split(",") if x.strip()]
     named = sup.router.rules.targets
     targets = []
-    for tid, uri in t.targets.items():
-        tg = named.get(tid)
-        number = getattr(tg, "number", "") or (uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else tid)
-        name = getattr(tg, "name", "") or URGENT_NAMES.get(tid, tid)
+    for tid in t.targets:
+        if tid in t.names:  # [transfer.names]: the one table the console, the IVR and the SMS texts share
+            number, name = target_label(t, tid)
+        else:  # a deployment's own target without a name there: the negative list's, else its id
+            tg = named.get(tid)
+            number = getattr(tg, "number", "") or (tid if tid.isdigit() else "")
+            name = getattr(tg, "name", "") or tid
         targets.append({"id": tid, "name": name, "number": number, "urgent": tid in urgent})
     links = {group: tid for group, tid in t.links.items() if tid in t.targets}
     return web.json_response({"targets": targets, "links": links, "modes": ["three-way", "refer", "attended"],
                               "default_mode": t.mode, "rule_version": sup.router.rules.version,
-                              "user": _user_json(_user(request))})
+                              "timezone": settings.store.timezone, "user": _user_json(_user(request))})
 
 
 def _rules_path(request: web.Request) -> str:
@@ -920,11 +920,18 @@ def _read(request: web.Request, query: Callable[..., Any], *args: Any) -> Any:
         db.close()
 
 
+def _figures(request: web.Request, figures: Callable[..., Any]) -> Callable[..., Any]:
+    """stats.figures with this deployment's urgent targets and [transfer.names]."""
+    t = request.app[SETTINGS].transfer
+    urgent = {x.strip() for x in t.urgent.split(",") if x.strip()}
+    return lambda db, *args: figures(db, *args, urgent=urgent, names=t.names)
+
+
 async def stats_view(request: web.Request) -> web.StreamResponse:
     from fenliu.loop import stats  # scikit-learn and openpyxl load only when asked
 
     d_from, d_to = _day_range(request)
-    figs = await asyncio.to_thread(_read, request, stats.figures, d_from, d_to)
+    figs = await asyncio.to_thread(_read, request, _figures(request, stats.figures), d_from, d_to)
     return web.json_response(figs)
 
 
@@ -935,7 +942,7 @@ async def stats_export(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "xlsx"):
         raise ApiError(400, "bad_field", "format 须为 csv 或 xlsx / format: csv or xlsx")
-    figs = await asyncio.to_thread(_read, request, stats.figures, d_from, d_to)
+    figs = await asyncio.to_thread(_read, request, _figures(request, stats.figures), d_from, d_to)
     name = f"fenliu-{d_from}-{d_to}.{fmt}"
     if fmt == "csv":
         buf = io.StringIO()

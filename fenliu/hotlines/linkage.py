@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fenliu.errors import ConfigError
-from fenliu.settings import PlatformSettings, Settings
+from fenliu.settings import PlatformSettings, Settings, target_label
 
 ORDER_STATUSES = ("accepted", "dispatched", "completed", "returned")
 # platform words for the four statuses (a platform's own words go in [platforms.ID.status_map])
@@ -104,10 +104,6 @@ class Templates:
 
 
 TEMPLATE_FIELDS = ("hotline", "hotline_name", "order_no", "category", "dept", "date")
-HOTLINE_NAMES = {"12345": "12345政务服务便民热线", "12348": "12348公共法律服务热线", "12328": "12328交通运输服务热线",
-                 "12338": "12338妇女维权热线", "95598": "95598供电服务热线", "social": "社会联动服务"}
-
-
 class Linkage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -190,8 +186,9 @@ class Linkage:
 
     def sms_text(self, purpose: str, order: dict[str, Any]) -> str:
         target = order.get("target", "")
+        number, name = target_label(self.settings.transfer, target)  # [transfer.names], as the console shows it
         return self.templates.render(purpose, order.get("category_id", ""), {
-            "hotline": target if target.isdigit() else "", "hotline_name": HOTLINE_NAMES.get(target, target),
+            "hotline": number, "hotline_name": number + name,
             "order_no": order.get("platform_ref") or order.get("order_no", ""), "category": order.get("category", ""),
             "dept": order.get("dept", "") or "相关部门", "date": self.day(order.get("created_at") or time.time())})
 

@@ -14,7 +14,7 @@ import tomllib
 import wave
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -247,7 +247,8 @@ class Flow:
 
 
 def load_flow(path: str | Path, targets: Iterable[str]) -> Flow:
-    """Load and check a flow file; ``targets`` are the target ids this deployment can transfer to."""
+    """Load and check a flow file; ``targets`` are the target ids this deployment can transfer to
+    (a mapping: each with the name said for it, which the flow's [names] may override)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -317,6 +318,9 @@ class _Loader:
         self.text = text
         self.path = path
         self.targets = list(dict.fromkeys(str(t) for t in targets))
+        # a mapping of target id -> spoken name ([transfer.names]) gives the names the flow's own
+        # [names] table may override
+        self.default_names = {str(k): str(v) for k, v in targets.items()} if isinstance(targets, Mapping) else {}
         self.loc = _Locator("")
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -402,7 +406,7 @@ class _Loader:
 
     def load_names(self, raw: Any) -> dict[str, str]:
         raw = self.table(raw, ("names",), '"12345" = "12345政务服务便民热线"')
-        names = {t: t for t in self.targets}
+        names = {t: self.default_names.get(t, t) for t in self.targets}
         for tid, spoken in raw.items():
             if not isinstance(spoken, str) or not spoken.strip():
                 raise self.fail(self.at("names", tid), f"[names] {tid} 必须是非空字符串 / must be a non-empty "

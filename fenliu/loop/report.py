@@ -41,7 +41,7 @@ def run_report(settings: Settings, day_from: str, day_to: str, out: str = "", fm
     urgent = {x.strip() for x in settings.transfer.urgent.split(",") if x.strip()}
     store = Store(settings.store.url, settings=settings)
     try:
-        figs = stats.figures(store.db, day_from, day_to, urgent=urgent)
+        figs = stats.figures(store.db, day_from, day_to, urgent=urgent, names=settings.transfer.names)
         since, until = leads_window(settings, day_to)
         leads = stats.leads(store.db, since, settings.followup.cluster_min_numbers, until=until,
                             full_numbers=full_numbers, urgent=urgent)

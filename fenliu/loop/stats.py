@@ -54,8 +54,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from fenliu.hotlines.linkage import HOTLINE_NAMES
-from fenliu.settings import TransferSettings
+from fenliu.settings import TransferSettings, target_label
 from fenliu.store.db import Database
 from fenliu.store.record import FINAL_ACTIONS, SATISFACTION, mask
 
@@ -73,7 +72,6 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 SIDES = {"110": "110 接警", "hotline": "热线办理"}
 ACTIONS = (*FINAL_ACTIONS, "none")
 ACTION_LABELS = {**FINAL_ACTIONS, "none": "未结束 / 无处置"}
-TARGET_NAMES = {**HOTLINE_NAMES, "police": "110 处置"}
 UNCLASSIFIED = "未分类"
 
 _GROUP = "c.day, COALESCE(c.suggested_category, ''), c.suggested, c.diverted_to"
@@ -153,7 +151,15 @@ def _satisfaction(scores: Counter[int]) -> dict[str, Any]:
             "scores": {str(s): scores[s] for s in SATISFACTION}}
 
 
-def figures(db: Database, day_from: str, day_to: str, *, urgent: Iterable[str] | None = None) -> dict[str, Any]:
+def target_name(target: str, names: dict[str, str] | None = None) -> str:
+    """How the figures name a target: [transfer.names] (the shipped ones without a configuration)."""
+    if target == "police":
+        return "110 处置"
+    return "".join(target_label(TransferSettings().names if names is None else names, target))
+
+
+def figures(db: Database, day_from: str, day_to: str, *, urgent: Iterable[str] | None = None,
+            names: dict[str, str] | None = None) -> dict[str, Any]:
     """The figures of the days ``day_from`` .. ``day_to`` (YYYY-MM-DD, both included).
 
     Returns ``{"from", "to", "days", "totals": ROW, "by_day": [{"day", **ROW}],
@@ -207,7 +213,7 @@ def figures(db: Database, day_from: str, day_to: str, *, urgent: Iterable[str] |
         "from": days[0], "to": days[-1], "days": n, "totals": totals,
         "by_day": [{"day": d, **acc.row(1)} for d, acc in by_day.items()],
         "by_category": [{"category_id": c, "category": _category_label(c, acc), **acc.row(n)} for c, acc in cats],
-        "by_target": [{"target": t, "target_name": TARGET_NAMES.get(t, t), **acc.row(n)} for t, acc in targets],
+        "by_target": [{"target": t, "target_name": target_name(t, names), **acc.row(n)} for t, acc in targets],
         "actions": totals["actions"],
         "overrides": [{"suggested": s, "diverted_to": d, "count": c}
                       for (s, d), c in sorted(overrides.items(), key=lambda kv: (-kv[1], kv[0]))],

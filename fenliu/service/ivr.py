@@ -43,7 +43,7 @@ from fenliu.ivr_flows.runner import (
     TransferTo,
 )
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings
+from fenliu.settings import Settings, target_label
 from fenliu.sip import protocol as P
 from fenliu.store.record import Store
 
@@ -63,12 +63,13 @@ def flow_path(name_or_path: str) -> Path:
     return Path(name_or_path)
 
 
-def all_targets(settings: Settings) -> set[str]:
-    """Every target id a call can be transferred to, on any site."""
-    out = set(settings.transfer.targets)
+def all_targets(settings: Settings) -> dict[str, str]:
+    """Every target id a call can be transferred to, on any site, with the name said for it
+    ([transfer.names], "12345政务服务便民热线"; a flow's own [names] may override it)."""
+    ids = set(settings.transfer.targets)
     for site in settings.sites.values():
-        out |= set(site.targets)
-    return out
+        ids |= set(site.targets)
+    return {tid: "".join(target_label(settings.transfer, tid)) for tid in sorted(ids)}
 
 
 @dataclass

@@ -254,7 +254,7 @@ def test_card_states_urgent_lane_cancel_and_confirm(service, browser, tmp_path):
         service["ambulance"].wait(lambda e: e["event"] == "incoming", 15)
         op.wait_for_selector("#btn-cancel", state="visible", timeout=10000)
         op.keyboard.press("Escape")
-        op.wait_for_selector('#transfer-progress:has-text("cancelled by the operator")', timeout=10000)
+        op.wait_for_selector('#transfer-progress.cancelled:has-text("已取消转接")', timeout=10000)  # neutral, not red
         service["ambulance"].wait(lambda e: e["event"] == "ended", 10)
         assert not service["seat"].has("ended")  # the operator is still with the caller
 

@@ -9,7 +9,7 @@
 // of its events so that, when the operator selects it, GET /api/calls/{id} (utterances so far)
 // can be completed with the events that came after that snapshot.
 
-import {$, $$, clear, clock, el, highlight, replaceChildren, timeOfDay} from './dom.js';
+import {$, $$, clear, clock, el, highlight, replaceChildren, setTimeZone, timeOfDay} from './dom.js';
 import {ApiError, api, callPath, setCsrf, setUnauthorizedHandler} from './api.js';
 import {ENDED_TEXT, EventStream} from './stream.js';
 import {
@@ -20,11 +20,12 @@ import {historyTargets, initHistory, search as historySearch, showDetail as show
 import {foldRepeat, renderRepeatBanner, repeatBadge} from './repeat.js';
 import {foldIvr, ivrBadge, ivrRowLine, ivrUrgent, renderIvrBanner} from './ivr.js';
 import {alertAckedEvent, alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
-import {initOrders, loadOrders, openOrder} from './orders.js';
+import {initOrders, loadOrders, openOrder, orderChanged} from './orders.js';
 import {initStats, resetStats, showStats} from './stats.js';
 import {initLeads, loadLeads} from './leads.js';
 import {
-  chipText, displayNumber, isFraud, isSupervisor, needlesOf, roleLabel, stateLabel, targetText, transferSummary,
+  chipText, displayNumber, failureText, isCancelled, isFraud, isSupervisor, needlesOf, roleLabel, stateLabel, targetText,
+  transferSummary,
   utteranceEl, vetoGroups, vetoesOf,
 } from './views.js';
 
@@ -185,7 +186,9 @@ async function start(data) {
   loginHint(true);
   S.user = {name: String(user.name || ''), role: String(user.role || 'operator'), seat: String(user.seat || '')};
   try {
-    loadConfig(await api('GET', '/api/config'));
+    const config = await api('GET', '/api/config');
+    loadConfig(config);
+    setTimeZone(config.timezone || '');
   } catch (err) {
     if (err.status === 401) return; // back at the login form
     showError(err);
@@ -378,7 +381,10 @@ function processEvent(ev) {
     return;
   }
   if (kind === 'alert') {
-    if (supervisorUser()) alertEvent(data);
+    if (supervisorUser()) {
+      alertEvent(data);
+      if (data && data.order_no) orderChanged(String(data.order_no)); // its row in 工单 follows
+    }
     return;
   }
   if (kind === 'alert_acked') {
@@ -862,7 +868,8 @@ function addStep(c, step, t) {
     consulted: [`已咨询 ${label}`, 'ok'],
     bridged: [`三方通话中（来电人、接警员、${label}）`, 'ok'],
     completed: [threeWay || (c.transfer && c.transfer.bridged) ? '接警员已退出，完成' : `完成：已转至 ${label}`, 'done'],
-    failed: [`失败：${t.reason || '未知原因'}${Number(t.status) ? ` (${t.status})` : ''}`, 'failed'],
+    failed: isCancelled(t) ? ['已取消转接，来电人仍与接警员通话', 'cancelled']
+      : [`转接未成功：${failureText(t)}，来电人仍在线`, 'failed'],
   };
   const [text, cls] = texts[step] || [String(step), ''];
   const last = c.steps[c.steps.length - 1];

@@ -3,7 +3,7 @@
 // identical decision arriving again does not make it flicker.
 
 import {el} from './dom.js';
-import {dangerLabel, fraudDesk, linkFor, targetName, targetShort} from './config.js';
+import {dangerLabel, fraudDesk, linkFor, target, targetName, targetShort} from './config.js';
 import {
   alternativesOf, chip, chipText, isFraud, matchesOf, percent, targetText, vetoGroups, vetoesOf,
 } from './views.js';
@@ -83,7 +83,8 @@ function diversionCard(d) {
   const nodes = [
     el('p', {class: 'card-kicker'}, '建议分流'),
     el('div', {class: 'card-target'},
-      el('span', {class: 'target-number'}, targetShort(d.target)),
+      // a service without a number (社会联动) shows its name in the number's place, not an internal id
+      el('span', {class: target(d.target).number ? 'target-number' : 'target-number as-name'}, targetShort(d.target)),
       el('span', {class: 'target-name'}, targetName(d.target) === targetShort(d.target) ? '' : targetName(d.target))),
     el('p', {class: 'card-cat'},
       el('span', {class: 'category'}, String(d.category || d.category_id || '')),

@@ -88,21 +88,47 @@ export function clock(seconds) {
   return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
-/** Local date and time ("2025-11-29 13:05:09") of a unix time in seconds. */
-export function dateTime(unix) {
-  if (!unix) return '';
-  const d = new Date(unix * 1000);
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+// Every page shows times in one zone: the centre's (store.timezone, from GET /api/config) — the
+// zone its statistics count days in — whatever the browser's own zone is.
+let zoneFormat = null;
+
+/** Show every time in this IANA zone ("Asia/Shanghai"); an unknown zone leaves the browser's. */
+export function setTimeZone(zone) {
+  try {
+    zoneFormat = zone ? new Intl.DateTimeFormat('en-GB', {
+      timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
+      hour: '2-digit', minute: '2-digit', second: '2-digit'}) : null;
+  } catch (err) {
+    zoneFormat = null;
+  }
 }
 
-/** Local time of day ("13:05:09") of a unix time in seconds. */
+function wallClock(d) {
+  if (!zoneFormat) {
+    return {year: d.getFullYear(), month: d.getMonth() + 1, day: d.getDate(),
+      hour: d.getHours(), minute: d.getMinutes(), second: d.getSeconds()};
+  }
+  const o = {};
+  for (const part of zoneFormat.formatToParts(d)) o[part.type] = Number(part.value);
+  return o;
+}
+
+/** Date and time in the centre's zone ("2025-11-29 13:05:09") of a unix time in seconds. */
+export function dateTime(unix) {
+  if (!unix) return '';
+  const w = wallClock(new Date(unix * 1000));
+  const p = (n) => String(n).padStart(2, '0');
+  return `${w.year}-${p(w.month)}-${p(w.day)} ${p(w.hour % 24)}:${p(w.minute)}:${p(w.second)}`;
+}
+
+/** Time of day in the centre's zone ("13:05:09") of a unix time in seconds. */
 export function timeOfDay(unix) {
   return unix ? dateTime(unix).slice(11) : '';
 }
 
 /** A local calendar date "2025-11-29" (what <input type=date> holds) of a Date. */
 export function isoDate(d) {
+  const w = wallClock(d);
   const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+  return `${w.year}-${p(w.month)}-${p(w.day)}`;
 }

@@ -6,7 +6,7 @@ import {api, callPath, query} from './api.js';
 import {MODE_LABELS, conf, dangerLabel} from './config.js';
 import {loopSection} from './loop.js';
 import {
-  TRANSFER_LABELS, chip, matchesOf, needlesOf, percent, targetText, utteranceEl, vetoesOf,
+  TRANSFER_LABELS, chip, failureText, isCancelled, matchesOf, needlesOf, percent, targetText, utteranceEl, vetoesOf,
 } from './views.js';
 
 const PAGE = 50;
@@ -144,10 +144,12 @@ function decisionItem(d) {
 function transferItem(t) {
   const step = String(t.step || t.kind || '').replace(/^transfer_/, '');
   const status = t.sip_status || t.status;
-  return el('li', {class: step === 'failed' ? 'failed' : ''},
+  const cancelled = step === 'failed' && isCancelled(t);
+  return el('li', {class: cancelled ? 'cancelled' : step === 'failed' ? 'failed' : ''},
     el('span', {class: 'time'}, timeOfDay(t.at)),
-    el('span', {}, TRANSFER_LABELS[step] || step),
+    el('span', {}, cancelled ? '已取消' : TRANSFER_LABELS[step] || step),
     el('span', {}, targetText(t.target_id || t.target || '')),
     t.mode ? el('span', {class: 'muted'}, MODE_LABELS[t.mode] || String(t.mode)) : null,
-    t.reason ? el('span', {}, `${t.reason}${status ? ` (${status})` : ''}`) : null);
+    cancelled ? el('span', {class: 'muted'}, '接警员取消') : step === 'failed' ? el('span', {}, failureText(t))
+      : t.reason ? el('span', {}, `${t.reason}${status ? ` (${status})` : ''}`) : null);
 }

@@ -84,6 +84,33 @@ function deliveryText(o) {
   return parts.join(' · ') || '—';
 }
 
+/** Replace an order's row in the list (if it is listed) with its current state. */
+function refreshRow(o) {
+  const body = $('#orders-table tbody');
+  for (const tr of [...body.children]) {
+    if (tr.dataset.orderNo === String(o.order_no)) {
+      const row = orderRow(o);
+      row.classList.toggle('selected', O.open === String(o.order_no));
+      body.replaceChild(row, tr);
+    }
+  }
+}
+
+/** An order changed on the server (an alert names it): its listed row and open detail follow. */
+export async function orderChanged(no) {
+  if (O.open === no) {
+    openOrder(no);
+    return;
+  }
+  const listed = [...$('#orders-table tbody').children].some((tr) => tr.dataset.orderNo === no);
+  if (!listed) return;
+  try {
+    refreshRow(await api('GET', `/api/orders/${encodeURIComponent(no)}`));
+  } catch (err) {
+    // gone or not allowed: the list keeps what it had until the next load
+  }
+}
+
 function markSelected(no) {
   for (const tr of $('#orders-table tbody').children) tr.classList.toggle('selected', tr.dataset.orderNo === no);
 }
@@ -102,6 +129,7 @@ export async function openOrder(no) {
     return;
   }
   if (O.open !== no) return;
+  refreshRow(o); // the list row shows what the detail shows
   const field = (label, value) => (value ? [el('dt', {}, label), el('dd', {}, String(value))] : null);
   const body = o.body && typeof o.body === 'object' ? o.body : {};
   const error = el('p', {class: 'error-text', role: 'alert'});

@@ -77,11 +77,13 @@ export function renderRepeatBanner(node, call) {
       el('span', {class: 'repeat-text'}, callerText(r.caller) || '此号码近期来电过')),
     r.same ? el('p', {class: 'same-matter'}, el('strong', {}, '同一事项回流'), ' ',
       el('span', {}, strip(r.same.text, '同一事项回流') || `${r.same.category || ''}（请核实办理情况）`)) : null,
-    prior.length ? el('ul', {class: 'repeat-prior'}, prior.map((p) => el('li', {},
-      el('span', {class: 'time'}, dateTime(p.started_at)), ' ',
-      [p.category, p.target ? `${p.diverted ? '→' : '建议'} ${targetText(p.target)}` : '',
-        p.order_no ? `工单 ${p.order_no}${p.order_status ? ` ${p.order_status}` : ''}` : '']
-        .filter(Boolean).join(' · ')))) : null);
+    // the earlier calls fold away: the note stays two lines at most under the card
+    prior.length ? el('details', {class: 'repeat-more'}, el('summary', {}, `此前 ${prior.length} 次来电`),
+      el('ul', {class: 'repeat-prior'}, prior.map((p) => el('li', {},
+        el('span', {class: 'time'}, dateTime(p.started_at)), ' ',
+        [p.category, p.target ? `${p.diverted ? '→' : '建议'} ${targetText(p.target)}` : '',
+          p.order_no ? `工单 ${p.order_no}${p.order_status ? ` ${p.order_status}` : ''}` : '']
+          .filter(Boolean).join(' · '))))) : null);
 }
 
 /** A badge for the calls list: "回流" (same matter) or "重复" (repeat caller), or null. */

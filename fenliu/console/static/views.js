@@ -105,11 +105,34 @@ const STEP_LABELS = {
   consulted: '已咨询', bridged: '三方通话中', completed: '已完成', failed: '失败', ended: '已结束', unknown: '无进度',
 };
 
+/** A failed transfer the operator cancelled (Esc): not a failure, the caller is still with 110. */
+export function isCancelled(t) {
+  return Boolean(t) && Number(t.status || t.sip_status) === 487 && /cancel/i.test(String(t.reason || ''));
+}
+
+// why a hotline did not take the caller, in the operator's words (the SIP status decides)
+const FAILURE_TEXTS = {
+  486: '热线忙', 600: '热线忙', 480: '热线暂时无人接听', 408: '热线无应答（超时）', 487: '呼叫已取消',
+  404: '热线号码不存在', 484: '热线号码不完整', 403: '热线拒绝接入', 603: '热线拒接', 503: '热线暂不可用',
+  500: '热线系统故障', 502: '热线线路故障', 504: '热线线路超时', 488: '热线不支持该通话格式',
+};
+
+/** "热线忙（486）" — a failed transfer's reason in Chinese; the worker's own words only when unmapped. */
+export function failureText(t) {
+  const status = Number(t && (t.status || t.sip_status)) || 0;
+  const reason = String((t && t.reason) || '');
+  if (/hung up within|min_talk/i.test(reason)) return `热线接听后很快挂断${status ? `（${status}）` : ''}`;
+  if (/caller hung up|caller left/i.test(reason)) return '来电人已挂机';
+  const text = FAILURE_TEXTS[status] || reason || '未知原因';
+  return status ? `${text}（${status}）` : text;
+}
+
 /** One line for a call's transfer: "转接 12345（三方通话）· 已完成". */
 export function transferSummary(t, modeLabels) {
   if (!t || !t.step) return '';
   const mode = modeLabels[t.mode] || t.mode || '';
-  return `转接 ${targetShort(t.target) || '—'}${mode ? `（${mode}）` : ''} · ${STEP_LABELS[t.step] || t.step}`;
+  const step = t.step === 'failed' && isCancelled(t) ? '已取消' : STEP_LABELS[t.step] || t.step;
+  return `转接 ${targetShort(t.target) || '—'}${mode ? `（${mode}）` : ''} · ${step}`;
 }
 
 /** "87%" from a confidence in 0..1. */
