@@ -446,8 +446,11 @@ class Store:
         score = parse_score(text)
         if to is None or score is None:
             return None
+        # only a question that went (or is going) out through the gateway can be answered through it:
+        # one never sent (no gateway, skipped, failed) cannot have reached this number
         asked = self.db.one("SELECT call_id, asks FROM sms WHERE number=? AND asks<>'' AND created_at>? "
-                            "ORDER BY created_at DESC, id DESC LIMIT 1", (to, at - 30 * 86400))
+                            "AND status IN ('queued','sent') ORDER BY created_at DESC, id DESC LIMIT 1",
+                            (to, at - 30 * 86400))
         if asked is None:
             return None
         fid = self.add_followup(asked["call_id"], asked["asks"], score, "sms", note=text[:100], at=at)

@@ -118,6 +118,10 @@ def test_no_platform_keeps_the_order_for_hand_over(store_url, router):
     assert "no platform configured" in s.order(o["order_no"])["trail"][0]["detail"]["why"]
     assert s.call_loop("c1")["sms"][0]["status"] == "local"
     assert s.requeue(o["order_no"], time.time()) is False  # nowhere to send it
+    assert s.order_status(o["order_no"], "completed", time.time(), "test")["applied"]
+    asked = [m for m in s.call_loop("c1")["sms"] if m["purpose"] == "followup"]
+    assert asked and asked[0]["status"] == "local"  # the question never left: no gateway
+    assert s.sms_reply("13812345678", "1", time.time()) is None  # so no reply can answer it
     s.close()
 
 
