@@ -165,6 +165,9 @@ class PlatformSettings:
 
     url: str = ""  # POST endpoint for a work order (JSON); empty: orders are kept for hand-over only
     name: str = ""
+    # the target ids whose orders this platform takes (comma separated), besides a target named like the
+    # platform ([platforms.12348] takes 12348's); a target no platform takes keeps its orders local (待人工转交)
+    targets: str = "12345"
     timeout: float = 10.0
     ca: str = ""  # PEM CA of the platform or its security-boundary gateway (empty: system CAs)
     client_cert: str = ""  # PEM client certificate and key when the gateway asks for one

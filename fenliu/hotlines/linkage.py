@@ -145,8 +145,9 @@ class Linkage:
         if site in self.settings.sites:
             table = self.settings.sites[site].platforms
             pid = table.get(target_id, table.get("*", ""))
-        else:  # no sites: a platform named after the target, else the only one there is
-            pid = target_id if target_id in platforms else (next(iter(platforms)) if len(platforms) == 1 else "")
+        else:  # no sites: a platform named after the target, else one that lists it; never another hotline's
+            takes = [p for p, ps in platforms.items() if target_id in {x.strip() for x in ps.targets.split(",")}]
+            pid = target_id if target_id in platforms else (takes[0] if takes else "")
         return pid, platforms.get(pid)
 
     # -- texts -----------------------------------------------------------------------------------

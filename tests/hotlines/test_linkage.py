@@ -3,6 +3,8 @@ mapping, caller numbers, SMS templates; and the settings that describe them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fenliu.errors import ConfigError
@@ -126,3 +128,20 @@ def test_the_one_key_uses_the_calls_site_targets(tmp_path, router):
             for leg in session.legs.values():
                 leg.frames.put(None)
         loop.close()
+
+
+def test_a_target_without_a_platform_of_its_own_never_borrows_another_hotlines():
+    """One platform (the city's 12345, under its own name) and no [sites]: 12345's orders go
+    there; 12348's stay local (待人工转交) — never posted to the 12345 platform."""
+    from fenliu.settings import PlatformSettings, Settings
+
+    s = Settings()
+    one = replace(s, platforms={"yichang-12345": PlatformSettings(url="https://gw.example/orders")})
+    lk = Linkage(one)
+    assert lk.platform_for("", "12345")[0] == "yichang-12345"
+    assert lk.platform_for("", "12348") == ("", None)
+    two = replace(s, platforms={"yichang-12345": PlatformSettings(url="https://gw.example/orders"),
+                                "legal": PlatformSettings(url="https://legal.example/orders", targets="12348,12338")})
+    assert Linkage(two).platform_for("", "12348")[0] == "legal"
+    assert Linkage(two).platform_for("", "12338")[0] == "legal"
+    assert Linkage(two).platform_for("", "95598") == ("", None)
