@@ -34,12 +34,13 @@ from aiohttp import WSMsgType, web
 from fenliu.bus import EventBus, Item, WorkerFact
 from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of
 from fenliu.console.feed import EventFeed
-from fenliu.console.streams import STREAM_ENDED, guard_streams
+from fenliu.console.streams import CHECK_EVERY_S, STREAM_ENDED, guard_streams
 from fenliu.errors import ConfigError, quoted
 from fenliu.hotlines.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.hotlines.masking import mask_number
 from fenliu.hotlines.signing import SignatureError, secret_from_env, verify
 from fenliu.router.rules import RuleListError, rules_text
+from fenliu.service.controls import SWITCHES, CentreControls
 from fenliu.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from fenliu.service.supervisor import Supervisor
 from fenliu.settings import ConsoleSettings, Settings, target_label
@@ -108,6 +109,7 @@ def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: 
     r.add_get("/", index)
     r.add_get("/static/{name}", static)
     app.cleanup_ctx.append(_stream_guard)
+    app.cleanup_ctx.append(_controls_watch)
     return app
 
 
@@ -415,7 +417,8 @@ async def calls(request: web.Request) -> web.StreamResponse:
         if not user.may_see(seat):
             continue
         out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat, **_live_view(feed, c)})
-    return web.json_response({"calls": out, "last_event_id": feed.last_id})
+    return web.json_response({"calls": out, "last_event_id": feed.last_id,
+                              "controls": request.app[SUPERVISOR].controls.to_dict()})
 
 
 def _live_view(feed: EventFeed, c: dict[str, Any]) -> dict[str, Any]:
@@ -606,7 +609,63 @@ async def config(request: web.Request) -> web.StreamResponse:
     links = {group: tid for group, tid in t.links.items() if tid in t.targets}
     return web.json_response({"targets": targets, "links": links, "modes": ["three-way", "refer", "attended"],
                               "default_mode": t.mode, "rule_version": sup.router.rules.version,
-                              "timezone": settings.store.timezone, "user": _user_json(_user(request))})
+                              "timezone": settings.store.timezone, "controls": sup.controls.to_dict(),
+                              "user": _user_json(_user(request))})
+
+
+async def controls_view(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[SUPERVISOR].controls.to_dict())
+
+
+async def controls_set(request: web.Request) -> web.StreamResponse:
+    """A duty supervisor stops or resumes diversion suggestions / the IVR's offers for the whole
+    centre (every instance on the store follows within a second); audited."""
+    data = await body(request)
+    user, store, sup = _user(request), request.app[STORE], request.app[SUPERVISOR]
+    changes = {k: data[k] for k in SWITCHES if k in data}
+    if not changes or any(not isinstance(v, bool) for v in changes.values()) or set(data) - set(SWITCHES):
+        raise ApiError(400, "bad_field", f"须为 {{{', '.join(SWITCHES)}}} 中的 true/false / send one or more of "
+                                         f"{', '.join(SWITCHES)} as true or false")
+    now = time.time()
+    current = sup.controls
+    for name, on in changes.items():
+        await asyncio.to_thread(store.set_control, name, "1" if on else "0", user.name)
+        current = current.with_switch(name, on, user.name, now)
+    store.audit(user.name, "centre_control", None, "ok", changes)
+    _apply_controls(request.app, current)
+    return web.json_response(current.to_dict())
+
+
+def _apply_controls(app: web.Application, controls: CentreControls) -> None:
+    """This instance follows the switches at once and tells every console."""
+    sup = app[SUPERVISOR]
+    if (controls.suggestions_paused, controls.ivr_offers_paused) != (sup.controls.suggestions_paused,
+                                                                        sup.controls.ivr_offers_paused):
+        sup.controls = controls
+        app[FEED].note("centre_controls", "", controls.to_dict())
+    else:
+        sup.controls = controls
+
+
+async def _controls_watch(app: web.Application) -> Any:
+    """Follows the switches other instances throw (the store is the one place they live)."""
+    async def watch() -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            try:
+                rows = await asyncio.to_thread(app[STORE].controls)
+            except Exception as e:  # the store is away: keep the switches as they were, say so once
+                if not failing:
+                    log.warning("centre controls not re-read: the store did not answer (%s)", e)
+                failing = True
+                continue
+            failing = False
+            _apply_controls(app, CentreControls.from_rows(rows))
+
+    task = asyncio.ensure_future(watch())
+    yield
+    task.cancel()
 
 
 def _rules_path(request: web.Request) -> str:
@@ -1051,6 +1110,8 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("POST", "/api/logout", logout, OPERATOR),
     ("GET", "/api/me", me, OPERATOR),
     ("GET", "/api/config", config, OPERATOR),
+    ("GET", "/api/controls", controls_view, OPERATOR),
+    ("POST", "/api/controls", controls_set, SUPERVISOR_ROLE),
     ("GET", "/api/calls", calls, OPERATOR),
     ("GET", "/api/calls/{call_id}", call_detail, OPERATOR),
     ("POST", "/api/calls/{call_id}/transfer", transfer, OPERATOR),

@@ -17,6 +17,8 @@ SUMMARIES = {
     "/api/me": "当前用户与 CSRF 令牌 / the current user and the session's CSRF token",
     "/api/config": "转接目标、紧急联动、默认转接方式 / targets, urgent lane, links, default mode",
     "/api/calls": "当前通话（含最新分流建议）/ live calls with their latest decision",
+    "/api/controls": "全中心开关：暂停/恢复分流建议、语音前台分流（班长）/ centre-wide switches: stop or resume "
+                     "diversion suggestions and the IVR's offers (supervisors set them)",
     "/api/calls/{call_id}": "一通电话：转写、决策记录、转接结果 / one call: transcript, decision trail, transfers",
     "/api/calls/{call_id}/transfer": "一键转接 / the one key: transfer to a hotline (three-way, refer, attended)",
     "/api/calls/{call_id}/cancel-transfer": "振铃中取消转接 / cancel a transfer while the hotline rings",

@@ -123,6 +123,7 @@ class FlowRun:
     transcript: list[str] = field(default_factory=list)
     decision: Decision | None = None
     danger: Decision | None = None  # the first decision with a danger signal, kept for good
+    offers_paused: bool = False  # the centre stopped the IVR's offers: callers go to the operators (police branch)
     queue_retry_at: float = 0.0
     queued_urgent: bool = False
     hold_again_at: float = 0.0
@@ -411,6 +412,8 @@ class FlowRun:
             return "danger", self.danger.reason or "danger signal"
         if d is None:
             return "unsure", "没有听清来电内容 / nothing usable was heard"
+        if self.offers_paused:  # a duty supervisor's centre-wide switch: an operator decides every call
+            return "police", "中心已暂停语音分流，转人工 / the centre has paused the IVR's offers"
         if d.vetoed_by:  # flow-back and the like: a police matter without danger words
             return "police", d.reason
         if d.target == "police" and d.alternatives:

@@ -123,8 +123,10 @@ class IvrDesk:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        paused = self.sup.controls.ivr_offers_paused  # the centre-wide switch, as it is now
         for info in list(self.calls.values()):
             if info.run is not None and not info.run.done:
+                info.run.offers_paused = paused
                 self._guard(info, partial(info.run.tick, now))
         self._schedule()
 
@@ -149,6 +151,7 @@ class IvrDesk:
             elif isinstance(ev, FinalTranscript):
                 run.transcript_final(ev.text, now)
             elif isinstance(ev, Decision):
+                run.offers_paused = self.sup.controls.ivr_offers_paused  # the centre-wide switch, as it is now
                 self._guard(info, lambda: run.decided(ev, now))
 
     def _fact(self, f: P.Fact) -> None:

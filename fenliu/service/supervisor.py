@@ -31,6 +31,7 @@ from fenliu.errors import ConfigError, FenliuError, quoted
 from fenliu.hotlines.linkage import Linkage, uri_host, uri_user
 from fenliu.router import Router
 from fenliu.router.rules import RuleSet, load_rules, parse_rules
+from fenliu.service.controls import CentreControls
 from fenliu.settings import Settings
 from fenliu.sip import protocol as P
 from fenliu.sip.dialogs import DialogId, release
@@ -104,6 +105,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.warmed = threading.Event()  # the start-up recognisers are ready (threads mode)
+        self.controls = CentreControls()  # centre-wide switches (kept current from the store by the console)
         self.pool: Any = None
         self.front: Any = None  # the Kamailio front, when sip.front_port is set
 

@@ -701,6 +701,16 @@ class Store:
     def revoke_token(self, name: str) -> int:
         return int(self.db.execute("UPDATE api_tokens SET revoked=1 WHERE name=? AND revoked=0", (name,)).rowcount)
 
+    # -- centre-wide controls --------------------------------------------------------------------
+    def controls(self) -> dict[str, dict[str, Any]]:
+        """name -> {value, by_user, at} of every switch set so far (every instance reads the same)."""
+        return {r["name"]: r for r in self.db.rows("SELECT name, value, by_user, at FROM controls")}
+
+    def set_control(self, name: str, value: str, by: str) -> None:
+        self.db.execute("INSERT INTO controls(name, value, by_user, at) VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE "
+                        "SET value=excluded.value, by_user=excluded.by_user, at=excluded.at",
+                        (name, value, by, time.time()))
+
     # -- audit ---------------------------------------------------------------------------------
     def audit(self, user: str, action: str, call_id: str | None = None, outcome: str = "",
               detail: dict[str, Any] | None = None) -> None:

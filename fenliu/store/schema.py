@@ -185,5 +185,15 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE calls SET sip_call_id = call_id WHERE call_id NOT LIKE 'rejected-%';
     CREATE INDEX calls_sip_call_id ON calls(sip_call_id);
     """,
+    # 5: centre-wide switches a duty supervisor sets for every instance (stop diversion suggestions,
+    # stop the IVR's offers), with who set them and when
+    """
+    CREATE TABLE controls (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        by_user TEXT NOT NULL DEFAULT '',
+        at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -189,3 +189,37 @@ def test_the_order_list_row_follows_the_order(env, browser):
     expect(row.locator(".status-badge")).to_have_text("已退回")
     expect(page.locator("#order-detail h3 .status-badge")).to_have_text("已退回")
     assert not errors, errors
+
+
+def test_a_supervisor_pauses_suggestions_and_every_console_follows(env, browser):
+    """The duty supervisor's switch: the operator's diversion card says 暂停分流 (no target
+    suggested), a danger card still shows; the one key still transfers to a target the operator
+    picks; resuming brings the suggestion back."""
+    from playwright.sync_api import expect
+
+    boss, boss_errors = open_console(browser, env.url, "boss")
+    op, errors = open_console(browser, env.url, "op1")
+    env.live_call("c-pause")
+    op.locator('#calls li[data-call-id="c-pause"]').click()
+    env.decide("c-pause", NOISE)
+    expect(op.locator('#card[data-target="12345"] .divert')).to_be_visible()
+
+    boss.click("#btn-pause-suggestions")
+    boss.click("#confirm-ok")
+    expect(boss.locator("#btn-pause-suggestions")).to_have_attribute("aria-pressed", "true")
+    expect(op.locator("#centre-banner")).to_contain_text("中心已暂停分流建议（boss")
+    expect(op.locator("#card.paused")).to_contain_text("暂停分流")
+    assert op.locator("#target-select").input_value() == ""  # nothing suggested
+    assert env.store.audit_log(action="centre_control")[0]["user"] == "boss"
+
+    # the operator decides: picks 12345 and presses the key (an unsuggested target asks first)
+    op.select_option("#target-select", "12345")
+    op.click("#btn-transfer")
+    op.click("#confirm-ok")
+    expect(op.locator('#transfer-progress[data-step="requested"]')).to_be_visible()
+
+    boss.click("#btn-pause-suggestions")
+    boss.click("#confirm-ok")
+    expect(op.locator("#centre-banner")).to_be_hidden()
+    expect(op.locator('#card[data-target="12345"] .divert')).to_be_visible()
+    assert not errors and not boss_errors, (errors, boss_errors)

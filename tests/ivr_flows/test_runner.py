@@ -94,6 +94,18 @@ def test_welcome_then_a_noise_complaint_is_offered_to_12345_and_key_1_transfers(
     assert c.run.outcome == "transferred" and acts(out, StopPrompts)
 
 
+def test_with_the_centres_offers_paused_a_noise_complaint_goes_to_the_operators(flow, router):
+    c = Caller(flow, router)
+    c.run.offers_paused = True  # a duty supervisor's centre-wide switch (service/controls.py)
+    c.prompt_ends()
+    c.says("楼上装修太吵了，天天晚上敲到十二点，吵得孩子睡不着")
+    out = c.wait(2)
+    assert c.run.state == "queue" and acts(out, QueueCall)
+    assert not any(p.startswith("offer") for a in acts(c.log, PlayPrompts) for p in a.prompts)  # never offered
+    assert not acts(c.log, TransferTo)
+    assert any("暂停语音分流" in a.detail for a in acts(out, Step))
+
+
 def test_a_danger_signal_goes_to_the_queue_at_once_and_urgent(flow, router):
     c = Caller(flow, router)
     c.prompt_ends()

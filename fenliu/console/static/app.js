@@ -13,7 +13,7 @@ import {$, $$, clear, clock, el, highlight, replaceChildren, setTimeZone, timeOf
 import {ApiError, api, callPath, setCsrf, setUnauthorizedHandler} from './api.js';
 import {ENDED_TEXT, EventStream} from './stream.js';
 import {
-  MODE_LABELS, conf, dangerLabel, learnDangerLabels, loadConfig, targetName, targetShort, urgentTargets,
+  MODE_LABELS, centre, conf, dangerLabel, learnDangerLabels, loadConfig, setCentre, targetName, targetShort, urgentTargets,
 } from './config.js';
 import {buildCard, evidenceKey, suggestedTarget, suggestedTargets} from './card.js';
 import {historyTargets, initHistory, search as historySearch, showDetail as showHistoryDetail} from './history.js';
@@ -189,6 +189,7 @@ async function start(data) {
     const config = await api('GET', '/api/config');
     loadConfig(config);
     setTimeZone(config.timezone || '');
+    setCentre(config.controls);
   } catch (err) {
     if (err.status === 401) return; // back at the login form
     showError(err);
@@ -256,7 +257,40 @@ async function logout() {
   showLogin('');
 }
 
+/** The centre-wide switches: a banner for everybody, the two buttons for supervisors. */
+function renderCentre() {
+  const off = [centre.suggestionsPaused ? '分流建议' : '', centre.ivrOffersPaused ? '语音前台分流' : '']
+    .filter(Boolean);
+  const banner = $('#centre-banner');
+  banner.hidden = off.length === 0;
+  banner.textContent = off.length ? `中心已暂停${off.join('、')}${centre.by ? `（${centre.by}` : ''}`
+    + `${centre.by && centre.at ? ` ${timeOfDay(centre.at)}）` : centre.by ? '）' : ''}` : '';
+  $('#centre-controls').hidden = !supervisorUser();
+  const pair = [['#btn-pause-suggestions', centre.suggestionsPaused, '分流建议'],
+    ['#btn-pause-ivr', centre.ivrOffersPaused, '语音分流']];
+  for (const [id, on, what] of pair) {
+    $(id).setAttribute('aria-pressed', on ? 'true' : 'false');
+    $(id).textContent = on ? `恢复${what}` : `暂停${what}`;
+  }
+  S.cardKey = ''; // the card follows the switch
+  if (S.user) renderCard();
+}
+
+async function throwSwitch(name, on) {
+  const what = name === 'suggestions_paused' ? '分流建议' : '语音前台分流';
+  const ok = await confirmDialog(`${on ? '暂停' : '恢复'}全中心的${what}？（所有实例、所有接警员）`,
+    {okText: on ? '暂停' : '恢复', danger: on});
+  if (!ok) return;
+  try {
+    setCentre(await api('POST', '/api/controls', {[name]: on}));
+    renderCentre();
+  } catch (err) {
+    showError(err);
+  }
+}
+
 function renderHeader() {
+  renderCentre();
   $('#user-name').textContent = S.user.name;
   $('#user-role').textContent = roleLabel(S.user.role);
   $('#user-seat').textContent = S.user.seat ? `席位 ${S.user.seat}` : '';
@@ -331,6 +365,7 @@ async function reloadCalls() {
       }
       if (!S.user) break;
       const before = S.sel;
+      if (data.controls) setCentre(data.controls);
       mergeSnapshot(Array.isArray(data.calls) ? data.calls : []);
       // the selected call's transcript, again (a call selected just now is loading already)
       if (before && S.sel === before && !before.ended) await loadDetail(before);
@@ -378,6 +413,11 @@ function processEvent(ev) {
   }
   if (kind === 'negative_list_reloaded') {
     negativeListReloaded(data);
+    return;
+  }
+  if (kind === 'centre_controls') {
+    setCentre(data);
+    renderCentre();
     return;
   }
   if (kind === 'alert') {
@@ -1161,6 +1201,8 @@ function onKeyDown(e) {
 
 function wireStaticControls() {
   $('#login-form').addEventListener('submit', onLoginSubmit);
+  $('#btn-pause-suggestions').addEventListener('click', () => throwSwitch('suggestions_paused', !centre.suggestionsPaused));
+  $('#btn-pause-ivr').addEventListener('click', () => throwSwitch('ivr_offers_paused', !centre.ivrOffersPaused));
   $('#logout').addEventListener('click', logout);
   for (const name of Object.keys(TABS)) $(`#tab-${name}`).addEventListener('click', () => showTab(name));
   $('#btn-transfer').addEventListener('click', oneKey);

@@ -3,7 +3,7 @@
 // identical decision arriving again does not make it flicker.
 
 import {el} from './dom.js';
-import {dangerLabel, fraudDesk, linkFor, target, targetName, targetShort} from './config.js';
+import {centre, dangerLabel, fraudDesk, linkFor, target, targetName, targetShort} from './config.js';
 import {
   alternativesOf, chip, chipText, isFraud, matchesOf, percent, targetText, vetoGroups, vetoesOf,
 } from './views.js';
@@ -17,7 +17,7 @@ export function evidenceKey(call) {
   const d = call.decision;
   const words = (ms) => [...new Set(ms.map(chipText))].sort();
   return JSON.stringify([
-    call.id, Boolean(call.degraded),
+    call.id, Boolean(call.degraded), centre.suggestionsPaused,
     d ? [d.target, d.category_id || d.category || '', words(matchesOf(d)), words(vetoesOf(d)),
       alternativesOf(d).map((a) => a.target), Boolean(d.urgent)] : null,
   ]);
@@ -25,6 +25,7 @@ export function evidenceKey(call) {
 
 /** The target the one key transfers to without asking ('' when the router keeps the call). */
 export function suggestedTarget(d) {
+  if (centre.suggestionsPaused) return ''; // the centre stopped suggestions: the operator picks
   return d && d.target && d.target !== 'police' ? d.target : '';
 }
 
@@ -33,7 +34,7 @@ export function suggestedTargets(d) {
   const out = new Set();
   if (!d) return out;
   if (suggestedTarget(d)) out.add(d.target);
-  alternativesOf(d).forEach((a) => a.target && out.add(a.target));
+  if (!centre.suggestionsPaused) alternativesOf(d).forEach((a) => a.target && out.add(a.target));
   vetoGroups(d).forEach((g) => linkFor(g) && out.add(linkFor(g)));
   if (isFraud(d) && fraudDesk()) out.add(fraudDesk());
   return out;
@@ -57,7 +58,8 @@ export function buildCard(call, actions) {
     return {classes: call.degraded ? ['degraded'] : ['waiting'], target: '', nodes, conf: null};
   }
   let built;
-  if (vetoesOf(d).length) built = vetoCard(d, actions);
+  if (vetoesOf(d).length) built = vetoCard(d, actions); // danger is shown whatever the switches say
+  else if (centre.suggestionsPaused && (d.target !== 'police' || alternativesOf(d).length)) built = pausedCard();
   else if (d.target === 'police' && alternativesOf(d).length) built = alternativesCard(d, actions);
   else if (d.target && d.target !== 'police') built = diversionCard(d);
   else built = keepCard(d);
@@ -67,6 +69,15 @@ export function buildCard(call, actions) {
   if (d.urgent) classes.push('urgent');
   if (call.degraded) classes.push('degraded');
   return {classes, target: String(d.target || ''), nodes, conf: built.conf || null};
+}
+
+/** The centre stopped diversion suggestions: none is shown; the operator decides (and may still transfer). */
+function pausedCard() {
+  const who = centre.by ? `（${centre.by}）` : '';
+  return {classes: ['paused'], nodes: [
+    el('p', {class: 'card-kicker'}, '暂停分流'),
+    el('p', {class: 'card-wait'}, `中心已暂停分流建议${who}。按接警规程处置；如需转接，请在「去向」中自行选择。`),
+  ]};
 }
 
 function reason(d) {

@@ -1,6 +1,17 @@
 // What the console knows about the deployment: GET /api/config (targets, links, modes) and
 // the danger-group labels of the negative list.
 
+/** The centre-wide switches (GET /api/controls, the centre_controls event): the same on every instance. */
+export const centre = {suggestionsPaused: false, ivrOffersPaused: false, by: '', at: 0};
+
+export function setCentre(data) {
+  if (!data || typeof data !== 'object') return;
+  centre.suggestionsPaused = Boolean(data.suggestions_paused);
+  centre.ivrOffersPaused = Boolean(data.ivr_offers_paused);
+  centre.by = String(data.by || '');
+  centre.at = Number(data.at) || 0;
+}
+
 export const conf = {
   targets: [], // [{id, name, number, urgent}]
   byId: new Map(),
