@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for x in (cl, tf, rl):
         x.add_argument("--token", help="API token (default: env FENLIU_TOKEN, else the token fenliu serve leaves "
-                                       "beside the store, var/cli.token)")
+                                       "beside the store, var/cli-<console port>.token)")
 
     us = sub.add_parser("user", help="console accounts (operator, supervisor, admin)")
     uss = us.add_subparsers(dest="user_command", required=True)

@@ -93,7 +93,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
     stop_loop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
-        issue_cli_token(console.accounts, store, cli_token_path(settings))
+        issue_cli_token(console.accounts, store, cli_token_path(settings), settings.console.port)
         await loop.run_in_executor(None, sup.start)
         tasks = [asyncio.create_task(outbox.run(stop_loop)), asyncio.create_task(_retention(store, settings, stop_loop))]
         url = await console.start()

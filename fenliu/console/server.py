@@ -19,18 +19,21 @@ from fenliu.store.record import Store
 
 
 def cli_token_path(settings: Settings) -> Path:
-    """Where `fenliu serve` leaves the local CLI's API token (beside the SQLite file)."""
+    """Where `fenliu serve` leaves the local CLI's API token (beside the SQLite file), one per
+    instance (by its console port): two instances on one machine keep a token each."""
     url = settings.store.url
     folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path("var")
-    return folder / "cli.token"
+    return folder / f"cli-{settings.console.port}.token"
 
 
-def issue_cli_token(accounts: Accounts, store: Store, path: Path) -> None:
-    """A fresh token for the local CLI at every start (the old one is revoked), readable by this
-    account only. The CLI acts as the built-in account "cli" (supervisor), audited as such."""
+def issue_cli_token(accounts: Accounts, store: Store, path: Path, port: int = 0) -> None:
+    """A fresh token for the local CLI at every start (this instance's old one is revoked),
+    readable by this account only. The CLI acts as the built-in account "cli" (supervisor),
+    audited as such."""
     if store.user("cli") is None:
         store.add_user("cli", "supervisor", "!")  # "!" is no argon2 hash: nobody can log in as cli
-    name = f"local-cli@{socket.gethostname()}"  # per machine: instances sharing PostgreSQL keep theirs
+    # per instance (machine and console port): instances sharing a store keep theirs
+    name = f"local-cli@{socket.gethostname()}:{port}"
     store.revoke_token(name)
     token = accounts.create_token(name, "cli")
     path.parent.mkdir(parents=True, exist_ok=True)

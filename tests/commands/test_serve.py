@@ -250,7 +250,7 @@ url = "{platform.url}/sms"
         assert 'fenliu_outbox_items{kind="order",state="delivered"} 1.0' in metrics
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/health", timeout=10) as r:
             assert json.load(r) == {"ok": True, "status": "up"}  # the public answer
-        token = (tmp_path / "cli.token").read_text().strip()  # the detail: with the local CLI's token
+        token = next(tmp_path.glob("cli-*.token")).read_text().strip()  # the detail: with the local CLI's token
         detailed = urllib.request.Request(f"http://127.0.0.1:{api}/api/health",
                                           headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(detailed, timeout=10) as r:

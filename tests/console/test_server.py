@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
+
 from fenliu.bus import EventBus
 from fenliu.console.server import Console
 from fenliu.service.supervisor import Supervisor
@@ -76,4 +78,29 @@ async def test_an_event_stream_outlives_the_header_timeout(tmp_path, router, mon
                 assert got["kind"] == "call_started" and got["call_id"] == "c-late"
     finally:
         await console.stop()
+        store.close()
+
+
+def test_two_instances_on_one_machine_keep_a_cli_token_each(tmp_path):
+    """Starting instance B (another console port, same store) does not revoke A's local token."""
+    from fenliu.console.auth import Accounts, AuthError
+    from fenliu.console.server import cli_token_path, issue_cli_token
+
+    s = Settings()
+    s = replace(s, store=replace(s.store, url=f"sqlite:///{tmp_path}/f.db"))
+    a, b = replace(s, console=replace(s.console, port=8110)), replace(s, console=replace(s.console, port=8111))
+    assert cli_token_path(a) != cli_token_path(b)
+    store = Store(s.store.url)
+    accounts = Accounts(store)
+    try:
+        issue_cli_token(accounts, store, cli_token_path(a), 8110)
+        issue_cli_token(accounts, store, cli_token_path(b), 8111)
+        for inst in (a, b):
+            assert accounts.token_user(cli_token_path(inst).read_text().strip()).name == "cli"
+        old_a = cli_token_path(a).read_text().strip()
+        issue_cli_token(accounts, store, cli_token_path(a), 8110)  # A restarts: its old token goes, B's stays
+        assert accounts.token_user(cli_token_path(b).read_text().strip()).name == "cli"
+        with pytest.raises(AuthError, match="revoked"):
+            accounts.token_user(old_a)
+    finally:
         store.close()
