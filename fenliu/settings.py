@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -157,6 +158,12 @@ class StoreSettings:
     transcript_days: int = 0  # blank transcripts (text, finals) of calls older than this (0: keep)
     recording_days: int = 0  # delete recordings in recordings_dir older than this (0: keep)
     recordings_dir: str = ""
+    instance: str = ""  # this instance's name on its rows (calls, work orders); "" = host:console port
+
+
+def instance_name(settings: Settings) -> str:
+    """The name this instance writes on the store's rows: store.instance, else host:console port."""
+    return settings.store.instance or f"{socket.gethostname()}:{settings.console.port}"
 
 
 @dataclass(frozen=True)

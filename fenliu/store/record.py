@@ -23,7 +23,7 @@ from fenliu.bus import CallEvent, WorkerFact
 from fenliu.events import Decision, FinalTranscript, event_to_dict
 from fenliu.hotlines.linkage import ORDER_STATUSES, Linkage, caller_number, mobile, uri_host, uri_user
 from fenliu.hotlines.masking import mask_number
-from fenliu.settings import Settings
+from fenliu.settings import Settings, instance_name
 from fenliu.sip import protocol as P
 from fenliu.store.db import Database
 from fenliu.store.schema import MIGRATIONS
@@ -74,6 +74,7 @@ class Store:
         self.seat = seat  # the operator seat every call of this service rings (B2BUA mode), "" when answering
         self.settings = settings or (linkage.settings if linkage else Settings())
         self.linkage = linkage or Linkage(self.settings)
+        self.instance = instance_name(self.settings)  # written on the calls and orders this instance handles
         self.alert_listeners: list[Any] = []  # called with each new alert, after its transaction
         self._waiting: deque[CallEvent | WorkerFact] = deque()  # records the database could not take yet
         try:
@@ -148,9 +149,10 @@ class Store:
             if isinstance(f, P.CallStarted):
                 called, trunk = uri_user(f.local), uri_host(f.remote)
                 db.execute("INSERT INTO calls(call_id, worker, remote, started_at, seat, number, called, site, day, "
-                           "sip_call_id) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                           "sip_call_id, instance) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                            (f.call_id, item.worker, f.remote, f.t, self.seat, caller_number(f.remote), called,
-                            self.linkage.site_for(called, trunk), self.linkage.day(f.t), f.sip_call_id))
+                            self.linkage.site_for(called, trunk), self.linkage.day(f.t), f.sip_call_id,
+                            self.instance))
             elif isinstance(f, P.CallEnded):
                 row = db.one("SELECT suggested, diverted_to FROM calls WHERE call_id=?", (f.call_id,))
                 action = final_action(row["suggested"], row["diverted_to"], self.linkage) if row else None
@@ -160,9 +162,9 @@ class Store:
                 # a refused caller is a call too: 110 must be able to see who could not get through
                 call_id = f.call_id or f"rejected-{f.t:.6f}"
                 db.execute("INSERT INTO calls(call_id, worker, remote, started_at, ended_at, status, reason, seat, "
-                           "number, day, sip_call_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                           "number, day, sip_call_id, instance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                            (call_id, item.worker, f.remote, f.t, f.t, f.status, f.reason, self.seat,
-                            caller_number(f.remote), self.linkage.day(f.t), f.sip_call_id))
+                            caller_number(f.remote), self.linkage.day(f.t), f.sip_call_id, self.instance))
             elif isinstance(f, P.TransferUpdate) and f.step.value in TRANSFER_OUTCOMES:
                 db.execute("UPDATE calls SET transfer=? WHERE call_id=?", (f.step.value, f.call_id))
                 if f.step in (P.TransferStep.BRIDGED, P.TransferStep.COMPLETED):
@@ -204,10 +206,11 @@ class Store:
         d = body
         inserted = db.insert(
             "INSERT INTO work_orders(order_no, call_id, site, platform, target, category, category_id, dept, number, "
-            "status, created_at, updated_at, deadline, day, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "status, created_at, updated_at, deadline, day, body, instance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT DO NOTHING", (order_no, call["call_id"], site, pid, target, d.get("category", ""),
                                        d.get("category_id", ""), d.get("dept", ""), call.get("number", ""), status,
-                                       now, now, deadline, lk.day(now), json.dumps(body, ensure_ascii=False)))
+                                       now, now, deadline, lk.day(now), json.dumps(body, ensure_ascii=False),
+                                       self.instance))
         if not inserted:
             return order_no
         why = "" if status == "queued" else (f"no URL for platform {pid!r}" if pid else
@@ -527,8 +530,8 @@ class Store:
     def orders_where(self, cond: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         """Orders with their delivery state; ``cond`` is the WHERE clause (and any ORDER/LIMIT)."""
         return self.db.rows(
-            "SELECT w.order_no, w.call_id, w.site, w.platform, w.target, w.category, w.dept, w.number, w.status, "
-            "w.platform_ref, w.created_at, w.updated_at, w.deadline, o.attempts, o.last_error, o.status AS delivery "
+            "SELECT w.order_no, w.call_id, w.instance, w.site, w.platform, w.target, w.category, w.dept, w.number, "
+            "w.status, w.platform_ref, w.created_at, w.updated_at, w.deadline, o.attempts, o.last_error, o.status AS delivery "
             f"FROM work_orders w LEFT JOIN outbox o ON o.idem_key = 'order:' || w.order_no WHERE {cond}", args)
 
     def call_loop(self, call_id: str) -> dict[str, Any]:
@@ -743,8 +746,8 @@ def parse_score(text: str) -> int | None:
 mask = mask_number  # the one masker (fenliu.hotlines.masking), under the name the loop's code uses
 
 
-HISTORY_COLUMNS = ("call_id, worker, remote, seat, started_at, ended_at, status, reason, target, category, transfer, "
-                   "text, sip_call_id")
+HISTORY_COLUMNS = ("call_id, instance, worker, remote, seat, started_at, ended_at, status, reason, target, category, "
+                   "transfer, text, sip_call_id")
 
 
 def _like(value: str) -> str:

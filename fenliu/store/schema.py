@@ -195,5 +195,10 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # 6: which instance handled a call and opened its order (several instances share one store)
+    """
+    ALTER TABLE calls ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    ALTER TABLE work_orders ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -72,3 +72,25 @@ def test_calls_have_our_own_id_and_the_sip_call_id_is_searchable(tmp_path):
     assert all(r["sip_call_id"] == "recycled@pbx" for r in rows)
     assert store.history(q="7f1c0d0e-0000-4000-8000-000000000002")[1] == 1  # and by our own id
     store.close()
+
+
+def test_each_instance_writes_its_name_on_its_calls_and_orders(tmp_path, router):
+    """Two instances on one store: every call and order row says which one handled it."""
+    from dataclasses import replace as change
+
+    from fenliu.settings import Settings, instance_name
+    from tests.loop.loop_env import divert
+
+    s = Settings()
+    a = Store(f"sqlite:///{tmp_path}/f.db", settings=change(s, store=change(s.store, instance="fenliu-a")))
+    b = Store(f"sqlite:///{tmp_path}/f.db", settings=change(s, console=change(s.console, port=8111)))
+    try:
+        divert(a, router, "on-a")
+        divert(b, router, "on-b", number="13900000002")
+        rows = {r["call_id"]: r["instance"] for r in a.history()[0]}
+        assert rows == {"on-a": "fenliu-a", "on-b": instance_name(b.settings)}
+        assert instance_name(b.settings).endswith(":8111")
+        assert {o["call_id"]: o["instance"] for o in a.orders()} == rows
+    finally:
+        a.close()
+        b.close()

@@ -116,7 +116,8 @@ export async function showDetail(callId) {
     el('p', {class: 'muted'},
       `开始 ${dateTime(call.started_at || call.since)}`,
       call.ended_at ? `　结束 ${dateTime(call.ended_at)}` : (data.live ? '　进行中' : ''),
-      call.reason ? `　${call.reason}` : ''),
+      call.reason ? `　${call.reason}` : '',
+      call.instance ? `　实例 ${call.instance}` : ''), // which fenliu instance handled it (several share a store)
     el('h4', {}, '通话记录'),
     utterances.length
       ? el('div', {class: 'transcript static'}, utterances.map((u) => utteranceEl(u, needles)))
