@@ -118,13 +118,15 @@ def _default_links() -> dict[str, str]:
 
 
 def target_label(settings_or_names: TransferSettings | dict[str, str], tid: str) -> tuple[str, str]:
-    """A target's (number, name) from [transfer.names]: "12345 政务服务便民热线" → ("12345",
-    "政务服务便民热线"); "社会联动服务" → ("", "社会联动服务"); a target without a name: its id as
-    the number if it is one ("12345", "119"), else no number and the id as its name."""
+    """A target's (number, name) from [transfer.names] (the shipped names where it has none):
+    "12345 政务服务便民热线" → ("12345", "政务服务便民热线"); "社会联动服务" → ("", "社会联动服务");
+    a target named nowhere: its id as the number if it is one ("12399" → ("12399", "")), else no
+    number and the id as its name."""
     names = settings_or_names.names if isinstance(settings_or_names, TransferSettings) else settings_or_names
-    label = (names.get(tid) or "").strip()
+    # a configuration's [transfer.names] names what it wants; the shipped names fill in the rest
+    label = (names.get(tid) or _default_names().get(tid) or "").strip()
     if not label:
-        return (tid, tid) if tid.isdigit() else ("", tid)
+        return (tid, "") if tid.isdigit() else ("", tid)
     head, _, rest = label.partition(" ")
     if head.isdigit() and rest.strip():
         return head, rest.strip()

@@ -82,3 +82,20 @@ def test_transports_from_a_list_or_the_environment(tmp_path):
     f.write_text(f'[sip]\ntransports = ["udp", "tcp", "tls"]\ntls_cert = "{cert}"\ntls_key = "{key}"\n', encoding="utf-8")
     assert load_settings(f, env={}).sip.transports == ("udp", "tcp", "tls")
     assert load_settings(env={"FENLIU_SIP__TRANSPORTS": "udp,tcp"}).sip.transports == ("udp", "tcp")
+
+
+def test_target_names_come_from_one_table_with_the_shipped_ones_filling_in(tmp_path):
+    from fenliu.settings import target_label
+
+    cfg = tmp_path / "fenliu.toml"
+    cfg.write_text('[transfer.names]\nsocial = "社会服务联动中心"\n"12399" = "12399 本地服务热线"\n', encoding="utf-8")
+    s = load_settings(cfg, env={})
+    assert target_label(s.transfer, "social") == ("", "社会服务联动中心")  # the centre's own name
+    assert target_label(s.transfer, "12399") == ("12399", "本地服务热线")
+    assert target_label(s.transfer, "12345") == ("12345", "政务服务便民热线")  # not named there: the shipped name
+    assert target_label(s.transfer, "12366") == ("12366", "")  # named nowhere: the number only, never twice
+    assert target_label(s.transfer, "lock") == ("", "lock")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[transfer.names]\nsocial = ""\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="transfer.names.social"):
+        load_settings(bad, env={})

@@ -599,12 +599,11 @@ async def config(request: web.Request) -> web.StreamResponse:
     named = sup.router.rules.targets
     targets = []
     for tid in t.targets:
-        if tid in t.names:  # [transfer.names]: the one table the console, the IVR and the SMS texts share
-            number, name = target_label(t, tid)
-        else:  # a deployment's own target without a name there: the negative list's, else its id
-            tg = named.get(tid)
-            number = getattr(tg, "number", "") or (tid if tid.isdigit() else "")
-            name = getattr(tg, "name", "") or tid
+        # [transfer.names]: the one table the console, the IVR and the SMS texts share; a target it does
+        # not name (a deployment's own) takes the negative list's name, else its id
+        number, name = target_label(t, tid)
+        if not name:
+            name = getattr(named.get(tid), "name", "") or tid
         targets.append({"id": tid, "name": name, "number": number, "urgent": tid in urgent})
     links = {group: tid for group, tid in t.links.items() if tid in t.targets}
     return web.json_response({"targets": targets, "links": links, "modes": ["three-way", "refer", "attended"],
