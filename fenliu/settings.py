@@ -65,6 +65,9 @@ class SipSettings:
     rtp_port: int = 40000  # worker i uses rtp_port + i * rtp_range …
     rtp_range: int = 40
     seat_uri: str = ""  # B2BUA seat mode: every call is bridged to this operator seat (empty: answer)
+    # which seat answered (an ACD's agent) comes from the operator leg's 2xx: this header if set, else
+    # P-Asserted-Identity, Contact, To — it is matched to console users' seats (fenliu user add --seat)
+    seat_header: str = ""
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # no RTP from the caller for N s (not on hold): an in-dialog OPTIONS asks whether
     # anybody is there; only no answer ends the call (a call with no audio at all ends after N s)

@@ -400,7 +400,7 @@ async def me(request: web.Request) -> web.StreamResponse:
 # -- calls --------------------------------------------------------------------------------------
 def _visible_call(request: web.Request, call_id: str) -> None:
     """404 for a call this operator may not see (no hint that it exists)."""
-    if not _user(request).may_see(request.app[FEED].seat_of(call_id)):
+    if not request.app[FEED].visible_to(_user(request), call_id):
         raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
 
 
@@ -413,9 +413,9 @@ async def calls(request: web.Request) -> web.StreamResponse:
     sup, feed, user = request.app[SUPERVISOR], request.app[FEED], _user(request)
     out = []
     for c in sup.calls():
-        seat = feed.seat_of(c["call_id"])
-        if not user.may_see(seat):
+        if not feed.visible_to(user, c["call_id"]):
             continue
+        seat = feed.seat_of(c["call_id"])
         out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat, **_live_view(feed, c)})
     return web.json_response({"calls": out, "last_event_id": feed.last_id,
                               "controls": request.app[SUPERVISOR].controls.to_dict()})

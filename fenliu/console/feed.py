@@ -41,7 +41,7 @@ CALL_FACTS = {"call_started", "call_answered", "call_ended", "call_degraded", "m
               "leg_held", "reinvite_limited", "dtmf",
               "leg_dialing", "leg_answered", "leg_ended", "transfer_started", "transfer_progress",
               "transfer_consulted", "transfer_bridged", "transfer_completed", "transfer_failed",
-              "ivr_step", "overflowed", "queue_dialing", "queue_answered", "queue_failed"}
+              "ivr_step", "overflowed", "queue_dialing", "queue_answered", "queue_failed", "seat_answered"}
 SUPERVISOR_FACTS = {"worker_lost", "worker_restarted", "restart_failed", "front_event", "orphans_released",
                     "call_rejected"}
 SUPERVISOR_KINDS = SUPERVISOR_FACTS | {"negative_list_reloaded", "alert", "alert_acked"}
@@ -64,6 +64,7 @@ class LiveCall:
     transfer: dict[str, Any] | None = None
     repeat: dict[str, Any] | None = None  # the caller called before within the flow-back window
     ivr: dict[str, Any] | None = None  # the IVR front desk: the caller's step, urgency and why
+    seat: str = ""  # the seat that answered (seat_answered: an ACD's agent), over the service's seat
     last_event_id: int = 0
 
 
@@ -83,10 +84,10 @@ class Client:
             self.end_reason = reason
             self.ended.set()
 
-    def wants(self, env: dict[str, Any], seat_of: Callable[[str], str]) -> bool:
+    def wants(self, env: dict[str, Any], visible: Callable[[User, str], bool]) -> bool:
         if env["kind"] in SUPERVISOR_KINDS:
             return self.user.at_least("supervisor")
-        return not env["call_id"] or self.user.may_see(seat_of(env["call_id"]))
+        return not env["call_id"] or visible(self.user, env["call_id"])
 
     def view(self, text: str, masked: str | None) -> str:
         """The envelope as this client may see it (JSON made once per envelope, not per client)."""
@@ -107,7 +108,16 @@ class EventFeed:
         self.sent = 0
 
     def seat_of(self, call_id: str) -> str:
-        return self.seat  # one seat per service in this version (sip.seat_uri)
+        """The seat a call belongs to: the one that answered it (behind an ACD), else the
+        service's (sip.seat_uri's user; "" in answer mode)."""
+        lc = self.live.get(call_id)
+        return lc.seat if lc is not None and lc.seat else self.seat
+
+    def visible_to(self, user: User, call_id: str) -> bool:
+        """May this user see this call? Its service seat's operator (or everybody in answer mode,
+        supervisors always) as before, and the operator of the seat that answered it."""
+        lc = self.live.get(call_id)
+        return user.may_see(self.seat) or (lc is not None and bool(lc.seat) and user.may_see(lc.seat))
 
     # -- in -------------------------------------------------------------------------------------
     def __call__(self, item: Item) -> None:
@@ -153,7 +163,7 @@ class EventFeed:
         self._texts.append((text, masked))
         self._fold(env)
         for c in list(self.clients):
-            if c.overflowed or not c.wants(env, self.seat_of):
+            if c.overflowed or not c.wants(env, self.visible_to):
                 continue
             try:
                 c.queue.put_nowait(c.view(text, masked))
@@ -181,6 +191,8 @@ class EventFeed:
         lc.state = STATE_AFTER.get(kind, lc.state)
         if kind in REPEAT_KINDS:
             lc.repeat = {**(lc.repeat or {}), **env["data"]}
+        elif kind == "seat_answered":  # from now on the call is that seat's operator's (and supervisors')
+            lc.seat = str(env["data"].get("seat", ""))
         elif kind == "ivr_step":
             d = env["data"]
             was = lc.ivr or {}
@@ -214,7 +226,7 @@ class EventFeed:
         resumed = since is not None and run_id in (None, self.run_id) and since >= oldest - 1 \
             and since <= self.last_id
         missed = [c.view(*t) for e, t in zip(self.ring, self._texts, strict=True)
-                  if e["id"] > since and c.wants(e, self.seat_of)] if resumed else []
+                  if e["id"] > since and c.wants(e, self.visible_to)] if resumed else []
         hello = {"id": self.last_id, "at": round(time.time(), 3), "kind": "hello", "call_id": "", "leg": "",
                  "worker": "", "data": {"user": user.name, "role": user.role, "server": self.run_id,
                                         "resumed": resumed}}

@@ -159,7 +159,7 @@ class Supervisor:
             reg_password=s.reg_password, reg_expires=s.reg_expires, reg_retry=s.reg_retry,
             session_expires=s.session_expires, transports=s.transports,
             tls_port=(s.tls_port or s.port + s.workers) + index if "tls" in s.transports else 0,
-            tls_cert=s.tls_cert, tls_key=s.tls_key)
+            tls_cert=s.tls_cert, tls_key=s.tls_key, seat_header=s.seat_header)
 
     def start(self) -> None:
         self.check_targets()

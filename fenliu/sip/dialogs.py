@@ -181,3 +181,38 @@ def release(dialogs: list[DialogId], address: str, port: int, reason: str = "fen
         return result
     finally:
         sock.close()
+
+
+def answering_seat(messages: list[str], header: str = "") -> tuple[str, str]:
+    """Who answered an INVITE we sent (the operator's seat behind a PBX or an ACD), from its
+    2xx: the configured ``header`` (its URI's user, or its value), else P-Asserted-Identity's
+    user, else the Contact's user, else the To's user. Returns (seat, the header it came from);
+    ("", "") without a 2xx or any user."""
+    response = None
+    for msg in messages:
+        start, headers = parse(msg)
+        if start.startswith("SIP/2.0 2") and " ".join(headers.get("cseq", [""])).upper().endswith("INVITE"):
+            response = headers
+    if response is None:
+        return "", ""
+    names = ([header.lower()] if header else []) + ["p-asserted-identity", "contact", "to"]
+    for name in names:
+        values = split_values(response.get(name, []))
+        if not values:
+            continue
+        user = _user_of(uri_of(values[0]))
+        if not user and name == header.lower():
+            user = values[0].strip().strip('"')[:64]  # a plain value: an agent id
+        if user:
+            return user, name
+    return "", ""
+
+
+def _user_of(uri: str) -> str:
+    """The user part of a sip:/sips:/tel: URI ("sip:1003@pbx;x" → "1003"; "tel:1003" → "1003")."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme.lower() not in ("sip", "sips", "tel"):
+        return ""
+    if scheme.lower() == "tel":
+        return rest.split(";", 1)[0]
+    return rest.split("@", 1)[0].split(";", 1)[0] if "@" in rest else ""

@@ -208,6 +208,16 @@ class LegDialog(Fact):
 
 
 @dataclass(frozen=True)
+class SeatAnswered(Fact):
+    """Which operator seat answered the call's operator leg (behind an ACD the dialled URI is the
+    queue, not the seat): from the 2xx's configured header, P-Asserted-Identity, Contact or To."""
+
+    call_id: str
+    seat: str
+    source: str = ""  # the header it came from
+
+
+@dataclass(frozen=True)
 class OrphansReleased(Fact):
     """After a worker died: its peers were sent BYE (status per leg; 0 = no answer)."""
 
@@ -496,6 +506,7 @@ class WorkerSettings:
     overflow: bool = False
     seat_timeout: float = 0.0  # seat mode with overflow: the seat must answer within this (0: no limit)
     invite_max_age: float = 1.5  # an INVITE the front relayed longer ago has been failed over: refuse it
+    seat_header: str = ""  # the header of the operator leg's 2xx that names the answering seat (before PAI)
     transports: tuple[str, ...] = ("udp",)  # "udp" and "tcp" on sip_port, "tls" on tls_port
     tls_port: int = 0
     tls_cert: str = ""  # PEM files for "tls"

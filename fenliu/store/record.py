@@ -153,6 +153,14 @@ class Store:
                            (f.call_id, item.worker, f.remote, f.t, self.seat, caller_number(f.remote), called,
                             self.linkage.site_for(called, trunk), self.linkage.day(f.t), f.sip_call_id,
                             self.instance))
+            elif isinstance(f, P.SeatAnswered):
+                # the agent's seat that took the call (behind an ACD): history and operators follow it
+                db.execute("UPDATE calls SET seat=? WHERE call_id=?", (f.seat, f.call_id))
+                if db.one("SELECT 1 FROM users WHERE seat=? AND disabled=0", (f.seat,)) is None:
+                    self._alert(raised, "seat_unknown", f"{f.call_id}:{f.seat}",
+                                f"坐席 {f.seat} 接听了来电，但没有接警台账户登记此坐席：该通话只有班长可见 / seat "
+                                f"{f.seat} answered (from {f.source or 'the answer'}) and no console user has that "
+                                f"seat (fenliu user add NAME --role operator --seat {f.seat})", call_id=f.call_id)
             elif isinstance(f, P.CallEnded):
                 row = db.one("SELECT suggested, diverted_to FROM calls WHERE call_id=?", (f.call_id,))
                 action = final_action(row["suggested"], row["diverted_to"], self.linkage) if row else None

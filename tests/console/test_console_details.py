@@ -32,8 +32,8 @@ ZONE = "Asia/Shanghai"
 
 
 class Env:
-    def __init__(self, url: str, bus: EventBus, store: Store, sup: Supervisor, router: Any) -> None:
-        self.url, self.bus, self.store, self.sup, self.router = url, bus, store, sup, router
+    def __init__(self, url: str, bus: EventBus, store: Store, sup: Supervisor, router: Any, console: Console) -> None:
+        self.url, self.bus, self.store, self.sup, self.router, self.console = url, bus, store, sup, router, console
 
     def on_loop(self, fn: Any) -> Any:
         async def run() -> Any:
@@ -41,11 +41,11 @@ class Env:
 
         return asyncio.run_coroutine_threadsafe(run(), self.bus.loop).result(20)
 
-    def live_call(self, call_id: str, number: str = "13812345678") -> None:
+    def live_call(self, call_id: str, number: str = "13812345678", slot: int = 0) -> None:
         """A call the supervisor holds live (its keys reach a worker's link) and the console shows."""
         remote = f"<sip:{number}@10.0.0.1>"
-        self.sup.sessions[("w0", 0)] = CallSession(call_id, "w0", 0, remote, time.time())
-        self.bus.publish(WorkerFact("w0", P.CallStarted(call_id, 0, remote, "<sip:110@fenliu>")))
+        self.sup.sessions[("w0", slot)] = CallSession(call_id, "w0", slot, remote, time.time())
+        self.bus.publish(WorkerFact("w0", P.CallStarted(call_id, slot, remote, "<sip:110@fenliu>")))
         self.bus.publish(WorkerFact("w0", P.CallAnswered(call_id)))
 
     def decide(self, call_id: str, text: str) -> Any:
@@ -78,7 +78,7 @@ def env(tmp_path) -> Iterator[Env]:
     console.accounts.add_user("op1", "operator", PASSWORD)
     console.accounts.add_user("boss", "supervisor", PASSWORD)
     try:
-        yield Env(url, bus, store, sup, router)
+        yield Env(url, bus, store, sup, router, console)
     finally:
         asyncio.run_coroutine_threadsafe(console.stop(), bus.loop).result(20)
         bus.close()
@@ -223,3 +223,23 @@ def test_a_supervisor_pauses_suggestions_and_every_console_follows(env, browser)
     expect(op.locator("#centre-banner")).to_be_hidden()
     expect(op.locator('#card[data-target="12345"] .divert')).to_be_visible()
     assert not errors and not boss_errors, (errors, boss_errors)
+
+
+def test_behind_an_acd_each_operator_sees_the_call_their_seat_answered(env, browser):
+    """The service dials the ACD's queue; the worker reports which agent's seat answered: each
+    operator's console (one Chromium, two contexts) shows its own call, never the other's."""
+    from playwright.sync_api import expect
+
+    env.console.feed.seat = env.store.seat = "queue"  # as with sip.seat_uri = "sip:queue@acd"
+    for seat in ("1001", "1002"):
+        env.console.accounts.add_user(f"op{seat}", "operator", PASSWORD, seat=seat)
+    pages = {seat: open_console(browser, env.url, f"op{seat}") for seat in ("1001", "1002")}
+    for slot, seat in enumerate(("1001", "1002")):
+        env.live_call(f"c-{seat}", number=f"1380000{seat}", slot=slot)
+    for seat in ("1001", "1002"):
+        env.bus.publish(WorkerFact("w0", P.SeatAnswered(f"c-{seat}", seat, "p-asserted-identity")))
+    for seat, (page, errors) in pages.items():
+        other = "1002" if seat == "1001" else "1001"
+        expect(page.locator(f'#calls li[data-call-id="c-{seat}"]')).to_be_visible()
+        expect(page.locator(f'#calls li[data-call-id="c-{other}"]')).to_have_count(0)
+        assert not errors, errors

@@ -22,11 +22,12 @@ CONTACT_URI = "sip:[A-Za-z0-9._+-]+@[0-9A-Za-z.-]+:[0-9]+"
 RTD_RING, RTD_ANSWER = "1", "2"  # SIPp response-time timers: INVITE -> 180, INVITE -> 200
 
 
-def seat_scenario(require_failopen: bool = False, ring_ms: int = 0) -> str:
+def seat_scenario(require_failopen: bool = False, ring_ms: int = 0, answer_headers: str = "") -> str:
     """Answer every INVITE: 180, (``ring_ms``), 200 with SDP and ``User-Agent: fenliu-test-seat``;
     then wait for the BYE. The answer names one codec (PCMA): with several, pjsua2 (a fenliu
     worker dialling the seat) sends a re-INVITE to lock one, which this scenario does not take. ``require_failopen``: an INVITE without ``X-Fenliu-Failopen`` fails
-    the call at the seat (it is never answered, so the caller fails too)."""
+    the call at the seat (it is never answered, so the caller fails too). ``answer_headers``: more
+    header lines for the 200 (an ACD naming its agent: P-Asserted-Identity, X-Agent-Id …)."""
     check = ""
     if require_failopen:
         check = """
@@ -36,6 +37,7 @@ def seat_scenario(require_failopen: bool = False, ring_ms: int = 0) -> str:
       <log message="failopen [$failopen] [call_id]"/>
     </action>"""
     ring = f'<pause milliseconds="{ring_ms}"/>' if ring_ms else ""
+    extra = "".join(f"\n      {line.strip()}" for line in answer_headers.splitlines() if line.strip())
     to = "[last_To:];tag=[pid]seat[call_number]"
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="seat">
@@ -64,7 +66,7 @@ def seat_scenario(require_failopen: bool = False, ring_ms: int = 0) -> str:
       [last_Call-ID:]
       [last_CSeq:]
       Contact: <sip:seat@[local_ip]:[local_port]>
-      User-Agent: {SEAT_UA}
+      User-Agent: {SEAT_UA}{extra}
       Content-Type: application/sdp
       Content-Length: [len]
 

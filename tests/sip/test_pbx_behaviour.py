@@ -346,3 +346,32 @@ def test_a_caller_over_tls(tmp_path):
         if caller is not None:
             caller.stop()
         link.stop()
+
+
+# -- which seat answered (behind an ACD) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("headers", "seat_header", "seat", "source"), [
+    ("P-Asserted-Identity: <sip:1003@acd.example>", "", "1003", "p-asserted-identity"),
+    ("", "", "seat", "contact"),  # no PAI: the answering Contact's user
+    ("X-Agent-Id: 7788\nP-Asserted-Identity: <sip:1003@acd.example>", "X-Agent-Id", "7788", "x-agent-id"),
+], ids=["pai", "contact", "configured-header"])
+def test_the_seat_that_answers_is_reported(tmp_path, headers, seat_header, seat, source):
+    """Seat mode dials the ACD's queue URI; its 200 says which agent took the call: the worker
+    reports that seat (configured header, else P-Asserted-Identity, else Contact)."""
+    from tests.sip.sipp_seat import seat_scenario
+
+    port = free_port(2)
+    (tmp_path / "acd").mkdir()
+    acd = start_sipp_server(seat_scenario(answer_headers=headers), port, tmp_path / "acd")
+    link = start_worker("seat" + source[:4], seat_uri=f"sip:queue@127.0.0.1:{port}", seat_header=seat_header)
+    try:
+        t, box = caller_thread(talking_caller(alaw_file(WAV, tmp_path)), link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20).call_id
+        answered = link.wait(lambda f: isinstance(f, P.SeatAnswered) and f.call_id == cid, 20)
+        assert (answered.seat, answered.source) == (seat, source)
+        hang_up(link, cid, t, box)
+    finally:
+        acd.kill()
+        acd.wait()
+        link.stop()

@@ -435,6 +435,10 @@ function processEvent(ev) {
   const id = String(ev.call_id);
   let c = S.calls.get(id);
   if (!c) {
+    if (kind === 'seat_answered') {
+      reloadCalls(); // the ACD gave this operator's seat a call: the snapshot brings it with its state
+      return;
+    }
     if (kind !== 'call_started') {
       // the selected call may have left the live list: its transcript still follows
       if (S.sel && S.sel.id === id) applyToView(S.sel, ev);

@@ -58,7 +58,7 @@ from fenliu.sip.conversation import (
     ReferReplaces,
     RejectCaller,
 )
-from fenliu.sip.dialogs import dialog_from
+from fenliu.sip.dialogs import answering_seat, dialog_from
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, RELAYED_HEADER, Leg, WorkerSettings
 from fenliu.sip.ua.endpoint import (
     CLOCK_RATE,
@@ -513,6 +513,10 @@ class Worker:
             if d is not None:
                 self.uplink.send(P.LegDialog(lv.conv.call_id, call.leg.label, d.sip_call_id, d.local, d.remote,
                                              d.target, d.routes))
+            if call.leg == Leg.OPERATOR:  # behind an ACD: which agent's seat took the call
+                seat, source = answering_seat(call.messages, self.cfg.seat_header)
+                if seat:
+                    self.uplink.send(P.SeatAnswered(lv.conv.call_id, seat, source))
             call.messages.clear()
             self.execute(lv, lv.conv.leg_confirmed(call.leg, time.monotonic()))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
