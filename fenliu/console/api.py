@@ -399,9 +399,15 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 # -- calls --------------------------------------------------------------------------------------
 def _visible_call(request: web.Request, call_id: str) -> None:
-    """404 for a call this operator may not see (no hint that it exists)."""
-    if not request.app[FEED].visible_to(_user(request), call_id):
-        raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
+    """404 for a call this operator may not see (no hint that it exists): the live view's rule,
+    or, for a call the live view no longer holds, the seat its record says answered it."""
+    feed, user = request.app[FEED], _user(request)
+    if feed.visible_to(user, call_id):
+        return
+    row = request.app[STORE].call(call_id)
+    if row is not None and row.get("seat") and user.seat and row["seat"] == user.seat:
+        return
+    raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
 
 
 def _masked(request: web.Request, remote: str | None) -> str:

@@ -102,7 +102,7 @@ class EventFeed:
         self.last_id = 0
         self.seat = seat
         self.live: dict[str, LiveCall] = {}
-        self._ended: dict[str, None] = {}  # recently ended calls, oldest first (bounded)
+        self._ended: dict[str, str] = {}  # recently ended calls -> the seat that had answered, oldest first (bounded)
         self.clients: set[Client] = set()
         self._target_ids = {uri: tid for tid, uri in (targets or {}).items()}
         self.sent = 0
@@ -117,7 +117,8 @@ class EventFeed:
         """May this user see this call? Its service seat's operator (or everybody in answer mode,
         supervisors always) as before, and the operator of the seat that answered it."""
         lc = self.live.get(call_id)
-        return user.may_see(self.seat) or (lc is not None and bool(lc.seat) and user.may_see(lc.seat))
+        answered = lc.seat if lc is not None else self._ended.get(call_id, "")  # its last events, its detail
+        return user.may_see(self.seat) or (bool(answered) and user.may_see(answered))
 
     # -- in -------------------------------------------------------------------------------------
     def __call__(self, item: Item) -> None:
@@ -176,8 +177,8 @@ class EventFeed:
         if not call_id:
             return
         if kind == "call_ended":
-            self.live.pop(call_id, None)
-            self._ended[call_id] = None
+            gone = self.live.pop(call_id, None)
+            self._ended[call_id] = gone.seat if gone is not None else ""
             if len(self._ended) > 10_000:
                 del self._ended[next(iter(self._ended))]
             return

@@ -11,7 +11,7 @@ import aiohttp
 from fenliu.bus import WorkerFact
 from fenliu.sip import protocol as P
 from tests.console.api_env import PASSWORD
-from tests.console.test_api_security import error_of, live_call, receive_until
+from tests.console.test_api_security import end_live_call, error_of, live_call, receive_until
 
 
 async def session_of(env, user: str) -> aiohttp.ClientSession:
@@ -48,6 +48,13 @@ async def test_three_seats_three_calls_each_operator_sees_their_own(open_env):
         assert [r["call_id"] for r in (await (await sessions["1002"].get("/api/history")).json())["calls"]] \
             == ["c-1002"]
         assert env.store.alerts() == []  # every answering seat has its operator
+        for slot, seat in enumerate(("1001", "1002", "1003")):  # the calls end: each stays its operator's
+            await end_live_call(env, f"c-{seat}", slot=slot)
+        assert (await sessions["1002"].get("/api/calls/c-1002")).status == 200
+        await error_of(await sessions["1002"].get("/api/calls/c-1001"), 404, "no_such_call")
+        env.console.feed._ended.clear()  # as after a restart: the record's seat decides
+        assert (await sessions["1002"].get("/api/calls/c-1002")).status == 200
+        await error_of(await sessions["1002"].get("/api/calls/c-1003"), 404, "no_such_call")
         for ws in streams.values():
             await ws.close()
     finally:
