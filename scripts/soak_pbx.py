@@ -22,7 +22,6 @@ went deaf and RSS/fds stayed within bounds after the first batch (RSS +50 MB, fd
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import table  # noqa: E402  (scripts/bench.py, this folder)
+from soak import MAX_FD_GROWTH, MAX_RSS_GROWTH_MB, open_fds, rss_mb  # noqa: E402  (the call soak's bounds and probes)
 
 from fenliu.sip import protocol as P  # noqa: E402
 from fenliu.sip.link import WorkerLink  # noqa: E402
@@ -55,8 +55,6 @@ WAV = FIXTURES / "ko" / "ko-02-help.wav"
 HEADERS = CALLER_HEADERS.replace("USER", "110")
 MEDIA_TIMEOUT = 1.0
 MIN_RATIO = 0.95
-MAX_RSS_GROWTH_MB = 50
-MAX_FD_GROWTH = 10
 KINDS = ("plain", "hold", "burst", "codec", "port", "no-sdp", "silent", "early-media", "fast-hangup")
 HEADER = ["calls", "dropped", "deaf", "worst ratio", "kept after failed transfer", "worker RSS MB", "open fds",
           "batch s"]
@@ -142,17 +140,6 @@ class Soak:
                 hotline.kill()
                 hotline.wait()
         return result
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def run_soak(calls: int, batch: int = 50, concurrency: int = 2, out=print) -> tuple[bool, list[str]]:

@@ -37,18 +37,19 @@ def alaw_file(wav: Path, out_dir: Path) -> Path:
     return out
 
 
-def caller_ack(headers: str) -> str:
-    """The caller's ACK to the 200 of its INVITE (``headers``: its From/To lines)."""
+def caller_ack(headers: str, cseq: int | str = 1, body: str = "Content-Length: 0") -> str:
+    """The caller's ACK to the 200 of its INVITE (``headers``: its From/To lines; ``cseq``: the
+    INVITE's; ``body``: an SDP answer when the INVITE had no offer)."""
     return f"""<send>
     <![CDATA[
       ACK [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       {headers}[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: {cseq} ACK
       Contact: sip:13800000000@[local_ip]:[local_port]
       Max-Forwards: 70
-      Content-Length: 0
+      {body}
     ]]>
   </send>"""
 
@@ -315,18 +316,7 @@ def caller_reinvite(headers: str, cseq: int | str, direction: str = "sendrecv", 
   </send>
   <recv response="100" optional="true"/>
   <recv response="200"/>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      {headers}[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: {cseq} ACK
-      Contact: sip:13800000000@[local_ip]:[local_port]
-      Max-Forwards: 70
-      {ack_body}
-    ]]>
-  </send>"""
+  {caller_ack(headers, cseq, ack_body)}"""
 
 
 def reinvite_storm(headers: str, pairs: int, gap_ms: int = 0, hold_with: str = "sendonly") -> str:
