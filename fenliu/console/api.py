@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 from fenliu.bus import EventBus, Item, WorkerFact
 from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of
 from fenliu.console.feed import EventFeed
-from fenliu.console.streams import CHECK_EVERY_S, STREAM_ENDED, guard_streams
+from fenliu.console.streams import STREAM_ENDED, guard_streams, keep_checking
 from fenliu.errors import ConfigError, quoted
 from fenliu.hotlines.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.hotlines.masking import mask_number
@@ -642,33 +642,21 @@ async def controls_set(request: web.Request) -> web.StreamResponse:
 
 
 def _apply_controls(app: web.Application, controls: CentreControls) -> None:
-    """This instance follows the switches at once and tells every console."""
+    """This instance follows the switches at once, and tells every console when one changed."""
     sup = app[SUPERVISOR]
-    if (controls.suggestions_paused, controls.ivr_offers_paused) != (sup.controls.suggestions_paused,
-                                                                        sup.controls.ivr_offers_paused):
-        sup.controls = controls
+    changed = (controls.suggestions_paused, controls.ivr_offers_paused) != (sup.controls.suggestions_paused,
+                                                                            sup.controls.ivr_offers_paused)
+    sup.controls = controls
+    if changed:
         app[FEED].note("centre_controls", "", controls.to_dict())
-    else:
-        sup.controls = controls
 
 
 async def _controls_watch(app: web.Application) -> Any:
     """Follows the switches other instances throw (the store is the one place they live)."""
-    async def watch() -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(CHECK_EVERY_S)
-            try:
-                rows = await asyncio.to_thread(app[STORE].controls)
-            except Exception as e:  # the store is away: keep the switches as they were, say so once
-                if not failing:
-                    log.warning("centre controls not re-read: the store did not answer (%s)", e)
-                failing = True
-                continue
-            failing = False
-            _apply_controls(app, CentreControls.from_rows(rows))
+    async def follow() -> None:
+        _apply_controls(app, CentreControls.from_rows(await asyncio.to_thread(app[STORE].controls)))
 
-    task = asyncio.ensure_future(watch())
+    task = asyncio.ensure_future(keep_checking(follow, "centre controls not re-read"))
     yield
     task.cancel()
 

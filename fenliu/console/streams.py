@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from fenliu.console.auth import Accounts, User
 from fenliu.console.feed import EventFeed
@@ -39,22 +40,30 @@ def _verdicts(accounts: Accounts, credentials: dict[str, User]) -> dict[str, str
     return out
 
 
-async def guard_streams(feed: EventFeed, accounts: Accounts, every: float = CHECK_EVERY_S) -> None:
-    """Runs for the console's lifetime (started and cancelled with the app)."""
-    loop = asyncio.get_running_loop()
+async def keep_checking(step: Callable[[], Awaitable[None]], what: str, every: float = CHECK_EVERY_S) -> None:
+    """Run ``step`` (a re-read of the store and what follows from it) every ``every`` s for the
+    console's lifetime. A store that does not answer keeps what was last applied — open streams
+    stay open (their owners were valid), switches stay as they were — said once until it answers."""
     failing = False
     while True:
         await asyncio.sleep(every)
-        credentials = {c.credential: c.user for c in list(feed.clients) if c.credential}
-        if not credentials:
-            continue
         try:
-            ended = await loop.run_in_executor(None, _verdicts, accounts, credentials)
-        except Exception as e:  # the store is away: keep the streams (their owners were valid), say so once
+            await step()
+        except Exception as e:
             if not failing:
-                log.warning("event streams not re-checked: the store did not answer (%s)", e)
+                log.warning("%s: the store did not answer (%s)", what, e)
             failing = True
             continue
         failing = False
-        for cred, why in ended.items():
-            feed.end_streams(cred, why)
+
+
+async def guard_streams(feed: EventFeed, accounts: Accounts, every: float = CHECK_EVERY_S) -> None:
+    """Runs for the console's lifetime (started and cancelled with the app)."""
+
+    async def check() -> None:
+        credentials = {c.credential: c.user for c in list(feed.clients) if c.credential}
+        if credentials:
+            for cred, why in (await asyncio.to_thread(_verdicts, accounts, credentials)).items():
+                feed.end_streams(cred, why)
+
+    await keep_checking(check, "event streams not re-checked", every)
