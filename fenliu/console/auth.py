@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -193,12 +194,18 @@ class Accounts:
         if s is None:
             raise AuthError(401, "unauthenticated", "未登录或会话已失效，请登录 / not logged in")
         now = time.time()
-        if now - s["last_seen"] > self.idle or s["disabled"]:
+        if self._session_ended(s, now):
             self.store.drop_session(h)
             raise AuthError(401, "session_expired", "会话已过期，请重新登录 / session expired, log in again")
         if now - s["last_seen"] > 30:  # write at most every 30 s per session
             self.store.touch_session(h, now)
         return User(s["user_id"], s["name"], s["role"], s["seat"]), s["csrf"]
+
+    def _session_ended(self, s: dict[str, Any], now: float) -> str:
+        """Why a stored session no longer opens anything ("" while it does)."""
+        if s["disabled"]:
+            return "account_disabled"
+        return "session_expired" if now - s["last_seen"] > self.idle else ""
 
     def logout(self, sid: str) -> None:
         self.store.drop_session(digest(sid))
@@ -212,11 +219,8 @@ class Accounts:
             s = self.store.session(h)
             if s is None:
                 return None, "session_ended"  # logged out, password changed, or expired and swept
-            if s["disabled"]:
-                return None, "account_disabled"
-            if time.time() - s["last_seen"] > self.idle:
-                return None, "session_expired"
-            return User(s["user_id"], s["name"], s["role"], s["seat"]), ""
+            why = self._session_ended(s, time.time())
+            return (None, why) if why else (User(s["user_id"], s["name"], s["role"], s["seat"]), "")
         if kind == "token":
             t = self.store.token(h, touch=False)
             if t is None:
