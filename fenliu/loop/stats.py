@@ -54,9 +54,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from fenliu.hotlines.masking import mask_number
 from fenliu.settings import TransferSettings, target_label
 from fenliu.store.db import Database
-from fenliu.store.record import FINAL_ACTIONS, SATISFACTION, mask
+from fenliu.store.record import FINAL_ACTIONS, SATISFACTION
 
 COUNTS = ("calls", "non_police", "diverted", "orders", "dispatched", "completed", "returned", "flowback")
 RATES = {"diversion_rate": ("diverted", "non_police"), "dispatch_rate": ("dispatched", "orders"),
@@ -385,7 +386,7 @@ def _distinct(calls: list[dict[str, Any]], idx: Iterable[int]) -> int:
 
 def _lead(reason: str, key: str, calls: list[dict[str, Any]], texts: list[str], full: bool,
           scripted: int) -> dict[str, Any]:
-    show = (lambda n: n) if full else mask
+    show = (lambda n: n) if full else mask_number
     numbers = sorted({c["number"] for c in calls if c["number"]})
     listed = sorted(zip(calls, texts, strict=True), key=lambda ct: -ct[0]["started_at"])[:LEAD_CALLS]
     return {
@@ -507,7 +508,7 @@ def tables(figs: dict[str, Any], leads_: list[dict[str, Any]] | None = None, *,
     acts += [[o["suggested"], o["diverted_to"], o["count"]] for o in figs["overrides"]]
     out.append(("处置动作", ["动作 action", "说明 meaning", "次数 count"], acts))
     if leads_ is not None:
-        show = (lambda n: n) if full_numbers else mask
+        show = (lambda n: n) if full_numbers else mask_number
         out.append(("串并线索", ["线索 key", "依据 reason", "来电 calls", "号码数 numbers", "号码 caller numbers",
                              "首次 first day", "末次 last day", "通话 call ids"],
                     [[ld["key"], ld["reason_label"], ld["count"], ld["distinct_numbers"],

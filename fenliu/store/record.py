@@ -252,7 +252,7 @@ class Store:
         if not s.enabled:
             status, reason = "skipped", "短信已关闭 / SMS disabled (sms.enabled = false)"
         elif to is None:
-            status, reason = "skipped", f"非手机号码 / not a mobile number: {mask(number)}"
+            status, reason = "skipped", f"非手机号码 / not a mobile number: {mask_number(number)}"
         elif (self.db.scalar("SELECT COUNT(*) FROM sms WHERE number=? AND created_at>? AND status IN ('queued','sent')",
                              (to, now - 86400)) or 0) >= s.per_number_per_day:
             status, reason = "skipped", f"频次限制 / rate limit: {s.per_number_per_day} messages to this number in 24 h"
@@ -749,9 +749,6 @@ def parse_score(text: str) -> int | None:
         if word in t:
             return score
     return None
-
-
-mask = mask_number  # the one masker (fenliu.hotlines.masking), under the name the loop's code uses
 
 
 HISTORY_COLUMNS = ("call_id, instance, worker, remote, seat, started_at, ended_at, status, reason, target, category, "
