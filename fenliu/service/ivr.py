@@ -123,10 +123,8 @@ class IvrDesk:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        paused = self.sup.controls.ivr_offers_paused  # the centre-wide switch, as it is now
         for info in list(self.calls.values()):
             if info.run is not None and not info.run.done:
-                info.run.offers_paused = paused
                 self._guard(info, partial(info.run.tick, now))
         self._schedule()
 
@@ -151,7 +149,6 @@ class IvrDesk:
             elif isinstance(ev, FinalTranscript):
                 run.transcript_final(ev.text, now)
             elif isinstance(ev, Decision):
-                run.offers_paused = self.sup.controls.ivr_offers_paused  # the centre-wide switch, as it is now
                 self._guard(info, lambda: run.decided(ev, now))
 
     def _fact(self, f: P.Fact) -> None:
@@ -208,6 +205,8 @@ class IvrDesk:
         """Run one step of a call's flow. A failure in it must not leave the caller with nobody:
         the caller is handed to the operators' queue and the error is reported."""
         try:
+            if info.run is not None:  # the centre-wide switch as it is now, whichever step enters a decide
+                info.run.offers_paused = self.sup.controls.ivr_offers_paused
             acts = step()
             if acts:
                 self._do(info, acts)
