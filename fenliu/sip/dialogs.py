@@ -81,17 +81,22 @@ def has_tag(value: str) -> bool:
     return bool(re.search(r";\s*tag=", value.split(">", 1)[-1] if ">" in value else value))
 
 
-def dialog_from(messages: list[str], uas: bool) -> DialogId | None:
-    """The dialog of one leg from the messages its INVITE transaction saw: the INVITE and
-    the 2xx (``uas``: we received the INVITE). None when they are not all there."""
+def invite_and_answer(messages: list[str]) -> tuple[dict[str, list[str]] | None, dict[str, list[str]] | None]:
+    """The headers of the INVITE and of its 2xx among one leg's messages (None: not seen)."""
     invite = response = None
     for msg in messages:
         start, headers = parse(msg)
-        cseq = " ".join(headers.get("cseq", [""])).upper()
         if start.startswith("INVITE "):
             invite = headers
-        elif start.startswith("SIP/2.0 2") and cseq.endswith("INVITE"):
+        elif start.startswith("SIP/2.0 2") and " ".join(headers.get("cseq", [""])).upper().endswith("INVITE"):
             response = headers
+    return invite, response
+
+
+def dialog_from(messages: list[str], uas: bool) -> DialogId | None:
+    """The dialog of one leg from the messages its INVITE transaction saw: the INVITE and
+    the 2xx (``uas``: we received the INVITE). None when they are not all there."""
+    invite, response = invite_and_answer(messages)
     if response is None or (uas and invite is None):
         return None
     frm, to = response.get("from", [""])[0], response.get("to", [""])[0]
@@ -188,11 +193,7 @@ def answering_seat(messages: list[str], header: str = "") -> tuple[str, str]:
     2xx: the configured ``header`` (its URI's user, or its value), else P-Asserted-Identity's
     user, else the Contact's user, else the To's user. Returns (seat, the header it came from);
     ("", "") without a 2xx or any user."""
-    response = None
-    for msg in messages:
-        start, headers = parse(msg)
-        if start.startswith("SIP/2.0 2") and " ".join(headers.get("cseq", [""])).upper().endswith("INVITE"):
-            response = headers
+    _, response = invite_and_answer(messages)
     if response is None:
         return "", ""
     names = ([header.lower()] if header else []) + ["p-asserted-identity", "contact", "to"]
