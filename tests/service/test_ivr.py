@@ -80,10 +80,14 @@ class Service:
             return [it.fact for it in self.got.items if isinstance(it, WorkerFact) and isinstance(it.fact, cls)]
 
     def prompt_of(self, state: str, timeout: float = 30.0) -> P.PromptStarted:
-        """The prompt the flow started on entering ``state`` (the step is published just before)."""
-        n = self.got.mark()
-        self.step(state=state, timeout=timeout)
-        return self.fact(P.PromptStarted, since=n, timeout=10)
+        """The prompt the flow started on entering ``state`` (the step is published just before).
+        Searched from the step on, not from the moment of asking: on a busy machine the prompt may
+        have started before the test got here."""
+        entered = self.got.wait(lambda it: isinstance(it, WorkerFact) and isinstance(it.fact, P.IvrStep)
+                                and it.fact.state == state, timeout)
+        with self.got.cv:
+            at = next(i for i, it in enumerate(self.got.items) if it is entered)
+        return self.fact(P.PromptStarted, since=at, timeout=10)
 
     def stop(self) -> None:
         self.desk.close()
