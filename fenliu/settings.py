@@ -68,6 +68,11 @@ class SipSettings:
     # which seat answered (an ACD's agent) comes from the operator leg's 2xx: this header if set, else
     # P-Asserted-Identity, Contact, To — it is matched to console users' seats (fenliu user add --seat)
     seat_header: str = ""
+    # or the seats fenliu rings itself (no ACD): SIP URIs, comma-separated; each call rings the free seat
+    # idle longest ("longest-idle") or the next in turn ("round-robin"), then the next after seat_ring s
+    seats: str = ""
+    seat_strategy: str = "longest-idle"
+    seat_ring: float = 15.0
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # no RTP from the caller for N s (not on hold): an in-dialog OPTIONS asks whether
     # anybody is there; only no answer ends the call (a call with no audio at all ends after N s)
@@ -164,6 +169,10 @@ class StoreSettings:
     recording_days: int = 0  # delete recordings in recordings_dir older than this (0: keep)
     recordings_dir: str = ""
     instance: str = ""  # this instance's name on its rows (calls, work orders); "" = host:console port
+    # one live view over every instance on the store (calls, events, keys carried between instances):
+    # "auto" = on for PostgreSQL, "on", "off"
+    centre: str = "auto"
+    centre_keep_hours: float = 24.0  # how long the shared event stream is kept (for ?since= resumes)
 
 
 def instance_name(settings: Settings) -> str:
@@ -363,6 +372,16 @@ def _validate(s: Settings) -> None:
     for tid, uri in s.transfer.targets.items():
         if not uri.startswith("sip:"):
             raise bad(f"transfer.targets.{tid}", uri, "a target is a SIP URI: sip:12345@pbx.example:5060")
+    seat_list = [x.strip() for x in s.sip.seats.split(",") if x.strip()]
+    if seat_list and s.sip.seat_uri:
+        raise bad("sip.seats", s.sip.seats, "set sip.seats (fenliu rings the seats) or sip.seat_uri (one seat or the "
+                                            "PBX's ACD queue), not both")
+    if any(not x.startswith("sip:") for x in seat_list) or len(set(seat_list)) != len(seat_list):
+        raise bad("sip.seats", s.sip.seats, 'distinct SIP URIs, comma-separated: "sip:seat01@pbx:5060, sip:seat02@pbx:5060"')
+    if s.sip.seat_strategy not in ("longest-idle", "round-robin"):
+        raise bad("sip.seat_strategy", s.sip.seat_strategy, '"longest-idle" or "round-robin"')
+    if s.sip.seat_ring < 0:
+        raise bad("sip.seat_ring", s.sip.seat_ring, "seconds a seat rings before the next (0: until it answers)")
     if s.sip.seat_uri and not s.sip.seat_uri.startswith("sip:"):
         raise bad("sip.seat_uri", s.sip.seat_uri, "a SIP URI such as sip:seat01@pbx:5060, or empty")
     if s.sip.fallback_uri and (not s.sip.fallback_uri.startswith("sip:") or any(c in s.sip.fallback_uri for c in ' "\\$')):
@@ -397,6 +416,11 @@ def _validate(s: Settings) -> None:
         raise bad("sip.workers", s.sip.workers, "use 1..64 SIP worker processes")
     if not s.store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise bad("store.url", s.store.url, "use sqlite:///PATH or postgresql://USER@HOST/DB")
+    if s.store.centre not in ("auto", "on", "off") or (s.store.centre == "on" and s.store.url.startswith("sqlite")):
+        raise bad("store.centre", s.store.centre, '"auto" (a live view shared by every instance on a PostgreSQL '
+                                                  'store), "on" (PostgreSQL only) or "off"')
+    if s.store.centre_keep_hours <= 0:
+        raise bad("store.centre_keep_hours", s.store.centre_keep_hours, "a number of hours > 0, e.g. 24")
     try:
         from zoneinfo import ZoneInfo
 
@@ -539,6 +563,18 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         s = replace(s, **{sec: _apply(getattr(s, sec), sec, {key: value}, f"environment {name}")})
     _validate(s)
     return s
+
+
+SEAT_LIST = "*seats*"  # the service seat of a seat list: no operator's, until a seat answers the call
+
+
+def service_seat(settings: Settings) -> str:
+    """The seat a call belongs to until its answering seat is known: sip.seat_uri's user; with a
+    seat list a name no operator has (supervisors see the ringing call; the seat that answers,
+    its operator); "" in answer mode (everybody's)."""
+    if settings.sip.seats.strip():
+        return SEAT_LIST
+    return seat_name(settings.sip.seat_uri)
 
 
 def seat_name(seat_uri: str) -> str:

@@ -53,7 +53,7 @@ from fenliu.events import Decision, FinalTranscript
 from fenliu.router import Router
 from fenliu.service.ivr import attach_desk
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings, seat_name
+from fenliu.settings import Settings, service_seat
 from fenliu.sip import protocol as P
 from fenliu.store.record import Store
 
@@ -170,7 +170,7 @@ def run_live_demo(settings: Settings, router: Router, engine: AsrEngine | None, 
             if ivr_demo and not settings.ivr.flow:  # the shipped front desk, on its own number
                 settings, queue_peer = front_desk_settings(settings, Path(tmp))
                 helpers.append(queue_peer)
-            store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
+            store = Store(settings.store.url, seat=service_seat(settings), settings=settings)
             bus.subscribe(store.record)
             bus.subscribe(on_item)
             sup = Supervisor(settings, router, engine, bus, reference_for=reference_for)

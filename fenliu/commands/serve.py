@@ -22,7 +22,7 @@ from fenliu.router import Router
 from fenliu.service.ivr import LoadedFlow, attach_desk
 from fenliu.service.metrics import Metrics
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings, seat_name
+from fenliu.settings import Settings, service_seat
 from fenliu.store.record import Store
 from fenliu.store.retention import purge
 
@@ -79,7 +79,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bus = EventBus(loop)
-    store = Store(settings.store.url, seat=seat_name(settings.sip.seat_uri), settings=settings)
+    store = Store(settings.store.url, seat=service_seat(settings), settings=settings)
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
     bus.subscribe(printer(sys.stdout, as_json))
     sup = Supervisor(settings, router, engine, bus)

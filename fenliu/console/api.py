@@ -33,8 +33,9 @@ from aiohttp import WSMsgType, web
 
 from fenliu.bus import EventBus, Item, WorkerFact
 from fenliu.console.auth import ROLE_NAMES, Accounts, AuthError, User, credential_of
+from fenliu.console.centre import Centre, CentreUnavailable
 from fenliu.console.feed import EventFeed
-from fenliu.console.streams import STREAM_ENDED, guard_streams, keep_checking
+from fenliu.console.streams import guard_streams, keep_checking
 from fenliu.errors import ConfigError, quoted
 from fenliu.hotlines.linkage import DEFAULT_STATUS_WORDS, ORDER_STATUSES
 from fenliu.hotlines.masking import mask_number
@@ -59,6 +60,7 @@ FEED = web.AppKey("feed", EventFeed)
 CONSOLE = web.AppKey("console", ConsoleSettings)
 SETTINGS = web.AppKey("settings", Settings)
 HOSTS = web.AppKey("hosts", frozenset)
+CENTRE = web.AppKey("centre", Centre)  # only on an instance that shares a centre view (PostgreSQL store)
 WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")  # wakes the outbox (a no-op without one)
 
 USER = web.RequestKey("user", User)
@@ -418,13 +420,27 @@ def _masked(request: web.Request, remote: str | None) -> str:
 async def calls(request: web.Request) -> web.StreamResponse:
     sup, feed, user = request.app[SUPERVISOR], request.app[FEED], _user(request)
     out = []
-    for c in sup.calls():
+    for c in [*sup.calls(), *_remote_calls(request.app)]:
         if not feed.visible_to(user, c["call_id"]):
             continue
         seat = feed.seat_of(c["call_id"])
-        out.append({**c, "remote": _masked(request, c["remote"]), "seat": seat, **_live_view(feed, c)})
+        out.append({"instance": feed.instance, "instance_up": True, **c, "remote": _masked(request, c["remote"]),
+                    "seat": seat, **_live_view(feed, c)})
     return web.json_response({"calls": out, "last_event_id": feed.last_id,
                               "controls": request.app[SUPERVISOR].controls.to_dict()})
+
+
+def _remote_calls(app: web.Application) -> list[dict[str, Any]]:
+    """The live calls other instances of the centre hold, as the store's event stream tells them
+    (``instance_up``: its instance's heartbeat is current, so its keys can reach it)."""
+    centre = app.get(CENTRE)
+    if centre is None:
+        return []
+    return [{"call_id": cid, "worker": lc.worker, "slot": None, "remote": lc.remote, "since": lc.since,
+             "state": lc.state or "ringing", "transfer": None, "degraded": False, "dropped_frames": 0,
+             "instance": lc.instance,
+             "instance_up": centre.peers.get(lc.instance, 0.0) <= centre.dead_after}  # (new: not seen yet)
+            for cid, lc in app[FEED].remote_calls()]
 
 
 def _live_view(feed: EventFeed, c: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +458,7 @@ async def call_detail(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     _visible_call(request, call_id)
     sup, store, feed = request.app[SUPERVISOR], request.app[STORE], request.app[FEED]
-    live = next((c for c in sup.calls() if c["call_id"] == call_id), None)
+    live = next((c for c in [*sup.calls(), *_remote_calls(request.app)] if c["call_id"] == call_id), None)
     row = store.call(call_id)
     if live is None and row is None:
         raise ApiError(404, "no_such_call", f"没有这通电话 / no call {quoted(call_id)!r}")
@@ -500,25 +516,91 @@ async def history(request: web.Request) -> web.StreamResponse:
 
 
 # -- the keys -----------------------------------------------------------------------------------
-async def _act(request: web.Request, action: str, act: Callable[[Supervisor], dict[str, Any]],
-               outcome: Callable[[P.Fact], bool] | None, wait: float, detail: dict[str, Any]) -> web.StreamResponse:
-    """Run ``act`` (which names the call); with ``wait``, answer with the first outcome fact.
-    Every key is written to the audit log with its outcome, and noted on the event stream so
-    that other consoles watching the call see who pressed what."""
+def _transfer_outcome(f: P.Fact) -> bool:
+    return isinstance(f, P.TransferUpdate) and f.step in (P.TransferStep.BRIDGED, P.TransferStep.COMPLETED,
+                                                          P.TransferStep.FAILED)
+
+
+def _final_or_error(f: P.Fact) -> bool:
+    return (isinstance(f, P.TransferUpdate) and f.final) or isinstance(f, P.WorkerError)
+
+
+def _completed_or_error(f: P.Fact) -> bool:
+    return (isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.COMPLETED) or isinstance(f, P.WorkerError)
+
+
+# a key: what it asks the supervisor to do, and the fact that is its outcome. The same table runs a
+# key pressed here and one carried from another instance's console (fenliu.console.centre)
+KEYS: dict[str, tuple[Callable[[Supervisor, str, dict[str, Any]], dict[str, Any]], Callable[[P.Fact], bool]]] = {
+    "transfer": (lambda s, cid, a: s.transfer(cid, a["target"], a.get("mode"), bool(a.get("allow_raw"))),
+                 _transfer_outcome),
+    "cancel_transfer": (lambda s, cid, a: s.cancel_transfer(cid), _final_or_error),
+    "release": (lambda s, cid, a: s.release_operator(cid), _completed_or_error),
+    "hangup": (lambda s, cid, a: s.hangup(cid), lambda f: isinstance(f, P.CallEnded)),
+}
+
+
+async def _act(request: web.Request, action: str, args: dict[str, Any], wait: float,
+               detail: dict[str, Any]) -> web.StreamResponse:
+    """A key for a call this operator may see: run here when this instance holds the call, else
+    carried to the instance that does (the centre view) — the answer is the same either way."""
     call_id = request.match_info["call_id"]
     _visible_call(request, call_id)
-    sup, bus, store, user = request.app[SUPERVISOR], request.app[BUS], request.app[STORE], _user(request)
+    app, user = request.app, _user(request)
+    owner = _owner(app, call_id)
+    if owner:
+        try:
+            status, out = await app[CENTRE].send_command(owner, call_id, action, {"args": args, "wait": wait,
+                                                                                  "detail": detail}, user.name, wait)
+        except CentreUnavailable as e:
+            app[STORE].audit(user.name, action, call_id, outcome=e.code, detail={**detail, "instance": owner})
+            raise ApiError(e.status, e.code, str(e)) from None
+        return web.json_response(out, status=status)
+    status, out = await perform_key(app, user.name, action, call_id, args, wait, detail)
+    return web.json_response(out, status=status)
+
+
+def _owner(app: web.Application, call_id: str) -> str:
+    """The other instance that holds this live call ("" when it is this instance's, or unknown)."""
+    centre = app.get(CENTRE)
+    if centre is None:
+        return ""
+    lc = app[FEED].live.get(call_id)
+    return lc.instance if lc is not None and lc.instance and lc.instance != centre.instance else ""
+
+
+async def run_carried(app: web.Application, cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A key another instance's console carried here (``Centre.executor``); its API checked who
+    may press it and for which call."""
+    a = cmd["args"]
+    detail = {**a.get("detail", {}), "via": cmd["via"]}
+    wait = min(float(a.get("wait") or 0.0), max(float(cmd.get("left_s") or 0.0) - 1.0, 0.0))
+    try:
+        return await perform_key(app, str(cmd["by_user"]), str(cmd["action"]), str(cmd["call_id"]),
+                                 a.get("args", {}), wait, detail)
+    except ApiError as e:
+        return e.status, {"error": e.message, "code": e.code}
+
+
+async def perform_key(app: web.Application, user_name: str, action: str, call_id: str, args: dict[str, Any],
+                      wait: float, detail: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Run a key on this instance; with ``wait``, answer with the first outcome fact. Every key is
+    written to the audit log with its outcome, and noted on the event stream so that other
+    consoles watching the call see who pressed what."""
+    if action not in KEYS:
+        raise ApiError(400, "bad_field", f"unknown key {quoted(action)!r}")
+    act, outcome = KEYS[action]
+    sup, bus, store = app[SUPERVISOR], app[BUS], app[STORE]
     box: dict[str, str] = {}
 
     def matches(item: Item) -> bool:
-        return isinstance(item, WorkerFact) and item.call_id == box.get("call_id") and outcome is not None \
-            and outcome(item.fact)
+        return isinstance(item, WorkerFact) and item.call_id == box.get("call_id") and outcome(item.fact)
 
-    waiter = asyncio.ensure_future(bus.next(matches, wait)) if wait and outcome else None
+    waiter = asyncio.ensure_future(bus.next(matches, wait)) if wait else None
     await asyncio.sleep(0)  # the waiter is subscribed before anything can happen
     try:
         try:
-            result = act(sup)
+            result = act(sup, call_id, args)
         except LookupError as e:
             row = store.call(call_id)
             if row is not None and row["ended_at"] is not None:
@@ -531,31 +613,26 @@ async def _act(request: web.Request, action: str, act: Callable[[Supervisor], di
     except ApiError as e:
         if waiter is not None:
             waiter.cancel()
-        store.audit(user.name, action, call_id, outcome=e.code, detail=detail)
+        store.audit(user_name, action, call_id, outcome=e.code, detail=detail)
         raise
     box["call_id"] = result["call_id"]
-    request.app[FEED].note("operator_action", result["call_id"], {"action": action, "by": user.name, **detail})
+    app[FEED].note("operator_action", result["call_id"], {"action": action, "by": user_name, **detail})
     if waiter is None:
-        store.audit(user.name, action, result["call_id"], outcome="requested", detail=detail)
-        return web.json_response(result, status=202)
+        store.audit(user_name, action, result["call_id"], outcome="requested", detail=detail)
+        return 202, result
     try:
         item = await waiter
     except TimeoutError:
-        store.audit(user.name, action, result["call_id"], outcome="timeout", detail=detail)
-        return web.json_response({**result, "status": "timeout", "code": "timeout",
-                                  "error": f"{wait:.0f} 秒内没有结果 / no outcome within {wait:.0f} s"}, status=504)
+        store.audit(user_name, action, result["call_id"], outcome="timeout", detail=detail)
+        return 504, {**result, "status": "timeout", "code": "timeout",
+                     "error": f"{wait:.0f} 秒内没有结果 / no outcome within {wait:.0f} s"}
     fact = item.fact  # type: ignore[union-attr]
     ok = not (isinstance(fact, P.TransferUpdate) and fact.step == P.TransferStep.FAILED) \
         and not isinstance(fact, P.WorkerError)
     out = {"status": item.kind, "reason": getattr(fact, "reason", "") or getattr(fact, "message", ""),
            "sip_status": getattr(fact, "status", 0)}
-    store.audit(user.name, action, result["call_id"], outcome=item.kind, detail={**detail, **out})
-    return web.json_response({**result, **out}, status=200 if ok else 502)
-
-
-def _transfer_outcome(f: P.Fact) -> bool:
-    return isinstance(f, P.TransferUpdate) and f.step in (P.TransferStep.BRIDGED, P.TransferStep.COMPLETED,
-                                                          P.TransferStep.FAILED)
+    store.audit(user_name, action, result["call_id"], outcome=item.kind, detail={**detail, **out})
+    return 200 if ok else 502, {**result, **out}
 
 
 def raw_uri_allowed(settings: Settings, user: User, target: str) -> bool:
@@ -570,31 +647,21 @@ async def transfer(request: web.Request) -> web.StreamResponse:
     data = await body(request)
     target = field_str(data, "target", required=True, max_len=300)
     mode = field_str(data, "mode", max_len=20) or None
-    wait = wait_seconds(data)
     allow_raw = raw_uri_allowed(request.app[SETTINGS], _user(request), target)
-    return await _act(request, "transfer",
-                      lambda s: s.transfer(request.match_info["call_id"], target, mode, allow_raw),
-                      _transfer_outcome, wait, {"target": target, "mode": mode or request.app[SETTINGS].transfer.mode})
+    return await _act(request, "transfer", {"target": target, "mode": mode, "allow_raw": allow_raw},
+                      wait_seconds(data), {"target": target, "mode": mode or request.app[SETTINGS].transfer.mode})
 
 
 async def cancel_transfer(request: web.Request) -> web.StreamResponse:
-    data = await body(request)
-    return await _act(request, "cancel_transfer", lambda s: s.cancel_transfer(request.match_info["call_id"]),
-                      lambda f: (isinstance(f, P.TransferUpdate) and f.final) or isinstance(f, P.WorkerError),
-                      wait_seconds(data), {})
+    return await _act(request, "cancel_transfer", {}, wait_seconds(await body(request)), {})
 
 
 async def release_operator(request: web.Request) -> web.StreamResponse:
-    data = await body(request)
-    return await _act(request, "release", lambda s: s.release_operator(request.match_info["call_id"]),
-                      lambda f: (isinstance(f, P.TransferUpdate) and f.step == P.TransferStep.COMPLETED)
-                      or isinstance(f, P.WorkerError), wait_seconds(data), {})
+    return await _act(request, "release", {}, wait_seconds(await body(request)), {})
 
 
 async def hangup(request: web.Request) -> web.StreamResponse:
-    data = await body(request)
-    return await _act(request, "hangup", lambda s: s.hangup(request.match_info["call_id"]),
-                      lambda f: isinstance(f, P.CallEnded), wait_seconds(data), {})
+    return await _act(request, "hangup", {}, wait_seconds(await body(request)), {})
 
 
 # -- configuration, the negative list, audit -------------------------------------------------------
@@ -835,7 +902,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await ws.close(code=1013, message=b"fell behind: reconnect with ?since=<last id>")
                 break
         if ended.done():  # its session or token ended: nothing more of the calls goes out on it
-            await ws.close(code=STREAM_ENDED, message=client.end_reason.encode())
+            await ws.close(code=client.close_code, message=client.end_reason.encode())
         reader.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         pass

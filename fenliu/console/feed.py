@@ -66,6 +66,12 @@ class LiveCall:
     ivr: dict[str, Any] | None = None  # the IVR front desk: the caller's step, urgency and why
     seat: str = ""  # the seat that answered (seat_answered: an ACD's agent), over the service's seat
     last_event_id: int = 0
+    # where the call lives (the centre view: another instance's calls are folded from the store)
+    instance: str = ""
+    worker: str = ""
+    remote: str = ""
+    since: float = 0.0
+    service_seat: str = ""  # the seat its instance rings (sip.seat_uri there)
 
 
 @dataclass(eq=False)  # one per connection, kept in a set by identity
@@ -79,9 +85,11 @@ class Client:
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # its session/token ended: close it
     end_reason: str = ""
 
-    def end(self, reason: str) -> None:
+    close_code: int = 4401  # 4401: the session or token ended (the console shows its login)
+
+    def end(self, reason: str, code: int = 4401) -> None:
         if not self.ended.is_set():
-            self.end_reason = reason
+            self.end_reason, self.close_code = reason, code
             self.ended.set()
 
     def wants(self, env: dict[str, Any], visible: Callable[[User, str], bool]) -> bool:
@@ -95,8 +103,13 @@ class Client:
 
 
 class EventFeed:
-    def __init__(self, size: int = 10_000, seat: str = "", targets: dict[str, str] | None = None) -> None:
-        self.run_id = secrets.token_hex(6)  # ids are only comparable within one server run
+    def __init__(self, size: int = 10_000, seat: str = "", targets: dict[str, str] | None = None,
+                 instance: str = "") -> None:
+        self.run_id = secrets.token_hex(6)  # ids are only comparable within one server run (or one centre)
+        self.instance = instance
+        # the centre view (fenliu.console.centre): envelopes go through the store, which numbers them
+        # for every instance, and come back through accept(); None: this instance numbers its own
+        self.outbound: Callable[[dict[str, Any]], None] | None = None
         self.ring: deque[dict[str, Any]] = deque(maxlen=size)
         self._texts: deque[tuple[str, str | None]] = deque(maxlen=size)  # each ring entry as JSON (full, masked)
         self.last_id = 0
@@ -109,27 +122,72 @@ class EventFeed:
 
     def seat_of(self, call_id: str) -> str:
         """The seat a call belongs to: the one that answered it (behind an ACD), else the
-        service's (sip.seat_uri's user; "" in answer mode)."""
+        service's (sip.seat_uri's user on the call's instance; "" in answer mode)."""
         lc = self.live.get(call_id)
-        return lc.seat if lc is not None and lc.seat else self.seat
+        if lc is None:
+            return self.seat
+        return lc.seat or (lc.service_seat if lc.instance and lc.instance != self.instance else self.seat)
 
     def visible_to(self, user: User, call_id: str) -> bool:
         """May this user see this call? Its service seat's operator (or everybody in answer mode,
         supervisors always) as before, and the operator of the seat that answered it."""
         lc = self.live.get(call_id)
         answered = lc.seat if lc is not None else self._ended.get(call_id, "")  # its last events, its detail
-        return user.may_see(self.seat) or (bool(answered) and user.may_see(answered))
+        service = lc.service_seat if lc is not None and lc.instance and lc.instance != self.instance else self.seat
+        return user.may_see(service) or (bool(answered) and user.may_see(answered))
+
+    def remote_calls(self) -> list[tuple[str, LiveCall]]:
+        """The live calls other instances hold (the centre view), oldest first."""
+        return sorted(((cid, lc) for cid, lc in self.live.items() if lc.instance and lc.instance != self.instance),
+                      key=lambda x: x[1].since)
 
     # -- in -------------------------------------------------------------------------------------
     def __call__(self, item: Item) -> None:
         """A bus subscriber (runs on the bus loop)."""
         env = self._envelope(item)
         if env is not None:
-            self._add(env)
+            self._send(env)
 
-    def note(self, kind: str, call_id: str = "", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    def note(self, kind: str, call_id: str = "", data: dict[str, Any] | None = None) -> None:
         """An event of the console itself (an operator's key, a list reload), on the same stream."""
-        return self._add({"kind": kind, "call_id": call_id, "leg": "", "worker": "", "data": data or {}})
+        self._send({"kind": kind, "call_id": call_id, "leg": "", "worker": "", "data": data or {}})
+
+    def _send(self, env: dict[str, Any]) -> None:
+        env = {"instance": self.instance, "at": round(time.time(), 3), **env}
+        if self.outbound is not None:
+            self.outbound(env)  # numbered by the store, back through accept() on every instance
+        else:
+            self.deliver(env)
+
+    def deliver(self, env: dict[str, Any]) -> dict[str, Any]:
+        """This instance numbers the envelope itself (no centre, or the store cannot be written)."""
+        self.last_id += 1
+        return self._add({"id": self.last_id, **env})
+
+    def accept(self, env: dict[str, Any]) -> None:
+        """An envelope numbered by the store (any instance's, in the store's order)."""
+        if env["id"] <= self.last_id:
+            return  # seen already
+        self.last_id = env["id"]
+        self._add(env)
+
+    def load(self, envs: list[dict[str, Any]], run_id: str) -> None:
+        """At start (centre view): the store's latest envelopes, so that a client can resume with
+        ``?since=`` across a restart and the live view holds the calls other instances have."""
+        self.run_id = run_id
+        for env in envs:
+            self.last_id = max(self.last_id, env["id"])
+            self._keep(env)
+
+    def rejoin(self, run_id: str) -> None:
+        """The store numbers envelopes again after this instance numbered its own for a while:
+        the ids start a new run; every open stream is told to reconnect (and reloads its view)."""
+        self.run_id = run_id
+        self.ring.clear()
+        self._texts.clear()
+        self.last_id = 0
+        for c in list(self.clients):
+            c.end("reconnect", 1012)
 
     def _envelope(self, item: Item) -> dict[str, Any] | None:
         if isinstance(item, CallEvent):
@@ -152,9 +210,7 @@ class EventFeed:
         return {"kind": kind, "call_id": item.call_id, "leg": str(data.pop("leg", "") or ""),
                 "worker": item.worker, "data": data}
 
-    def _add(self, env: dict[str, Any]) -> dict[str, Any]:
-        self.last_id += 1
-        env = {"id": self.last_id, "at": round(time.time(), 3), **env}
+    def _keep(self, env: dict[str, Any]) -> tuple[str, str | None]:
         text = json.dumps(env, ensure_ascii=False)
         masked = None
         numbers = {k: mask_number(str(v)) for k, v in env["data"].items() if k in NUMBER_FIELDS and v}
@@ -163,6 +219,10 @@ class EventFeed:
         self.ring.append(env)
         self._texts.append((text, masked))
         self._fold(env)
+        return text, masked
+
+    def _add(self, env: dict[str, Any]) -> dict[str, Any]:
+        text, masked = self._keep(env)
         for c in list(self.clients):
             if c.overflowed or not c.wants(env, self.visible_to):
                 continue
@@ -190,6 +250,12 @@ class EventFeed:
         lc = self.live.setdefault(call_id, LiveCall())
         lc.last_event_id = env["id"]
         lc.state = STATE_AFTER.get(kind, lc.state)
+        if env.get("instance"):
+            lc.instance = env["instance"]
+        if kind == "call_started":
+            d = env["data"]
+            lc.worker, lc.remote, lc.since = env["worker"], str(d.get("remote", "")), float(env["at"])
+            lc.service_seat = str(d.get("seat", ""))
         if kind in REPEAT_KINDS:
             lc.repeat = {**(lc.repeat or {}), **env["data"]}
         elif kind == "seat_answered":  # from now on the call is that seat's operator's (and supervisors')

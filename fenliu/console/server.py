@@ -3,18 +3,20 @@ the event feed (a bus subscriber); the local CLI's token; warnings about an expo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
-from fenliu.console.api import create_app
+from fenliu.console.api import CENTRE, create_app, run_carried
 from fenliu.console.auth import Accounts
+from fenliu.console.centre import Centre
 from fenliu.console.feed import EventFeed
 from fenliu.service.metrics import Metrics
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings
+from fenliu.settings import Settings, instance_name
 from fenliu.store.record import Store
 
 
@@ -43,6 +45,13 @@ def issue_cli_token(accounts: Accounts, store: Store, path: Path, port: int = 0)
     os.chmod(path, 0o600)
 
 
+def centre_view(settings: Settings) -> bool:
+    """Does this instance share one live view with the others on its store? (store.centre: "auto"
+    is yes on PostgreSQL, the store several instances share; SQLite is one instance's.)"""
+    mode = settings.store.centre
+    return mode == "on" or (mode == "auto" and settings.store.url.startswith(("postgresql://", "postgres://")))
+
+
 def security_warnings(settings: Settings) -> list[str]:
     c = settings.console
     out = []
@@ -65,9 +74,15 @@ class Console:
         c = settings.console
         self.settings = settings
         self.accounts = Accounts(store, c.session_idle_minutes)
-        self.feed = EventFeed(c.event_buffer, store.seat, settings.transfer.targets)
+        self.feed = EventFeed(c.event_buffer, store.seat, settings.transfer.targets, instance_name(settings))
         sup.bus.subscribe(self.feed)
         self.app = create_app(sup, store, self.feed, self.accounts, metrics)
+        self.centre: Centre | None = None
+        if centre_view(settings):  # one live view over every instance on the store
+            self.centre = Centre(settings.store.url, instance_name(settings), self.feed,
+                                 keep_hours=settings.store.centre_keep_hours)
+            self.centre.executor = lambda cmd: run_carried(self.app, cmd)
+            self.app[CENTRE] = self.centre
         self.runner: Any = None
         self.url = ""
 
@@ -82,6 +97,9 @@ class Console:
         # a connection must send its request's headers within header_timeout s (slowloris: aiohttp
         # closes a connection that has not completed a request when its keep-alive timer runs out,
         # from the connection's start), and an idle keep-alive connection is closed as fast
+        if self.centre is not None:
+            self.centre.console_url = f"{c.public_host or c.host}:{c.port}"
+            self.centre.start(asyncio.get_running_loop())
         self.runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=c.header_timeout)
         await self.runner.setup()
         await web.TCPSite(self.runner, c.host, c.port, ssl_context=ssl_ctx).start()
@@ -92,3 +110,5 @@ class Console:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.centre is not None:
+            await asyncio.to_thread(self.centre.stop)

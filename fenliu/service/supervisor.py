@@ -108,6 +108,11 @@ class Supervisor:
         self.controls = CentreControls()  # centre-wide switches (kept current from the store by the console)
         self.pool: Any = None
         self.front: Any = None  # the Kamailio front, when sip.front_port is set
+        # the seats fenliu rings (sip.seats): the call each is ringing or talking to, when each was freed
+        self.seats = tuple(x.strip() for x in settings.sip.seats.split(",") if x.strip())
+        self.seat_calls: dict[str, str] = {}
+        self.seat_freed: dict[str, float] = dict.fromkeys(self.seats, 0.0)
+        self._next_turn = 0  # round robin: the seat after the one rung last
 
     # -- start-up ------------------------------------------------------------------------
     def check_targets(self) -> None:
@@ -146,11 +151,14 @@ class Supervisor:
         split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
         # an IVR flow: in seat mode the seat's refusal overflows to it; when every call starts in
         # the flow the worker answers (the flow hands the caller to the seat/queue, a leg kept for it)
-        front_first = bool(ivr.flow) and (ivr.when == "always" or not s.seat_uri)
+        seats = split(s.seats)
+        seat = s.seat_uri or (seats[0] if seats else "")  # seat mode: one seat / the ACD, or the seat list
+        front_first = bool(ivr.flow) and (ivr.when == "always" or not seat)
         return WorkerSettings(
             name=name, address=s.address, sip_port=sip_port, rtp_port=rtp_port, rtp_range=s.rtp_range,
             audio_paths=self.pool.audio_paths(name) if self.pool is not None else (),
-            seat_uri="" if front_first else s.seat_uri, overflow=bool(ivr.flow) and not front_first,
+            seat_uri="" if front_first else seat, overflow=bool(ivr.flow) and not front_first,
+            seats=() if front_first else self.seat_order(), seat_ring=s.seat_ring if seats else 0.0,
             seat_timeout=ivr.seat_timeout, queue_leg=front_first,
             users=split(s.users) or ("*",), media_timeout=s.media_timeout,
             max_duration=s.max_duration, max_hold=s.max_hold, invite_max_age=s.front_timeout,
@@ -160,6 +168,43 @@ class Supervisor:
             session_expires=s.session_expires, transports=s.transports,
             tls_port=(s.tls_port or s.port + s.workers) + index if "tls" in s.transports else 0,
             tls_cert=s.tls_cert, tls_key=s.tls_key, seat_header=s.seat_header)
+
+    # -- the seat list (sip.seats) --------------------------------------------------------
+    def seat_order(self) -> tuple[str, ...]:
+        """The order the next call rings the seats: the free ones first (the longest idle first,
+        or in turn after the last one rung), then the taken ones (each answers busy or rings on)."""
+        with self._lock:
+            free = [x for x in self.seats if x not in self.seat_calls]
+            taken = [x for x in self.seats if x in self.seat_calls]
+            if self.settings.sip.seat_strategy == "round-robin":
+                n = len(self.seats)
+                turn = [self.seats[(self._next_turn + i) % n] for i in range(n)] if n else []
+                free = [x for x in turn if x in free]
+            else:
+                free.sort(key=lambda x: self.seat_freed.get(x, 0.0))
+            return tuple(free + taken)
+
+    def _track_seat(self, fact: P.Fact) -> None:
+        """A seat of the list was dialled, or left its call: the next call's order changes."""
+        changed = False
+        with self._lock:
+            if isinstance(fact, P.LegDialing) and fact.leg == "operator" and fact.uri in self.seat_freed:
+                self.seat_calls[fact.uri] = fact.call_id
+                self._next_turn = (self.seats.index(fact.uri) + 1) % len(self.seats)
+                changed = True
+            elif isinstance(fact, P.LegEnded | P.CallEnded) and (not isinstance(fact, P.LegEnded)
+                                                                 or fact.leg == "operator"):
+                for seat in [x for x, cid in self.seat_calls.items() if cid == fact.call_id]:
+                    del self.seat_calls[seat]
+                    self.seat_freed[seat] = time.time()
+                    changed = True
+        if changed:
+            order = P.SeatOrder(self.seat_order())
+            for link in list(self.links.values()):
+                try:
+                    link.send(order)
+                except Exception:  # noqa: BLE001 - a worker restarting gets the order with its settings
+                    pass
 
     def start(self) -> None:
         self.check_targets()
@@ -220,6 +265,8 @@ class Supervisor:
     def _on_fact(self, name: str, fact: P.Fact) -> None:
         if isinstance(fact, P.LegDialog | P.LegEnded | P.CallEnded):
             self._track_dialog(name, fact)
+        if self.seats and isinstance(fact, P.LegDialing | P.LegEnded | P.CallEnded):
+            self._track_seat(fact)
         if isinstance(fact, P.CallStarted):
             self._open_session(name, fact)
         elif isinstance(fact, P.CallAnswered | P.TransferUpdate):

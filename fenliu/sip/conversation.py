@@ -140,6 +140,12 @@ class Conversation:
     seat_timeout: float = 0.0  # … or that does not answer within this many seconds
     queue: QueuePlan | None = None
     operator_uri: str = ""  # where a failed transfer re-dials the operator ("" = the configured seat)
+    # a seat list (sip.seats): the seat ringing now, since when, and the seats still to try after it
+    seat_now: str = ""
+    seat_rung_at: float = 0.0
+    seats_left: list[str] = field(default_factory=list)
+    seat_ring: float = 0.0  # each seat rings this long before the next (0: until it answers or refuses)
+    seat_skipped: bool = False  # the ringing seat's leg was cancelled to try the next
     overflowed: bool = False
     seat_cancelled: bool = False  # the seat did not answer within seat_timeout: its leg was cancelled
     confirmed: set[Leg] = field(default_factory=set)  # legs whose dialog is confirmed (a 200, not a 183)
@@ -150,6 +156,21 @@ class Conversation:
     # -- the wire ---------------------------------------------------------------------------
     def dialled(self, leg: Leg) -> None:
         self.legs.add(leg)
+
+    def ring_seats(self, seats: tuple[str, ...], now: float) -> list[Action]:
+        """Seat mode: ring the first seat; the others in turn when it refuses or rings too long."""
+        self.seats_left = list(seats[1:])
+        return self._ring(seats[0], now)
+
+    def _ring(self, uri: str, now: float) -> list[Action]:
+        self.seat_now, self.seat_rung_at, self.seat_skipped = uri, now, False
+        return [Dial(Leg.OPERATOR, uri)]
+
+    def _next_seat(self, now: float) -> list[Action] | None:
+        """The seat did not take the caller: ring the next one, if any is left (None: none)."""
+        if self.state != S.RINGING or Leg.CALLER not in self.legs or not self.seats_left or self.seat_cancelled:
+            return None
+        return self._ring(self.seats_left.pop(0), now)
 
     def leg_confirmed(self, leg: Leg, now: float) -> list[Action]:
         self.confirmed.add(leg)
@@ -162,6 +183,8 @@ class Conversation:
             self.rx_changed = now
             out.append(Emit(CallAnswered(self.call_id)))
         elif leg == Leg.OPERATOR and self.state == S.RINGING and Leg.CALLER in self.legs:
+            if self.seat_now:  # the seat that took the caller is the one a failed transfer returns it to
+                self.operator_uri, self.seats_left = self.seat_now, []
             out.append(AnswerCaller())
         elif leg == Leg.OPERATOR and self.queue is not None:
             q, self.queue = self.queue, None
@@ -222,6 +245,8 @@ class Conversation:
                 q, self.queue = self.queue, None
                 why = "no answer (timeout)" if q.timed_out else (reason or "rejected")
                 out.append(Emit(QueueUpdate(self.call_id, QueueStep.FAILED, q.uri, status, why)))
+            elif (nxt := self._next_seat(now)) is not None:  # a seat list: the next seat rings
+                out += nxt
             elif st == S.RINGING and self.overflow and Leg.CALLER in self.legs:
                 # the seat is busy or did not answer: the IVR front desk takes the caller (and the
                 # IVR, not the seat rule, decides who gets it after a failed transfer)
@@ -291,9 +316,11 @@ class Conversation:
             return out + [Refer(target)]
         return out + [Dial(Leg.HOTLINE, target)]  # attended: a consultation leg first
 
-    def dial_failed(self, leg: Leg, message: str) -> list[Action]:
+    def dial_failed(self, leg: Leg, message: str, now: float = 0.0) -> list[Action]:
         """The leg could not even be placed (pjsua refused makeCall)."""
         self.legs.discard(leg)
+        if leg == Leg.OPERATOR and self.queue is None and (nxt := self._next_seat(now)) is not None:
+            return nxt
         if leg == Leg.HOTLINE:
             return self._failed(503, f"cannot dial the hotline: {message}")
         if leg == Leg.OPERATOR and self.queue is not None:
@@ -352,6 +379,10 @@ class Conversation:
                 and now > self.started + self.seat_timeout and not self.seat_cancelled):
             self.seat_cancelled = True
             return [HangupLeg(Leg.OPERATOR)]  # CANCEL; leg_gone overflows the caller to the IVR
+        if (self.state == S.RINGING and self.seat_ring and self.seats_left and Leg.OPERATOR in self.legs
+                and now > self.seat_rung_at + self.seat_ring and not self.seat_skipped):
+            self.seat_skipped = True
+            return [HangupLeg(Leg.OPERATOR)]  # CANCEL; leg_gone rings the next seat
         t = self.transfer
         if t is None:
             return []

@@ -512,6 +512,10 @@ class WorkerSettings:
     tls_cert: str = ""  # PEM files for "tls"
     tls_key: str = ""
     queue_leg: bool = False  # reserve a leg for the operators' queue (answer mode with an IVR flow)
+    # seats fenliu rings itself (sip.seats), tried in the order the supervisor last sent (SeatOrder);
+    # each rings seat_ring s before the next (0: until it answers or refuses)
+    seats: tuple[str, ...] = ()
+    seat_ring: float = 0.0
 
     def legs_per_conversation(self) -> int:
         operator = bool(self.seat_uri) or self.queue_leg
@@ -577,6 +581,15 @@ class ToQueue(Command):
     call_id: str
     uri: str
     timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class SeatOrder(Command):
+    """The order in which the next call rings the seats (sip.seats): the free ones first, by the
+    strategy (longest idle, or round robin). The supervisor sends it whenever a seat is taken or
+    freed; a seat taken by another worker's call meanwhile answers busy and the next one rings."""
+
+    seats: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,14 @@ class Database:
 
         return isinstance(e, psycopg.OperationalError) and bool(self._con.closed or self._con.broken)
 
+    @property
+    def clock(self) -> str:
+        """SQL for the store's own time (unix seconds): instances on several machines compare
+        heartbeats by one clock, not each machine's."""
+        if self.dialect == "postgresql":
+            return "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+
     # -- statements ------------------------------------------------------------------------------
     def sql(self, text: str) -> str:
         if self.dialect == "sqlite":

@@ -200,5 +200,41 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN instance TEXT NOT NULL DEFAULT '';
     ALTER TABLE work_orders ADD COLUMN instance TEXT NOT NULL DEFAULT '';
     """,
+    # 7: the centre view (fenliu.console.centre): every instance's console events in one numbered
+    # stream, the instances' heartbeats (by the store's clock), and the keys an operator presses on
+    # one instance for a call another instance holds, with their outcome
+    """
+    CREATE TABLE centre_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        at REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX centre_events_at ON centre_events(at);
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        started REAL NOT NULL,
+        seen REAL NOT NULL,
+        console TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE centre_commands (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        args TEXT NOT NULL,
+        by_user TEXT NOT NULL,
+        via TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        status INTEGER NOT NULL DEFAULT 0,
+        answer TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX centre_commands_open ON centre_commands(instance, state);
+    CREATE TABLE centre_epoch (
+        epoch TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

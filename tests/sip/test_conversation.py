@@ -779,3 +779,42 @@ def test_a_seat_that_does_not_answer_in_time_overflows():
     assert run(c, tick(17)) == []  # cancelled once
     out = run(c, gone(OPERATOR, 487, "Request Terminated"))
     assert facts(out, P.Overflowed)[0].reason == "no answer within 15 s"
+
+
+# -- a seat list (sip.seats): fenliu rings the seats itself ---------------------------------------
+SEATS = ("sip:s1@pbx", "sip:s2@pbx", "sip:s3@pbx")
+
+
+def hunting(seat_ring: float = 10.0) -> tuple[Call, list[Action]]:
+    c = Call()
+    c.conv = Conversation("c1", 7, T0, seat_mode=True, seat_ring=seat_ring)
+    return c, c.carry_out(c.conv.ring_seats(SEATS, T0))
+
+
+def test_a_seat_list_rings_the_next_seat_when_one_is_busy_or_rings_too_long():
+    c, first = hunting(seat_ring=10.0)
+    assert first == [Dial(OPERATOR, "sip:s1@pbx")]
+    after_busy = run(c, gone(OPERATOR, 486, "Busy Here"))  # s1 is busy: s2 rings, the caller still rings
+    assert [describe(a) for a in after_busy] == ["leg_ended", "Dial operator"]
+    assert after_busy[-1] == Dial(OPERATOR, "sip:s2@pbx") and c.conv.state == S.RINGING
+    assert run(c, tick(5.0)) == []  # s2 rang at T0: within its 10 s
+    assert [describe(a) for a in run(c, tick(10.5))] == ["HangupLeg operator"]  # too long: CANCEL it
+    assert run(c, tick(11.0)) == []  # once
+    assert run(c, gone(OPERATOR, 487, "Request Terminated"))[-1] == Dial(OPERATOR, "sip:s3@pbx")
+    assert run(c, tick(30.0)) == []  # the last seat rings on (no other to try)
+    out = run(c, gone(OPERATOR, 486, "Busy Here"))  # nobody took the caller: the PBX hears why
+    assert [describe(a) for a in out] == ["leg_ended", "RejectCaller 486"]
+
+
+def test_the_seat_that_answers_gets_the_caller_back_after_a_failed_transfer():
+    c, _ = hunting()
+    run(c, gone(OPERATOR, 486, "Busy Here"))
+    out = run(c, confirmed(OPERATOR))  # s2 took it
+    assert [describe(a) for a in out] == ["leg_answered", "AnswerCaller"]
+    assert c.conv.operator_uri == "sip:s2@pbx" and c.conv.seats_left == []
+    assert run(c, tick(100.0)) == []  # no seat hunting once a seat has the call
+
+
+def test_a_seat_that_cannot_be_dialled_is_skipped():
+    c, _ = hunting()
+    assert run(c, lambda c: c.conv.dial_failed(OPERATOR, "bad address", c.now)) == [Dial(OPERATOR, "sip:s2@pbx")]

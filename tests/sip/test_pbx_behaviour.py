@@ -375,3 +375,38 @@ def test_the_seat_that_answers_is_reported(tmp_path, headers, seat_header, seat,
         acd.kill()
         acd.wait()
         link.stop()
+
+
+def test_a_seat_list_rings_the_next_seat_when_the_first_is_busy(tmp_path):
+    """sip.seats without an ACD: the worker rings the first seat of the supervisor's order; a busy
+    seat (486) passes the caller to the next, which takes the call and is reported as the seat."""
+    from tests.sip.peers import PeerProc
+    from tests.sip.sipp import uas_reply
+
+    busy_port = free_port(2)
+    (tmp_path / "busy").mkdir()
+    busy = start_sipp_server(f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="a seat that is busy">
+  <recv request="INVITE"/>
+  {uas_reply("486 Busy Here")}
+  <recv request="ACK"/>
+</scenario>
+""", busy_port, tmp_path / "busy")
+    seat2 = PeerProc("--answer", "200", user="seat02")
+    first = f"sip:seat01@127.0.0.1:{busy_port}"
+    link = start_worker("seats", seat_uri=first, seats=(first, seat2.uri), seat_ring=10.0)
+    try:
+        t, box = caller_thread(talking_caller(alaw_file(WAV, tmp_path)), link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 30).call_id
+        dialled = [f.uri for f in link.facts() if isinstance(f, P.LegDialing) and f.call_id == cid]
+        assert dialled == [first, seat2.uri]
+        busy_end = next(f for f in link.facts() if isinstance(f, P.LegEnded) and f.leg == "operator")
+        assert busy_end.status == 486
+        answered = link.wait(lambda f: isinstance(f, P.SeatAnswered) and f.call_id == cid, 20)
+        assert answered.seat == "seat02"
+        hang_up(link, cid, t, box)
+    finally:
+        busy.kill()
+        busy.wait()
+        link.stop()
+        seat2.stop()

@@ -265,6 +265,7 @@ class Worker:
         self.ep = pj.Endpoint()
         self.copy, self.copy_name = make_copier(pj.ByteVector)
         self.live: dict[str, Live] = {}
+        self.seat_order: tuple[str, ...] = cfg.seats  # sip.seats, in the order the supervisor last sent
         self.capacity = cfg.capacity()
         self._graveyard: deque[tuple[float, Any]] = deque()  # (release at, tap port / player)
         self._unlinked: set[LegCall] = set()  # calls outside a conversation, kept until DISCONNECTED
@@ -394,7 +395,8 @@ class Worker:
         slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % 65536
         conv = Conversation(call_id, slot, time.monotonic(), seat_mode=bool(self.cfg.seat_uri),
-                            overflow=self.cfg.overflow and bool(self.cfg.seat_uri), seat_timeout=self.cfg.seat_timeout)
+                            overflow=self.cfg.overflow and bool(self.cfg.seat_uri), seat_timeout=self.cfg.seat_timeout,
+                            seat_ring=self.cfg.seat_ring)
         call.call_id = conv.call_id
         lv = Live(conv, calls={Leg.CALLER: call}, sip_call_id=sip_call_id)
         self.live[conv.call_id] = lv
@@ -404,7 +406,7 @@ class Worker:
         if self.cfg.seat_uri:  # B2BUA: ring the caller, dial the operator seat, answer when it does
             op.statusCode = 180
             call.answer(op)
-            self.execute(lv, [Dial(Leg.OPERATOR, self.cfg.seat_uri)])
+            self.execute(lv, conv.ring_seats(self.seat_order or (self.cfg.seat_uri,), time.monotonic()))
         else:
             op.statusCode = 200
             call.answer(op)
@@ -464,13 +466,14 @@ class Worker:
     def _dial(self, lv: Live, leg: Leg, uri: str) -> None:
         conv = lv.conv
         if self.legs_in_use() >= self.cfg.max_calls:
-            self.execute(lv, conv.dial_failed(leg, f"all {self.cfg.max_calls} SIP legs of this worker in use"))
+            self.execute(lv, conv.dial_failed(leg, f"all {self.cfg.max_calls} SIP legs of this worker in use",
+                                              time.monotonic()))
             return
         call = LegCall(self, self.account, conv.call_id, leg)
         try:
             call.makeCall(uri, pj.CallOpParam(True))
         except pj.Error as e:  # never got a call id: safe to drop
-            self.execute(lv, conv.dial_failed(leg, e.info().strip() or e.reason))
+            self.execute(lv, conv.dial_failed(leg, e.info().strip() or e.reason, time.monotonic()))
             return
         lv.calls[leg] = call
         conv.dialled(leg)
@@ -668,6 +671,9 @@ class Worker:
     def on_command(self, cmd: P.Message) -> None:
         if isinstance(cmd, P.Shutdown):
             self.running = False
+            return
+        if isinstance(cmd, P.SeatOrder):  # where the next call rings first (sip.seats)
+            self.seat_order = tuple(cmd.seats)
             return
         call_id = getattr(cmd, "call_id", None)
         lv = self.live.get(str(call_id))
