@@ -144,14 +144,14 @@ class SippSeat:
     """A SIPp seat on 127.0.0.1 that answers calls until stopped."""
 
     def __init__(self, work: Path, require_failopen: bool = False, ring_ms: int = 0, port: int = 0,
-                 trace: bool = False) -> None:
+                 trace: bool = False, answer_headers: str = "") -> None:
         assert shutil.which("sipp"), "SIPp is required (apt-get install sip-tester)"
         self.port = port or free_port(2)
         self.uri = f"sip:seat@127.0.0.1:{self.port}"
         self.dir = work / f"seat-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         xml = self.dir / "seat.xml"
-        xml.write_text(seat_scenario(require_failopen, ring_ms), encoding="utf-8")
+        xml.write_text(seat_scenario(require_failopen, ring_ms, answer_headers), encoding="utf-8")
         cmd = ["sipp", "-sf", str(xml), "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(rtp_block()),
                "-nostdin", "-trace_err", "-error_file", str(self.dir / "errors.log"),
                "-trace_logs", "-log_file", str(self.dir / "log.txt")]
