@@ -27,7 +27,7 @@ from fenliu.settings import Settings, StoreSettings, seat_name
 from fenliu.sip import protocol as P
 from fenliu.store.record import Store
 from tests.console.api_env import PASSWORD, ApiEnv
-from tests.console.test_api_security import RecordingLink, error_of, live_call
+from tests.console.test_api_security import error_of, live_call
 
 pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
@@ -82,21 +82,21 @@ async def session(e: ApiEnv, user: str) -> aiohttp.ClientSession:
     return s
 
 
-async def until(pred: Any, what: str, timeout: float = 10.0) -> Any:
+async def until(pred: Any, what: str, within: float = 10.0) -> Any:
     """Waits for ``pred()`` (sync or async) to be true-ish; returns its value."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         got = pred()
         if asyncio.iscoroutine(got):
             got = await got
         if got:
             return got
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
         await asyncio.sleep(0.02)
 
 
-async def next_event(ws: aiohttp.ClientWebSocketResponse, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
+async def next_event(ws: aiohttp.ClientWebSocketResponse, pred: Any) -> dict[str, Any]:
+    async with asyncio.timeout(10.0):
         while True:
             env = await ws.receive_json()
             if pred(env):

@@ -144,7 +144,7 @@ def test_a_centre_of_two_instances(tmp_path, pg_store_url, browser):
         page.wait_for_selector('#transfer-progress:has-text("三方")', timeout=30000)
         b.wait_for(lambda x: event("transfer_bridged")(x) and on_b in x, timeout=30)
         hotline.wait(lambda e: e["event"] in ("answered", "media"), 20)
-        for seat, (page, errors) in pages.items():
+        for seat, (_page, errors) in pages.items():
             assert errors == [], (seat, errors)
 
         async def api_checks() -> None:
