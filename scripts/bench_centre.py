@@ -60,7 +60,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-async def _instance(url: str, name: str, port: int, ready: Any, go: Any, decisions: int, rate: float,
+async def _instance(url: str, name: str, port: int, ready: Any, go: Any, done: Any, decisions: int, rate: float,
                     load: float, publish: bool) -> None:
     """One instance: its console (and centre view); with ``publish``, B's decisions and load."""
     from argon2 import PasswordHasher
@@ -107,9 +107,7 @@ async def _instance(url: str, name: str, port: int, ready: Any, go: Any, decisio
                 jobs.append(paced(int(load * decisions / rate), load, lambda i: CallEvent(
                     f"load-{i % 60}", "caller", "w0", PartialTranscript(f"load-{i % 60}", 1, "楼上装修太吵了", 0.0, 1.0))))
             await asyncio.gather(*jobs)
-            await asyncio.sleep(2.0)
-        else:
-            await asyncio.to_thread(go.wait)
+        await asyncio.to_thread(done.wait)  # until the measuring stream has what it waits for
     finally:
         await console.stop()
         sup.stop()
@@ -144,11 +142,11 @@ async def _measure(url: str, want: int, instance: str, within: float) -> list[fl
 def run_row(url: str, watch_b: bool, decisions: int, rate: float, load: float) -> list[float]:
     """B publishes; a stream on A (or on B) measures."""
     ctx = mp.get_context("spawn")
-    go = ctx.Event()
+    go, done = ctx.Event(), ctx.Event()
     procs, ports, readies = [], {}, {}
     for name in ("A", "B"):
         ports[name], readies[name] = free_port(), ctx.Event()
-        p = ctx.Process(target=instance_main, args=(url, name, ports[name], readies[name], go, decisions, rate,
+        p = ctx.Process(target=instance_main, args=(url, name, ports[name], readies[name], go, done, decisions, rate,
                                                     load, name == "B"), daemon=True)
         p.start()
         procs.append(p)
@@ -167,6 +165,7 @@ def run_row(url: str, watch_b: bool, decisions: int, rate: float, load: float) -
         return asyncio.run(watch())
     finally:
         go.set()
+        done.set()
         for p in procs:
             p.join(30)
             if p.is_alive():
@@ -177,9 +176,9 @@ def run_baseline(decisions: int, rate: float, load: float) -> list[float]:
     """One instance on SQLite, no centre: B's own decisions on B's own stream."""
     with tempfile.TemporaryDirectory(prefix="fenliu-bench-centre-") as tmp:
         ctx = mp.get_context("spawn")
-        go, ready = ctx.Event(), ctx.Event()
+        go, done, ready = ctx.Event(), ctx.Event(), ctx.Event()
         port = free_port()
-        p = ctx.Process(target=instance_main, args=(f"sqlite:///{tmp}/f.db", "B", port, ready, go, decisions, rate,
+        p = ctx.Process(target=instance_main, args=(f"sqlite:///{tmp}/f.db", "B", port, ready, go, done, decisions, rate,
                                                     load, True), daemon=True)
         p.start()
         try:
@@ -195,6 +194,7 @@ def run_baseline(decisions: int, rate: float, load: float) -> list[float]:
             return asyncio.run(watch())
         finally:
             go.set()
+            done.set()
             p.join(30)
             if p.is_alive():
                 p.kill()
