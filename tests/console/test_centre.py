@@ -236,3 +236,41 @@ async def test_seats_see_only_their_calls_across_instances(centre):
     finally:
         await s1.close()
         await s2.close()
+
+
+async def test_when_the_store_cannot_take_events_the_instance_numbers_its_own_then_rejoins(centre):
+    """Operators keep their cards while the store refuses writes: after a second the instance
+    delivers its own events itself; once the store takes them again the other instances get them
+    (late, not never) and this instance's streams are told to reconnect (1012) to the store's ids."""
+    a, b = await centre("A", USERS), await centre("B")
+    boss_a, boss_b = await session(a, "boss"), await session(b, "boss")
+    try:
+        ws_a, ws_b = await boss_a.ws_connect("/api/events"), await boss_b.ws_connect("/api/events")
+        for ws in (ws_a, ws_b):
+            await next_event(ws, lambda e: e["kind"] == "hello")
+        ca = a.console.centre
+        real_flush = ca._flush
+
+        def refused() -> None:
+            raise OSError("the store refuses writes (test)")
+
+        ca._flush = refused  # type: ignore[method-assign]
+        await live_call(a, "c-outage")
+        got = await next_event(ws_a, lambda e: e["kind"] == "call_started")  # A's operator sees it anyway
+        assert got["call_id"] == "c-outage" and ca.local_mode
+        ca._flush = real_flush  # type: ignore[method-assign]
+        closed = await ws_a.receive()  # A's stream: reconnect to the store's numbering
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws_a.close_code == 1012
+        late = await next_event(ws_b, lambda e: e["kind"] == "call_started")  # B gets it once stored
+        assert (late["call_id"], late["instance"]) == ("c-outage", "A")
+        ws_a = await boss_a.ws_connect(f"/api/events?since={got['id']}&server=old")
+        hello = await next_event(ws_a, lambda e: e["kind"] == "hello")
+        assert hello["data"]["resumed"] is False  # the console reloads its view (GET /api/calls)
+        assert [c["call_id"] for c in await calls_of(boss_a)] == ["c-outage"]
+        a.publish(WorkerFact("w0", P.CallAnswered("c-outage")))
+        answered = await next_event(ws_a, lambda e: e["kind"] == "call_answered")
+        assert answered["id"] > hello["id"]
+        assert (await next_event(ws_b, lambda e: e["kind"] == "call_answered"))["id"] == answered["id"]
+    finally:
+        await boss_a.close()
+        await boss_b.close()
