@@ -85,14 +85,17 @@ def call_audio(work: Path, lang: str = "ko") -> tuple[Path, float]:
 
 
 def run_level(n: int, mode: str, engine: VoskEngine, router: Router, audio: Path, dur: float, work: Path,
-              arrival: float = 2.0) -> dict:
+              arrival: float = 2.0, seats: tuple[str, ...] = ()) -> dict:
+    """N conversations; ``seats``: seat mode — each call rings a seat of this list (sip.seats),
+    which answers, so the operator's leg is recognised too."""
     s = load_settings(env={})
-    capacity = WorkerSettings("probe", "127.0.0.1", 1, 1).capacity()  # conversations per worker (answer mode)
+    # conversations per worker: answer mode 2 (caller + a reserved transfer leg), seat mode 1
+    capacity = WorkerSettings("probe", "127.0.0.1", 1, 1, seat_uri=seats[0] if seats else "").capacity()
     workers = max(1, math.ceil(n / capacity))
     base = free_port(2)
     while base + workers >= 65000:
         base = free_port(2)
-    settings = replace(s, sip=replace(s.sip, port=base, workers=workers, users="*",
+    settings = replace(s, sip=replace(s.sip, port=base, workers=workers, users="*", seats=",".join(seats),
                                       rtp_port=20000 + (base % 1500) * 20),
                        asr=replace(s.asr, mode=mode), transfer=replace(s.transfer, targets={
                            t: f"sip:{t}@127.0.0.1:9" for t in ("12345", "12348", "12328", "12338", "95598", "social")}))
@@ -114,6 +117,9 @@ def run_level(n: int, mode: str, engine: VoskEngine, router: Router, audio: Path
         me = os.getpid()
         cpu0 = proc_cpu(me) + sum(proc_cpu(p) for p in pids)
         rss0 = proc_rss_mb(me) + sum(proc_rss_mb(p) for p in pids)
+        worker_pids = [link.proc.pid for link in sup.links.values() if link.proc]
+        worker_rss = statistics.mean(proc_rss_mb(p) for p in worker_pids)
+        supervisor_rss = proc_rss_mb(me)
         peak = [rss0]
         stop = threading.Event()
 
@@ -182,7 +188,8 @@ def run_level(n: int, mode: str, engine: VoskEngine, router: Router, audio: Path
     return {"n": n, "mode": mode, "workers": workers, "calls": len(calls), "rtf": cpu / audio_s,
             "cpu_per_call": cpu / wall / n, "p50": pct(delays, 0.5), "p95": pct(delays, 0.95), "finals": len(delays),
             "d50": pct(decision_delays, 0.5), "dropped": dropped, "degraded": degraded,
-            "mem_per_call": (peak[0] - rss0) / n, "wall": wall,
+            "mem_per_call": (peak[0] - rss0) / n, "wall": wall, "worker_rss": worker_rss,
+            "supervisor_rss": supervisor_rss, "cpu_s": cpu,
             "callback_us": statistics.mean(callback_us) if callback_us else float("nan")}
 
 
