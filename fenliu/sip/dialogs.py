@@ -196,9 +196,23 @@ def answering_seat(messages: list[str], header: str = "") -> tuple[str, str]:
     _, response = invite_and_answer(messages)
     if response is None:
         return "", ""
-    names = ([header.lower()] if header else []) + ["p-asserted-identity", "contact", "to"]
+    return _seat_in(response, ([header.lower()] if header else []) + ["p-asserted-identity", "contact", "to"], header)
+
+
+def moved_to_seat(message: str, header: str = "") -> tuple[str, str]:
+    """The seat an in-dialog request on the operator's leg names — an ACD that moves the call to
+    another agent re-INVITEs with the new agent's identity: the configured ``header``, else
+    P-Asserted-Identity (never Contact/To: in a request from the PBX they are the PBX's and ours)."""
+    try:
+        _, headers = parse(message)
+    except ValueError:
+        return "", ""
+    return _seat_in(headers, ([header.lower()] if header else []) + ["p-asserted-identity"], header)
+
+
+def _seat_in(headers: dict[str, list[str]], names: list[str], header: str) -> tuple[str, str]:
     for name in names:
-        values = split_values(response.get(name, []))
+        values = split_values(headers.get(name, []))
         if not values:
             continue
         user = _user_of(uri_of(values[0]))

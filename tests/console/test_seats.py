@@ -79,3 +79,26 @@ async def test_a_seat_no_user_has_is_a_warning_for_supervisors(open_env):
         assert (await (await op.get("/api/calls")).json())["calls"] == []  # not op1001's
     finally:
         await op.close()
+
+
+async def test_a_call_the_acd_moves_follows_to_the_new_seat(open_env):
+    env = await open_env(seat_uri="sip:queue@acd.example:5060",
+                         users=(("op1001", "operator", "1001"), ("op1002", "operator", "1002")))
+    s1, s2 = await session_of(env, "op1001"), await session_of(env, "op1002")
+    try:
+        await live_call(env, "c-moved")
+        env.publish(WorkerFact("w0", P.SeatAnswered("c-moved", "1001", "p-asserted-identity")))
+        ws2 = await s2.ws_connect("/api/events")
+        await receive_until(ws2, lambda e: e["kind"] == "hello")
+        assert [c["call_id"] for c in (await (await s1.get("/api/calls")).json())["calls"]] == ["c-moved"]
+        env.publish(WorkerFact("w0", P.SeatAnswered("c-moved", "1002", "p-asserted-identity (re-INVITE)")))
+        got = await receive_until(ws2, lambda e: e["kind"] == "seat_answered")  # the new operator learns of it
+        assert got[-1]["data"]["seat"] == "1002"
+        assert [c["call_id"] for c in (await (await s2.get("/api/calls")).json())["calls"]] == ["c-moved"]
+        assert (await (await s1.get("/api/calls")).json())["calls"] == []  # the first one no longer has it
+        await error_of(await s1.get("/api/calls/c-moved"), 404, "no_such_call")
+        assert env.store.call("c-moved")["seat"] == "1002"  # history follows too
+        await ws2.close()
+    finally:
+        await s1.close()
+        await s2.close()

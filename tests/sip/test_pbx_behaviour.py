@@ -410,3 +410,108 @@ def test_a_seat_list_rings_the_next_seat_when_the_first_is_busy(tmp_path):
         busy.wait()
         link.stop()
         seat2.stop()
+
+
+def acd_that_moves_the_call(first: str, second: str, after_ms: int) -> str:
+    """An ACD stand-in: agent ``first`` answers (P-Asserted-Identity), ``after_ms`` later the ACD
+    moves the call to agent ``second`` with a re-INVITE carrying the new identity (as a PBX's
+    connected-line update does); then it waits for the BYE."""
+    sdp = """v=0
+      o=acd 53655765 {v} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+      a=sendrecv"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="an ACD that moves the call to another agent">
+  <recv request="INVITE" rrs="true"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]acd[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:acd@[local_ip]:[local_port]>
+      P-Asserted-Identity: <sip:{first}@acd.example>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {sdp.format(v=1)}
+    ]]>
+  </send>
+  <recv request="ACK">
+    <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="peer"/></action>
+  </recv>
+  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:queue@[local_ip]:[local_port]>;tag=[pid]acd[call_number]
+      To: [$peer]
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:acd@[local_ip]:[local_port]>
+      P-Asserted-Identity: <sip:{second}@acd.example>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {sdp.format(v=2)}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:queue@[local_ip]:[local_port]>;tag=[pid]acd[call_number]
+      To: [$peer]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: <sip:acd@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def test_a_call_the_acd_moves_to_another_agent_follows_the_new_seat(tmp_path):
+    """The ACD's agent 1001 answers; the ACD then moves the call to agent 1002 (a re-INVITE with
+    the new P-Asserted-Identity): the worker reports the new seat, so the call's card and key
+    follow to that operator (tests/console/test_seats.py: the console side of SeatAnswered)."""
+    port = free_port(2)
+    (tmp_path / "acd").mkdir()
+    acd = start_sipp_server(acd_that_moves_the_call("1001", "1002", 1500), port, tmp_path / "acd")
+    link = start_worker("acdmove", seat_uri=f"sip:queue@127.0.0.1:{port}")
+    try:
+        t, box = caller_thread(talking_caller(alaw_file(WAV, tmp_path)), link, tmp_path / "caller")
+        cid = link.wait(fact(P.CallAnswered), 20).call_id
+        first = link.wait(lambda f: isinstance(f, P.SeatAnswered) and f.call_id == cid, 20)
+        assert (first.seat, first.source) == ("1001", "p-asserted-identity")
+        moved = link.wait(lambda f: isinstance(f, P.SeatAnswered) and f.call_id == cid and f.seat != "1001", 20)
+        assert (moved.seat, moved.source) == ("1002", "p-asserted-identity (re-INVITE)")
+        hang_up(link, cid, t, box)
+    finally:
+        acd.kill()
+        acd.wait()
+        link.stop()

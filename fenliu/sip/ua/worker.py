@@ -58,7 +58,7 @@ from fenliu.sip.conversation import (
     ReferReplaces,
     RejectCaller,
 )
-from fenliu.sip.dialogs import answering_seat, dialog_from
+from fenliu.sip.dialogs import answering_seat, dialog_from, moved_to_seat
 from fenliu.sip.protocol import FRAME_HEADER, LEG_CLOSE, LEG_OPEN, RELAYED_HEADER, Leg, WorkerSettings
 from fenliu.sip.ua.endpoint import (
     CLOCK_RATE,
@@ -256,6 +256,7 @@ class Live:
     sip_call_id: str = ""  # the caller's SIP Call-ID (conv.call_id is ours)
     taps: dict[Leg, TapPort] = field(default_factory=dict)
     players: list[PromptPlayer] = field(default_factory=list)
+    seat: str = ""  # the seat on the operator's leg (its 2xx, or the ACD's re-INVITE that moved the call)
 
 
 class Worker:
@@ -519,6 +520,7 @@ class Worker:
             if call.leg == Leg.OPERATOR:  # behind an ACD: which agent's seat took the call
                 seat, source = answering_seat(call.messages, self.cfg.seat_header)
                 if seat:
+                    lv.seat = seat
                     self.uplink.send(P.SeatAnswered(lv.conv.call_id, seat, source))
             call.messages.clear()
             self.execute(lv, lv.conv.leg_confirmed(call.leg, time.monotonic()))
@@ -637,6 +639,12 @@ class Worker:
                                                    REINVITE_WINDOW_S))
             return
         recent.append(now)
+        lv = self._live_of(call)
+        if lv is not None and call.leg == Leg.OPERATOR and lv.seat:  # an ACD moving the call to another agent
+            seat, source = moved_to_seat(str(prm.rdata.wholeMsg), self.cfg.seat_header)
+            if seat and seat != lv.seat:
+                lv.seat = seat
+                self.uplink.send(P.SeatAnswered(lv.conv.call_id, seat, f"{source} (re-INVITE)"))
 
     def _refuse_reinvite(self, call: LegCall) -> None:
         op = pj.CallOpParam()
