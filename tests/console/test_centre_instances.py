@@ -138,6 +138,7 @@ def test_a_centre_of_two_instances(tmp_path, pg_store_url, browser):
         on_b = next(c for c, inst in holder.items() if inst == "B")
         page, errors = pages[seats_of[on_b]]
         page.click(f'#calls li[data-call-id="{on_b}"]')
+        page.wait_for_selector('#call-worker:has-text("实例 B")', timeout=10000)  # where the call is held
         page.select_option("#target-select", "12345")
         page.keyboard.press("F8")
         page.click("#confirm-ok")  # no suggestion for a silent caller: the operator confirms the target

@@ -311,7 +311,7 @@ function showConnection(connected) {
 /** A live call as the console keeps it, from a Call of GET /api/calls (or a call_started event). */
 function makeCall(raw) {
   const c = {
-    id: String(raw.call_id), remote: '', worker: '', slot: '', seat: '', since: 0, state: 'ringing',
+    id: String(raw.call_id), remote: '', worker: '', slot: '', seat: '', instance: '', since: 0, state: 'ringing',
     degraded: false, decision: null, transfer: null, repeat: null, ivr: null, steps: [], snapshotId: 0,
     ended: false, endedAt: 0, endInfo: '', removeTimer: null, busy: new Set(), log: [], li: null,
   };
@@ -324,6 +324,7 @@ function updateFromSnapshot(c, raw) {
   c.worker = String(raw.worker ?? c.worker ?? '');
   c.slot = raw.slot ?? c.slot;
   c.seat = String(raw.seat ?? c.seat ?? '');
+  c.instance = String(raw.instance ?? c.instance ?? ''); // the server instance that holds the call
   c.since = Number(raw.since) || c.since || nowServer();
   c.state = String(raw.state || c.state || 'talking');
   c.degraded = Boolean(raw.degraded);
@@ -445,7 +446,7 @@ function processEvent(ev) {
       return;
     }
     c = makeCall({call_id: id, remote: data.remote, slot: data.slot, seat: data.seat, worker: ev.worker,
-      since: ev.at, state: 'ringing'});
+      instance: ev.instance, since: ev.at, state: 'ringing'});
     S.calls.set(id, c);
   }
   c.log.push(ev);
@@ -817,7 +818,8 @@ function renderCallHead() {
   $('#call-state').textContent = c ? stateLabel(c.state) + (c.ended && c.endInfo ? `（${c.endInfo}）` : '') : '';
   $('#call-state').className = c ? `state state-${c.state}` : 'state';
   $('#call-dur').textContent = c ? duration(c) : '';
-  $('#call-worker').textContent = c && c.worker ? `${c.worker}${c.seat ? ` · 席位 ${c.seat}` : ''}` : '';
+  $('#call-worker').textContent = c && c.worker
+    ? `${c.instance ? `实例 ${c.instance} · ` : ''}${c.worker}${c.seat ? ` · 席位 ${c.seat}` : ''}` : '';
 }
 
 /** Rebuild the card's content only when the evidence changed; the confidence updates in place. */
