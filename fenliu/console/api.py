@@ -814,6 +814,10 @@ async def health(request: web.Request) -> web.StreamResponse:
     user = await _optional_user(request)
     if user is None or not user.at_least("supervisor"):
         return web.json_response({"ok": h["ok"], "status": "up" if h["ok"] else "down"}, status=status)
+    centre = request.app.get(CENTRE)
+    if centre is not None:  # the centre view: who this is, the others' heartbeats, whether the store takes events
+        h["centre"] = {"instance": centre.instance, "peers": {k: round(v, 1) for k, v in centre.peers.items()},
+                       "numbering_locally": centre.local_mode, "last_error": centre.last_error, **centre.stats}
     return web.json_response(h, status=status)
 
 

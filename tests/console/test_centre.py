@@ -119,6 +119,8 @@ async def test_a_lists_bs_call_and_its_key_runs_on_b(centre):
         link = await live_call(b, "call-on-b")
         listed = await until(lambda: calls_of(boss), "B's call listed on A")
         assert [(c["call_id"], c["instance"], c["instance_up"]) for c in listed] == [("call-on-b", "B", True)]
+        health = await (await boss.get("/api/health")).json()  # a supervisor sees the centre's instances
+        assert health["centre"]["instance"] == "A" and "A" in health["centre"]["peers"]
         assert listed[0]["remote"] == "<sip:13812345678@pbx>"  # a supervisor sees the number in full …
         op = await session(a, "op1")
         try:  # … an operator masked, as for a call of their own instance
