@@ -16,7 +16,8 @@ SUMMARIES = {
     "/api/logout": "退出登录 / end the session",
     "/api/me": "当前用户与 CSRF 令牌 / the current user and the session's CSRF token",
     "/api/config": "转接目标、紧急联动、默认转接方式 / targets, urgent lane, links, default mode",
-    "/api/calls": "当前通话（含最新分流建议）/ live calls with their latest decision",
+    "/api/calls": "当前通话（含最新分流建议；多实例时为全中心，每通带 instance）/ live calls with their latest "
+                  "decision (with several instances on PostgreSQL: the whole centre's, each with its instance)",
     "/api/controls": "全中心开关：暂停/恢复分流建议、语音前台分流（班长）/ centre-wide switches: stop or resume "
                      "diversion suggestions and the IVR's offers (supervisors set them)",
     "/api/calls/{call_id}": "一通电话：转写、决策记录、转接结果 / one call: transcript, decision trail, transfers",
@@ -56,7 +57,9 @@ STATUS_TEXT = {200: "OK", 201: "created", 202: "requested (outcome follows on th
                400: "bad input", 401: "not logged in / session expired / bad token", 403: "role, CSRF, Origin or Host",
                404: "no such call", 409: "the call has ended / cannot reload", 413: "body too large",
                422: "invalid negative list (file:line)", 429: "too many failed logins",
-               502: "transfer failed (reason, sip_status)", 503: "not healthy / not ready",
+               502: "transfer failed (reason, sip_status)",
+               503: "not healthy / not ready; a key for a call whose instance is gone or did not take it "
+                    "(instance_unavailable: nothing was done)",
                504: "no outcome within wait"}
 
 
@@ -126,7 +129,7 @@ def _request(path: str) -> dict[str, Any]:
 def _responses(method: str, path: str) -> dict[str, Any]:
     codes = [200]
     if path.startswith("/api/calls/{call_id}/"):
-        codes = [200, 202, 400, 404, 409, 502, 504]
+        codes = [200, 202, 400, 404, 409, 502, 503, 504]
     elif path.startswith("/api/negative-list") and method != "GET":
         codes = [200, 409, 422]
     elif path in ("/api/health", "/api/ready"):
