@@ -14,15 +14,16 @@ from typing import IO
 
 from fenliu.bus import CallEvent, EventBus, Item
 from fenliu.commands.offline import format_event
-from fenliu.console.server import Console, cli_token_path, issue_cli_token, security_warnings
+from fenliu.console.server import Console, announce_lost, cli_token_path, issue_cli_token, security_warnings
 from fenliu.events import event_to_dict
 from fenliu.loop.followthrough import FollowThrough
 from fenliu.loop.outbox import Outbox
 from fenliu.router import Router
 from fenliu.service.ivr import LoadedFlow, attach_desk
+from fenliu.service.lost import release_instance
 from fenliu.service.metrics import Metrics
 from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings, service_seat
+from fenliu.settings import Settings, instance_name, service_seat
 from fenliu.store.record import Store
 from fenliu.store.retention import purge
 
@@ -92,8 +93,28 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
         print(w, file=sys.stderr, flush=True)
     stop_loop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    exit_code = 0
+
+    def fenced(by: str) -> None:  # declared dead by another instance: its callers were released
+        nonlocal exit_code
+        print(f"fenliu serve: 本实例已被 {by} 判定失联，其通话已由对方结束并列入回拨名单；停止接听 / declared dead by "
+              f"instance {by} (this process stalled or lost the store); its calls were released and are on the "
+              f"callback list: stopping (exit 75: restart it)", file=sys.stderr, flush=True)
+        exit_code = 75
+        stop.set()
+
+    if console.centre is not None:
+        console.centre.on_fenced = fenced
     try:
         issue_cli_token(console.accounts, store, cli_token_path(settings), settings.console.port)
+        # what an earlier life of this instance left open (killed, crashed machine): closed, callers
+        # on the callback list, legs still up sent a BYE — before this life takes calls
+        me = instance_name(settings)
+        left = await loop.run_in_executor(None, release_instance, store, me,
+                                          f"instance {me} restarted: the call was cut by its end", settings.sip.address)
+        if left.calls or left.legs:
+            print(f"fenliu serve: leftovers of this instance's last run: {left.summary()}", file=sys.stderr, flush=True)
+            announce_lost(store, console.feed, left)
         await loop.run_in_executor(None, sup.start)
         tasks = [asyncio.create_task(outbox.run(stop_loop)), asyncio.create_task(_retention(store, settings, stop_loop))]
         url = await console.start()
@@ -115,4 +136,4 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
         await asyncio.sleep(0)  # deliver what the stop published
         store.close()
     print("fenliu serve: stopped", file=sys.stderr, flush=True)
-    return 0
+    return exit_code

@@ -992,6 +992,30 @@ async def ack_alert(request: web.Request) -> web.StreamResponse:
     return web.json_response({"id": aid, "acked_by": user.name})
 
 
+async def callbacks(request: web.Request) -> web.StreamResponse:
+    """The callback list: every call fenliu ended or lost (an instance gone, a crash, a bound), with
+    the caller's number and what was heard, until someone marks it called back (``?all=1``: those
+    too). Operators and supervisors alike: whoever is free calls back — so the number is shown in
+    full here (it is what they dial; marking one done is audited)."""
+    rows = request.app[STORE].callbacks(open_only=request.query.get("all") != "1")
+    return web.json_response({"callbacks": rows})
+
+
+async def callback_done(request: web.Request) -> web.StreamResponse:
+    try:
+        cid = int(request.match_info["callback_id"])
+    except ValueError:
+        raise ApiError(404, "no_such_callback", "没有这条回拨 / no such callback") from None
+    data = await body(request)
+    note = field_str(data, "note", max_len=300)
+    user = _user(request)
+    if not request.app[STORE].callback_done(cid, user.name, note):
+        raise ApiError(404, "no_such_callback", "没有这条待回拨 / no such open callback (already done?)")
+    request.app[STORE].audit(user.name, "callback_done", None, "ok", {"callback": cid, "note": note})
+    request.app[FEED].note("callbacks_changed", "", {"done": cid, "by": user.name})  # every console's list follows
+    return web.json_response({"id": cid, "done_by": user.name})
+
+
 async def call_loop(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     _visible_call(request, call_id)
@@ -1197,6 +1221,8 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("POST", "/api/orders/{order_no}/retry", order_retry, SUPERVISOR_ROLE),
     ("GET", "/api/alerts", alerts, SUPERVISOR_ROLE),
     ("POST", "/api/alerts/{alert_id}/ack", ack_alert, SUPERVISOR_ROLE),
+    ("GET", "/api/callbacks", callbacks, OPERATOR),
+    ("POST", "/api/callbacks/{callback_id}/done", callback_done, OPERATOR),
     ("GET", "/api/calls/{call_id}/loop", call_loop, OPERATOR),
     ("POST", "/api/calls/{call_id}/followups", add_followup, SUPERVISOR_ROLE),
     ("GET", "/api/stats", stats_view, SUPERVISOR_ROLE),

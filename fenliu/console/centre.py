@@ -36,7 +36,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fenliu.console.feed import EventFeed
+from fenliu.service.lost import Released, release_instance
 from fenliu.store.db import Database
+from fenliu.store.record import Store
 
 ORDER_LOCK = 4111  # PostgreSQL advisory lock id: one writer commits centre events at a time
 CHANNELS = ("fenliu_events", "fenliu_commands", "fenliu_answers")
@@ -55,8 +57,16 @@ class CentreUnavailable(Exception):
 class Centre:
     def __init__(self, url: str, instance: str, feed: EventFeed, *, console_url: str = "",
                  keep_hours: float = 24.0, heartbeat: float = 1.0, dead_after: float = 3.0,
-                 poll: float = 0.5, local_after: float = 1.0) -> None:
+                 poll: float = 0.5, local_after: float = 1.0, store: Store | None = None,
+                 lost_after: float = 4.0, sip_address: str = "127.0.0.1") -> None:
         self.url, self.instance, self.feed = url, instance, feed
+        # losing an instance: a peer silent for lost_after s (store clock) is declared dead by one
+        # survivor whose own heartbeat was just written; it releases the peer's calls (service.lost)
+        self.store, self.lost_after, self.sip_address = store, lost_after, sip_address
+        self.on_lost: Callable[[Released], None] | None = None  # (loop) after a peer's calls were released
+        self.on_fenced: Callable[[str], None] | None = None  # (loop) this instance was declared dead: stop
+        self.fenced_by = ""
+        self.started_at = 0.0
         self.console_url = console_url
         self.keep_hours, self.heartbeat, self.dead_after = keep_hours, heartbeat, dead_after
         self.poll, self.local_after = poll, local_after
@@ -67,7 +77,7 @@ class Centre:
         self.local_mode = False  # the store cannot be written: this instance numbers its own events
         self.failing_since = 0.0
         self.last_error = ""
-        self.stats = {"written": 0, "read": 0, "commands_sent": 0, "commands_run": 0}
+        self.stats = {"written": 0, "read": 0, "commands_sent": 0, "commands_run": 0, "instances_lost": 0}
         self._lock = threading.Lock()
         self._pending: list[list[Any]] = []  # [envelope, delivered here already]
         self._skip: set[int] = set()  # ids of own rows this instance delivered while it numbered them
@@ -96,6 +106,10 @@ class Centre:
         rows.reverse()
         self.feed.load([{"id": r["id"], **json.loads(r["body"])} for r in rows], self.epoch)
         self._cursor = int(db.scalar("SELECT MAX(id) FROM centre_events") or 0)
+        # a new life: whatever an earlier one of this instance was declared, this one is alive
+        db.execute(f"INSERT INTO instances(name, started, seen, console) VALUES (?, {db.clock}, {db.clock}, ?) "
+                   f"ON CONFLICT (name) DO UPDATE SET started = excluded.started, seen = excluded.seen, "
+                   f"dead_at = NULL, dead_by = ''", (self.instance, self.console_url))
         self._beat()
         self.feed.outbound = self.publish
         for target, name in ((self._listen, "centre-listen"), (self._run, "centre")):
@@ -281,9 +295,43 @@ class Centre:
         db.execute(f"INSERT INTO instances(name, started, seen, console) VALUES (?, {db.clock}, {db.clock}, ?) "
                    f"ON CONFLICT (name) DO UPDATE SET seen = excluded.seen, console = excluded.console",
                    (self.instance, self.console_url))
-        rows = db.rows(f"SELECT name, {db.clock} - seen AS age FROM instances")
-        self.peers = {r["name"]: float(r["age"]) for r in rows}
+        rows = db.rows(f"SELECT name, {db.clock} - seen AS age, dead_at, dead_by FROM instances")
+        self.peers = {r["name"]: float(r["age"]) for r in rows if r["dead_at"] is None}
         self._last_beat = time.monotonic()
+        me = next((r for r in rows if r["name"] == self.instance), None)
+        if me is not None and me["dead_at"] is not None and not self.fenced_by:
+            # declared dead by a survivor (this process stalled, or lost the store, for too long): its
+            # callers were released; it must not go on talking to them, nor take new calls
+            self.fenced_by = str(me["dead_by"] or "another instance")
+            if self.loop is not None and self.on_fenced is not None:
+                self.loop.call_soon_threadsafe(self.on_fenced, self.fenced_by)
+            return
+        if self.store is not None and not self.fenced_by:
+            for r in rows:  # only now: this instance's own write just succeeded
+                if r["dead_at"] is None and r["name"] != self.instance and float(r["age"]) > self.lost_after:
+                    self._declare_dead(str(r["name"]), float(r["age"]))
+
+    def _declare_dead(self, name: str, age: float) -> None:
+        """One survivor wins the claim (one UPDATE); it releases the dead instance's calls."""
+        db = self.db
+        won = db.execute(f"UPDATE instances SET dead_at = {db.clock}, dead_by = ? WHERE name = ? AND dead_at IS NULL "
+                         f"AND seen < {db.clock} - ?", (self.instance, name, self.lost_after)).rowcount
+        if not won or self.store is None:
+            return
+        released = release_instance(self.store, name, f"instance {name} lost (no heartbeat for {age:.0f} s)",
+                                    self.sip_address)
+        self.stats["instances_lost"] += 1
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._lost, released)
+
+    def _lost(self, released: Released) -> None:
+        """(loop) Every console drops the dead instance's calls; supervisors hear of it."""
+        now = round(time.time(), 3)
+        for c in released.calls:
+            self.publish({"instance": released.instance, "at": now, "kind": "call_ended", "call_id": c["call_id"],
+                          "leg": "", "worker": "", "data": {"status": 0, "reason": released.reason}})
+        if self.on_lost is not None:
+            self.on_lost(released)
 
     def _prune(self) -> None:
         db = self.db

@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fenliu.console.api import CENTRE, create_app, run_carried
 from fenliu.console.auth import Accounts
 from fenliu.console.centre import Centre
 from fenliu.console.feed import EventFeed
+from fenliu.service.lost import Released
 from fenliu.service.metrics import Metrics
 from fenliu.service.supervisor import Supervisor
 from fenliu.settings import Settings, instance_name
@@ -43,6 +45,16 @@ def issue_cli_token(accounts: Accounts, store: Store, path: Path, port: int = 0)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     os.chmod(path, 0o600)
+
+
+def announce_lost(store: Store, feed: EventFeed, released: Released) -> None:
+    """An instance's calls were released (it died, or this instance restarted): an alert for every
+    supervisor, and every console reloads its callback list."""
+    if released.calls or released.legs:
+        store.raise_alert("instance_lost", f"{released.instance}:{int(time.time())}",
+                          f"实例 {released.instance} 失联：{len(released.calls)} 通电话已结束并列入回拨名单 / "
+                          f"{released.reason}: {released.summary()}; the callers are on the callback list")
+    feed.note("callbacks_changed", "", {"instance": released.instance, "calls": len(released.calls)})
 
 
 def centre_view(settings: Settings) -> bool:
@@ -80,8 +92,10 @@ class Console:
         self.centre: Centre | None = None
         if centre_view(settings):  # one live view over every instance on the store
             self.centre = Centre(settings.store.url, instance_name(settings), self.feed,
-                                 keep_hours=settings.store.centre_keep_hours)
+                                 keep_hours=settings.store.centre_keep_hours, store=store,
+                                 sip_address=settings.sip.address)
             self.centre.executor = lambda cmd: run_carried(self.app, cmd)
+            self.centre.on_lost = lambda released: announce_lost(store, self.feed, released)
             self.app[CENTRE] = self.centre
         self.runner: Any = None
         self.url = ""

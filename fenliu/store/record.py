@@ -36,6 +36,12 @@ KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "tra
               "restart_failed", "orphans_released", "front_event", "registration", "error", "ivr_step", "overflowed",
               "queue_dialing", "queue_answered", "queue_failed"}
 TRANSFER_OUTCOMES = ("bridged", "completed", "failed")
+
+
+def ended_by_fenliu(status: int, reason: str) -> bool:
+    """Did fenliu itself end the call (a media timeout, a bound, a crash), rather than a party
+    hanging up? Those callers go on the callback list."""
+    return reason.startswith("fenliu") or "lost" in reason or (status == 0 and "crash" in reason)
 # the operator's final action on a call: the denominators of the figures and a retrain's labels
 FINAL_ACTIONS = {"accepted": "采纳建议分流", "overrode": "改派其他热线", "kept": "建议分流但留110处置",
                  "unsuggested": "无建议自行分流", "police": "110 处置"}
@@ -161,11 +167,24 @@ class Store:
                                 f"坐席 {f.seat} 接听了来电，但没有接警台账户登记此坐席：该通话只有班长可见 / seat "
                                 f"{f.seat} answered (from {f.source or 'the answer'}) and no console user has that "
                                 f"seat (fenliu user add NAME --role operator --seat {f.seat})", call_id=f.call_id)
+            elif isinstance(f, P.LegDialog):  # another instance (or this one restarted) can end the leg
+                db.execute("INSERT INTO leg_dialogs(call_id, leg, instance, worker, sip_call_id, local_party, "
+                           "remote_party, target, routes, at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (call_id, leg) "
+                           "DO UPDATE SET sip_call_id=excluded.sip_call_id, local_party=excluded.local_party, "
+                           "remote_party=excluded.remote_party, target=excluded.target, routes=excluded.routes",
+                           (f.call_id, f.leg, self.instance, item.worker, f.sip_call_id, f.local, f.remote, f.target,
+                            json.dumps(list(f.routes)), now))
+            elif isinstance(f, P.LegEnded):
+                db.execute("DELETE FROM leg_dialogs WHERE call_id=? AND leg=?", (f.call_id, f.leg))
             elif isinstance(f, P.CallEnded):
                 row = db.one("SELECT suggested, diverted_to FROM calls WHERE call_id=?", (f.call_id,))
                 action = final_action(row["suggested"], row["diverted_to"], self.linkage) if row else None
-                db.execute("UPDATE calls SET ended_at=?, status=?, reason=?, final_action=? "
-                           "WHERE call_id=? AND ended_at IS NULL", (f.t, f.status, f.reason, action, f.call_id))
+                closed = db.execute("UPDATE calls SET ended_at=?, status=?, reason=?, final_action=? "
+                                    "WHERE call_id=? AND ended_at IS NULL",
+                                    (f.t, f.status, f.reason, action, f.call_id)).rowcount
+                db.execute("DELETE FROM leg_dialogs WHERE call_id=?", (f.call_id,))
+                if closed and ended_by_fenliu(f.status, f.reason):  # a person calls the caller back
+                    self._callback(f.call_id, f.reason, f.t)
             elif isinstance(f, P.CallRejected):
                 # a refused caller is a call too: 110 must be able to see who could not get through
                 call_id = f.call_id or f"rejected-{f.t:.6f}"
@@ -484,6 +503,45 @@ class Store:
         if aid:
             raised.append({"id": aid, "at": now, "kind": kind, "ref": ref, "call_id": call_id, "order_no": order_no,
                            "message": message})
+
+    # -- the callback list, and the calls of an instance that is gone ----------------------------
+    def _callback(self, call_id: str, reason: str, at: float) -> None:
+        """(in a transaction) Put a call fenliu ended or lost on the callback list: the caller's
+        number, when, why, and what was heard."""
+        call = self.db.one("SELECT number, text, instance FROM calls WHERE call_id=?", (call_id,))
+        if call is None:
+            return
+        self.db.execute("INSERT INTO callbacks(call_id, number, at, reason, heard, instance) VALUES (?,?,?,?,?,?) "
+                        "ON CONFLICT DO NOTHING", (call_id, call["number"] or "", at, reason[:300],
+                                                   (call["text"] or "")[-500:], call["instance"] or ""))
+
+    def callbacks(self, open_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+        return self.db.rows("SELECT id, call_id, number, at, reason, heard, instance, done_by, done_at, note "
+                            "FROM callbacks " + ("WHERE done_at IS NULL " if open_only else "")
+                            + "ORDER BY id DESC LIMIT ?", (limit,))
+
+    def callback_done(self, callback_id: int, user: str, note: str = "") -> bool:
+        return self.db.execute("UPDATE callbacks SET done_by=?, done_at=?, note=? WHERE id=? AND done_at IS NULL",
+                               (user, time.time(), note[:300], callback_id)).rowcount > 0
+
+    def close_lost(self, instance: str, reason: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The calls an instance still had open when it died (or before it restarted): closed with
+        ``reason``, each caller on the callback list, in one transaction. Returns (the calls, the
+        SIP dialogs of their legs still up — to be sent a BYE)."""
+        db, now = self.db, time.time()
+        with db.tx():
+            calls = db.rows("SELECT call_id, number, remote, started_at FROM calls "
+                            "WHERE instance=? AND ended_at IS NULL", (instance,))
+            dialogs = db.rows("SELECT call_id, leg, worker, sip_call_id, local_party, remote_party, target, routes "
+                              "FROM leg_dialogs WHERE instance=?", (instance,))
+            for c in calls:
+                db.execute("UPDATE calls SET ended_at=?, status=0, reason=? WHERE call_id=? AND ended_at IS NULL",
+                           (now, reason, c["call_id"]))
+                self._callback(c["call_id"], reason, now)
+            db.execute("DELETE FROM leg_dialogs WHERE instance=?", (instance,))
+        for d in dialogs:
+            d["routes"] = tuple(json.loads(d["routes"] or "[]"))
+        return calls, dialogs
 
     def raise_alert(self, kind: str, ref: str, message: str) -> bool:
         """An alert from outside the loop (e.g. a login burst): stored once per (kind, ref) and

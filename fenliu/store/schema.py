@@ -236,5 +236,39 @@ MIGRATIONS: tuple[str, ...] = (
         epoch TEXT NOT NULL
     );
     """,
+    # 8: nothing lost with an instance — each leg's SIP dialog (so that another instance, or this one
+    # restarted, can send it a BYE), the callback list (every call fenliu ended or lost, until a person
+    # has called the caller back), and who declared an instance dead
+    """
+    CREATE TABLE leg_dialogs (
+        call_id TEXT NOT NULL,
+        leg TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        sip_call_id TEXT NOT NULL,
+        local_party TEXT NOT NULL,
+        remote_party TEXT NOT NULL,
+        target TEXT NOT NULL,
+        routes TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (call_id, leg)
+    );
+    CREATE INDEX leg_dialogs_instance ON leg_dialogs(instance);
+    CREATE TABLE callbacks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_id TEXT NOT NULL UNIQUE,
+        number TEXT NOT NULL,
+        at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        heard TEXT NOT NULL DEFAULT '',
+        instance TEXT NOT NULL DEFAULT '',
+        done_by TEXT,
+        done_at REAL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX callbacks_open ON callbacks(done_at);
+    ALTER TABLE instances ADD COLUMN dead_at REAL;
+    ALTER TABLE instances ADD COLUMN dead_by TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,66 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
-from argon2 import PasswordHasher
 
-from fenliu.bus import CallEvent, EventBus, WorkerFact
-from fenliu.console.server import Console
+from fenliu.bus import CallEvent, WorkerFact
 from fenliu.events import Decision
-from fenliu.service.supervisor import Supervisor
-from fenliu.settings import Settings, StoreSettings, seat_name
 from fenliu.sip import protocol as P
-from fenliu.store.record import Store
 from tests.console.api_env import PASSWORD, ApiEnv
+from tests.console.conftest import close
 from tests.console.test_api_security import error_of, live_call
 
-pytestmark = pytest.mark.usefixtures("cheap_hashes")
-
-
-@pytest.fixture
-def cheap_hashes(monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr("fenliu.console.auth.PasswordHasher",
-                        partial(PasswordHasher, time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-async def centre(pg_store_url, router, aiohttp_client):  # type: ignore[no-untyped-def]
-    """``await centre("A")``: an instance on the shared store, its centre view started."""
-    made: list[ApiEnv] = []
-
-    async def _open(name: str, users: tuple[tuple[str, str, str], ...] = (), seat_uri: str = "") -> ApiEnv:
-        s = Settings()
-        s = replace(s, store=StoreSettings(url=pg_store_url, instance=name), console=replace(s.console, port=0),
-                    sip=replace(s.sip, seat_uri=seat_uri))
-        bus = EventBus(asyncio.get_running_loop())
-        store = Store(s.store.url, seat=seat_name(seat_uri), settings=s)
-        bus.subscribe(store.record)
-        sup = Supervisor(s, router, None, bus)
-        e = ApiEnv(s, bus, store, sup, Console(s, sup, store))
-        for user, role, seat in users:
-            if store.user(user) is None:
-                e.add_user(user, role, seat)
-        assert e.console.centre is not None, "a PostgreSQL store shares its live view (store.centre = auto)"
-        e.console.centre.start(asyncio.get_running_loop())
-        e.client = await aiohttp_client(e.console.app)  # type: ignore[attr-defined]
-        made.append(e)
-        return e
-
-    yield _open
-    for e in made:
-        await close(e)
-
-
-async def close(e: ApiEnv) -> None:
-    if e.console.centre is not None and e.console.centre.feed.outbound is not None:
-        await asyncio.to_thread(e.console.centre.stop)
-    e.sup.stop()
-    e.store.close()
+pytestmark = pytest.mark.usefixtures("cheap_hashes")  # (tests/console/conftest.py)
 
 
 async def session(e: ApiEnv, user: str) -> aiohttp.ClientSession:

@@ -94,3 +94,26 @@ def test_each_instance_writes_its_name_on_its_calls_and_orders(tmp_path, router)
     finally:
         a.close()
         b.close()
+
+
+def test_leg_dialogs_are_kept_while_the_leg_is_up_and_fenliu_ended_calls_go_on_the_callback_list(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/f.db")
+    for cid in ("c-bye", "c-timeout", "c-crash"):
+        s.record(WorkerFact("w0", P.CallStarted(cid, 0, "<sip:13800001111@pbx>", "<sip:110@fenliu>")))
+        s.record(WorkerFact("w0", P.LegDialog(cid, "caller", f"sip-{cid}", "<sip:110@x>;tag=a", "<sip:c@y>;tag=b",
+                                              "sip:c@127.0.0.1:5999")))
+    s.record(WorkerFact("w0", P.LegDialog("c-bye", "hotline", "sip-h", "<sip:110@x>;tag=c", "<sip:h@y>;tag=d",
+                                          "sip:h@127.0.0.1:5998", ("sip:proxy;lr",))))
+    assert s.db.scalar("SELECT COUNT(*) FROM leg_dialogs") == 4
+    s.record(WorkerFact("w0", P.LegEnded("c-bye", "hotline", 200, "BYE")))
+    assert s.db.scalar("SELECT COUNT(*) FROM leg_dialogs WHERE call_id = 'c-bye'") == 1
+    s.record(WorkerFact("w0", P.CallEnded("c-bye", 0, 200, "Normal call clearing")))  # the caller hung up
+    s.record(WorkerFact("w0", P.CallEnded("c-timeout", 0, 200, "fenliu: no RTP for 15 s and no answer to OPTIONS")))
+    s.record(WorkerFact("w0", P.CallEnded("c-crash", 0, 0, "worker w0 lost (crashed); call ended")))
+    assert s.db.scalar("SELECT COUNT(*) FROM leg_dialogs") == 0
+    assert sorted(c["call_id"] for c in s.callbacks()) == ["c-crash", "c-timeout"]  # not the caller who hung up
+    first = s.callbacks()[0]
+    assert first["number"] == "13800001111" and s.callback_done(first["id"], "op1", "called back")
+    assert not s.callback_done(first["id"], "op2")  # once
+    assert len(s.callbacks()) == 1 and len(s.callbacks(open_only=False)) == 2
+    s.close()

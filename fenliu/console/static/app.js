@@ -20,6 +20,7 @@ import {historyTargets, initHistory, search as historySearch, showDetail as show
 import {foldRepeat, renderRepeatBanner, repeatBadge} from './repeat.js';
 import {foldIvr, ivrBadge, ivrRowLine, ivrUrgent, renderIvrBanner} from './ivr.js';
 import {alertAckedEvent, alertEvent, initAlerts, loadAlerts, resetAlerts} from './alerts.js';
+import {endedByFenliu, initCallbacks, loadCallbacks} from './callbacks.js';
 import {initOrders, loadOrders, openOrder, orderChanged} from './orders.js';
 import {initStats, resetStats, showStats} from './stats.js';
 import {initLeads, loadLeads} from './leads.js';
@@ -76,6 +77,7 @@ const stream = new EventStream({
       for (const c of S.calls.values()) c.log = [];
       if (S.view) S.view.applied = 0;
       reloadCalls();
+      loadCallbacks(); // callers to call back, also those added while the stream was down
       if (supervisorUser()) loadAlerts(); // alerts raised while the stream was down
     }
   },
@@ -131,6 +133,7 @@ async function boot() {
   initStats(pages);
   initOrders(pages);
   initAlerts(pages);
+  initCallbacks(pages);
   initLeads(pages);
   if (!hasLoginHint()) {
     showLogin('');
@@ -432,6 +435,11 @@ function processEvent(ev) {
     if (supervisorUser()) alertAckedEvent(data);
     return;
   }
+  if (kind === 'callbacks_changed') {
+    loadCallbacks();
+    return;
+  }
+  if (kind === 'call_ended' && data && endedByFenliu(data.reason)) loadCallbacks(); // its caller is on the list
   if (!ev.call_id) return;
   const id = String(ev.call_id);
   let c = S.calls.get(id);
