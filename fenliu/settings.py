@@ -73,6 +73,9 @@ class SipSettings:
     seats: str = ""
     seat_strategy: str = "longest-idle"
     seat_ring: float = 15.0
+    # SIGTERM / `fenliu drain`: new calls are refused (503: the front tries another instance) and the live
+    # ones end by themselves; a centre that wants a bound sets it (s), the calls cut then go on the callback list
+    drain_timeout: float = 0.0
     users: str = "110"  # numbers (request-URI users) this service takes, comma separated; * = any
     media_timeout: float = 10.0  # no RTP from the caller for N s (not on hold): an in-dialog OPTIONS asks whether
     # anybody is there; only no answer ends the call (a call with no audio at all ends after N s)
@@ -380,6 +383,8 @@ def _validate(s: Settings) -> None:
         raise bad("sip.seats", s.sip.seats, 'distinct SIP URIs, comma-separated: "sip:seat01@pbx:5060, sip:seat02@pbx:5060"')
     if s.sip.seat_strategy not in ("longest-idle", "round-robin"):
         raise bad("sip.seat_strategy", s.sip.seat_strategy, '"longest-idle" or "round-robin"')
+    if s.sip.drain_timeout < 0:
+        raise bad("sip.drain_timeout", s.sip.drain_timeout, "0 (wait for every call to end) or a number of seconds")
     if s.sip.seat_ring < 0:
         raise bad("sip.seat_ring", s.sip.seat_ring, "seconds a seat rings before the next (0: until it answers)")
     if s.sip.seat_uri and not s.sip.seat_uri.startswith("sip:"):

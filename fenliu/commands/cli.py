@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--timeout", type=float, default=10.0, help="wait this long for the outcome")
     rl.add_argument("--url")
 
-    for x in (cl, tf, rl):
+    dr = sub.add_parser("drain", help="take the running fenliu serve out of rotation: no new calls (the front sends "
+                                      "them to another instance); it stops once its live calls have ended")
+    dr.add_argument("--url")
+
+    for x in (cl, tf, rl, dr):
         x.add_argument("--token", help="API token (default: env FENLIU_TOKEN, else the token fenliu serve leaves "
                                        "beside the store, var/cli-<console port>.token)")
 
@@ -243,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
                          sip.fallback_uri if args.fallback is None else args.fallback,
                          lambda line: print(line, flush=True), sip.front_timeout)
 
-    if cmd in ("calls", "transfer", "release"):
+    if cmd in ("calls", "transfer", "release", "drain"):
         return _api_command(args, settings)
     if cmd == "db":
         return _db(args, settings)
@@ -367,6 +371,9 @@ def _api_command(args: argparse.Namespace, settings) -> int:
     wait = 0.0
     if args.command == "calls":
         req = urllib.request.Request(f"{base}/api/calls", headers=auth)
+    elif args.command == "drain":
+        req = urllib.request.Request(f"{base}/api/drain", method="POST", data=b"{}",
+                                     headers={"Content-Type": "application/json", **auth})
     else:
         path = "transfer" if args.command == "transfer" else "release-operator"
         wait = args.timeout if args.timeout is not None else settings.transfer.answer_timeout + 5
@@ -399,7 +406,10 @@ def _api_command(args: argparse.Namespace, settings) -> int:
     except urllib.error.URLError as e:
         raise FenliuError(f"无法连接 fenliu serve / cannot reach fenliu serve at {base} ({e.reason}); "
                           f"is it running? (console.host / console.port)") from e
-    if args.command == "calls":
+    if args.command == "drain":
+        print(f"正在排空：不再接新来电，{data.get('live_calls', 0)} 通电话结束后 fenliu serve 停止 / draining: no new calls; "
+              f"fenliu serve stops when its {data.get('live_calls', 0)} live call(s) have ended")
+    elif args.command == "calls":
         rows = data["calls"]
         if not rows:
             print("没有通话 / no live calls")

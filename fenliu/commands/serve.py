@@ -9,11 +9,13 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import IO
 
 from fenliu.bus import CallEvent, EventBus, Item
 from fenliu.commands.offline import format_event
+from fenliu.console.api import DRAIN
 from fenliu.console.server import Console, announce_lost, cli_token_path, issue_cli_token, security_warnings
 from fenliu.events import event_to_dict
 from fenliu.loop.followthrough import FollowThrough
@@ -70,15 +72,62 @@ async def _retention(store: Store, settings: Settings, stop: asyncio.Event) -> N
             await asyncio.wait_for(stop.wait(), 6 * 3600)
 
 
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _drain(sup: Supervisor, bound: float, stop: asyncio.Event) -> None:
+    """Out of rotation: every worker refuses new calls (503, so the front sends them to another
+    instance); wait until the live calls have ended by themselves — or, with sip.drain_timeout,
+    end those left (their callers go on the callback list). ``stop`` cuts the wait short."""
+    live = sup.drain("draining")
+    print(f"fenliu serve: 正在排空：不再接新来电，等待 {live} 通电话自然结束 / draining: new calls refused (503), "
+          f"waiting for {live} live call(s) to end by themselves"
+          f"{f' (at most {bound:g} s, sip.drain_timeout)' if bound else ''}; SIGTERM again or Ctrl-C stops now",
+          file=sys.stderr, flush=True)
+    deadline = time.monotonic() + bound if bound else None
+    while sup.live_calls() and not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            left = [c["call_id"] for c in sup.calls()]
+            print(f"fenliu serve: drain bound reached: ending {len(left)} call(s); their callers go on the "
+                  f"callback list", file=sys.stderr, flush=True)
+            for cid in left:
+                with contextlib.suppress(LookupError):
+                    sup.hangup(cid, f"fenliu: drain bound reached (sip.drain_timeout = {bound:g} s)")
+            end = time.monotonic() + 10
+            while sup.live_calls() and time.monotonic() < end and not stop.is_set():
+                await _first_or(stop, 0.2)
+            return
+        await _first_or(stop, 0.2)
+    print("fenliu serve: drained: no live call left", file=sys.stderr, flush=True)
+
+
+async def _first_or(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
 def run_serve(settings: Settings, router: Router, engine, as_json: bool = False, ivr: LoadedFlow | None = None) -> int:
     return asyncio.run(_serve(settings, router, engine, as_json, ivr))
 
 
 async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr: LoadedFlow | None = None) -> int:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = asyncio.Event()  # stop now (Ctrl-C, a second SIGTERM, a fence, the end of a drain)
+    drain = asyncio.Event()  # SIGTERM / `fenliu drain`: no new calls, stop when the live ones have ended
+
+    def on_sigterm() -> None:
+        if drain.is_set():
+            stop.set()  # a second SIGTERM: the service manager will not wait any longer
+        drain.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     bus = EventBus(loop)
     store = Store(settings.store.url, seat=service_seat(settings), settings=settings)
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
@@ -87,6 +136,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
     metrics = Metrics(sup, store)
     bus.subscribe(metrics)
     console = Console(settings, sup, store, metrics)
+    console.app[DRAIN] = drain.set  # POST /api/drain (`fenliu drain`)
     outbox = attach_loop(settings, store, bus, console)
     desk = attach_desk(settings, sup, bus, store, ivr)
     for w in security_warnings(settings):
@@ -125,7 +175,9 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
         if store.count_users() <= 1:  # only the built-in cli account
             print("还没有登录账户 / no console account yet: create the first one with\n"
                   "    fenliu user add admin --role admin", file=sys.stderr, flush=True)
-        await stop.wait()
+        await _first(stop, drain)
+        if drain.is_set() and not stop.is_set():
+            await _drain(sup, settings.sip.drain_timeout, stop)
     finally:
         stop_loop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ CONSOLE = web.AppKey("console", ConsoleSettings)
 SETTINGS = web.AppKey("settings", Settings)
 HOSTS = web.AppKey("hosts", frozenset)
 CENTRE = web.AppKey("centre", Centre)  # only on an instance that shares a centre view (PostgreSQL store)
-WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")  # wakes the outbox (a no-op without one)
+WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")
+DRAIN: web.AppKey[Callable[[], None]] = web.AppKey("drain")  # `fenliu serve` drains and stops (SIGTERM's path)  # wakes the outbox (a no-op without one)
 
 USER = web.RequestKey("user", User)
 CREDENTIAL = web.RequestKey("credential", str)  # auth.credential_of: which session or token
@@ -105,6 +107,8 @@ def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: 
     app[HOSTS] = _allowed_hosts(c)
     app[SETTINGS] = settings
     app[WAKE] = lambda: None
+    drain_only: Callable[[], None] = partial(_drain_only, supervisor)
+    app[DRAIN] = drain_only
     r = app.router
     for method, path, handler, _access in ROUTES:
         r.add_route(method, path, handler)
@@ -835,8 +839,9 @@ async def ready(request: web.Request) -> web.StreamResponse:
     sup = request.app[SUPERVISOR]
     h = sup.health()
     warm = sup.warmed.is_set() or sup.engine is None or sup.mode == "processes"
-    ok = h["ok"] and warm
-    why = "" if ok else ("workers not all alive" if not h["ok"] else "recognisers still warming up")
+    ok = h["ok"] and warm and not sup.draining
+    why = "" if ok else ("draining: no new calls" if sup.draining else "workers not all alive" if not h["ok"]
+                         else "recognisers still warming up")
     return web.json_response({"ready": ok, "why": why}, status=200 if ok else 503)
 
 
@@ -990,6 +995,22 @@ async def ack_alert(request: web.Request) -> web.StreamResponse:
     request.app[STORE].audit(user.name, "alert_ack", None, "ok", {"alert": aid})
     request.app[FEED].note("alert_acked", "", {"id": aid, "by": user.name})  # other supervisors' lists follow
     return web.json_response({"id": aid, "acked_by": user.name})
+
+
+def _drain_only(sup: Supervisor) -> None:
+    """No new calls (an app without `fenliu serve` around it: nothing stops when they have ended)."""
+    sup.drain("draining (requested through the API)")
+
+
+async def drain(request: web.Request) -> web.StreamResponse:
+    """Take this instance out of rotation (`fenliu drain`): no new calls — the front sends them to
+    another instance — and `fenliu serve` stops once its live calls have ended (sip.drain_timeout
+    bounds the wait). Audited."""
+    user, sup = _user(request), request.app[SUPERVISOR]
+    request.app[DRAIN]()
+    request.app[STORE].audit(user.name, "drain", None, "ok", {"live_calls": sup.live_calls()})
+    await asyncio.sleep(0)  # the drain has started (serve's waiter runs)
+    return web.json_response({"draining": True, "live_calls": sup.live_calls()})
 
 
 async def callbacks(request: web.Request) -> web.StreamResponse:
@@ -1222,6 +1243,7 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/api/alerts", alerts, SUPERVISOR_ROLE),
     ("POST", "/api/alerts/{alert_id}/ack", ack_alert, SUPERVISOR_ROLE),
     ("GET", "/api/callbacks", callbacks, OPERATOR),
+    ("POST", "/api/drain", drain, SUPERVISOR_ROLE),
     ("POST", "/api/callbacks/{callback_id}/done", callback_done, OPERATOR),
     ("GET", "/api/calls/{call_id}/loop", call_loop, OPERATOR),
     ("POST", "/api/calls/{call_id}/followups", add_followup, SUPERVISOR_ROLE),

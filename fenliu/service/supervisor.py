@@ -106,6 +106,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self.warmed = threading.Event()  # the start-up recognisers are ready (threads mode)
         self.controls = CentreControls()  # centre-wide switches (kept current from the store by the console)
+        self.draining = ""  # why this instance takes no new calls ("" = it does)
         self.pool: Any = None
         self.front: Any = None  # the Kamailio front, when sip.front_port is set
         # the seats fenliu rings (sip.seats): the call each is ringing or talking to, when each was freed
@@ -256,6 +257,8 @@ class Supervisor:
                           on_fact=on_fact)
         ready = link.start()
         self.links[name] = link
+        if self.draining:  # restarted while the instance drains: no new calls for it either
+            link.send(P.Drain(self.draining))
         ws.state, ws.pid, ws.capacity, ws.last_error = "alive", ready.pid, ready.capacity, ""
 
     def _publish(self, worker: str, fact: P.Fact) -> None:
@@ -513,10 +516,27 @@ class Supervisor:
         self._link(s).send(P.ReleaseOperator(s.call_id))
         return {"call_id": s.call_id, "status": "requested"}
 
-    def hangup(self, call_id: str) -> dict[str, Any]:
+    def hangup(self, call_id: str, reason: str = "") -> dict[str, Any]:
         s = self._session(call_id)
-        self._link(s).send(P.Hangup(s.call_id))
+        self._link(s).send(P.Hangup(s.call_id, reason))
         return {"call_id": s.call_id, "status": "requested"}
+
+    # -- drain: out of rotation, the live calls end by themselves ------------------------------
+    def drain(self, reason: str = "draining") -> int:
+        """Every worker takes no new call (503: the front sends it to another instance) — also a
+        worker restarted meanwhile; returns how many calls are still live."""
+        self.draining = reason
+        for link in list(self.links.values()):
+            try:
+                link.send(P.Drain(reason))
+            except OSError:
+                pass  # a worker restarting: it gets the drain with its start
+        with self._lock:
+            return len(self.sessions)
+
+    def live_calls(self) -> int:
+        with self._lock:
+            return len(self.sessions)
 
     def play(self, call_id: str, wav: str, leg: str = "caller", token: str = "") -> dict[str, Any]:
         s = self._session(call_id)

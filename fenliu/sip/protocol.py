@@ -533,6 +533,15 @@ class Configure(Command):
 @dataclass(frozen=True)
 class Hangup(Command):
     call_id: str
+    reason: str = ""  # why fenliu ends it (recorded instead of the BYE's answer), e.g. a drain's bound
+
+
+@dataclass(frozen=True)
+class Drain(Command):
+    """Take no new calls (INVITEs are answered 503 with Retry-After, so the front or the PBX tries
+    another instance at once); the calls in progress go on until they end by themselves."""
+
+    reason: str = "draining"
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,16 @@ min_talk = 0
 
 
 def serve(cfg: Path, name: str, tmp_path: Path) -> tuple[Proc, list[int], int]:
-    port, console = free_block(WORKERS), free_port()
-    env = {**os.environ, "FENLIU_CONFIG": str(cfg), "FENLIU_SIP__PORT": str(port),
-           "FENLIU_SIP__RTP_PORT": str(rtp_block(WORKERS * 40)), "FENLIU_CONSOLE__PORT": str(console),
+    return serve_n(cfg, name, WORKERS)
+
+
+def serve_n(cfg: Path, name: str, workers: int) -> tuple[Proc, list[int], int]:
+    port, console = free_block(workers), free_port()
+    env = {**os.environ, "FENLIU_CONFIG": str(cfg), "FENLIU_SIP__PORT": str(port), "FENLIU_SIP__WORKERS": str(workers),
+           "FENLIU_SIP__RTP_PORT": str(rtp_block(workers * 40)), "FENLIU_CONSOLE__PORT": str(console),
            "FENLIU_STORE__INSTANCE": name}
     proc = Proc([sys.executable, "-m", "fenliu", "serve", "--json"], env)
-    return proc, [port + i for i in range(WORKERS)], console
+    return proc, [port + i for i in range(workers)], console
 
 
 async def logged_in(url: str, user: str) -> aiohttp.ClientSession:
@@ -200,3 +204,85 @@ async def _closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
         msg = await ws.receive()
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
             return ws.close_code
+
+
+def test_kill_9_of_an_instance_its_callers_and_hotlines_get_a_bye_and_a_callback(tmp_path, pg_store_url):
+    """Instance B holds a caller in a three-way call with a hotline and is killed -9 (its process
+    group: supervisor and workers). Instance A finds B's heartbeat gone, sends a BYE to the caller
+    and to the hotline from the dialogs B's workers persisted, closes the record as "instance B
+    lost" and puts the caller on the callback list; the people on those lines are not left in dead
+    air. B started again closes nothing twice and takes calls."""
+    hotline = PeerProc("--answer", "200", user="12345")
+    cfg = tmp_path / "answer.toml"
+    cfg.write_text(f"""
+[sip]
+users = "110"
+workers = 1
+media_timeout = 0
+
+[store]
+url = "{pg_store_url}"
+
+[asr]
+model = "ko-test"
+mode = "threads"
+
+[transfer]
+min_talk = 0
+
+[transfer.targets]
+""" + "".join(f'{t} = "{hotline.uri.replace("12345", t)}"\n'
+               for t in ("12345", "12348", "12328", "12338", "95598", "social")), encoding="utf-8")
+    store = Store(pg_store_url)
+    Accounts(store).add_user("boss", "supervisor", PASSWORD)
+    a, _, a_console = serve_n(cfg, "A", 1)
+    b, b_ports, _ = serve_n(cfg, "B", 1)
+    caller = None
+    try:
+        for inst in (a, b):
+            inst.wait_for(event("ready"), timeout=120)
+        caller = PeerProc("--call", f"sip:110@127.0.0.1:{b_ports[0]}", user="13900001111")
+        answered = b.wait_for(event("call_answered"), timeout=30)
+        call_id = json.loads(answered[0])["call_id"]
+
+        async def transfer_then_kill() -> float:
+            boss = await logged_in(f"http://127.0.0.1:{a_console}", "boss")
+            try:  # from A's console: carried to B
+                deadline = time.monotonic() + 20
+                while not (await (await boss.get("/api/calls")).json())["calls"]:
+                    assert time.monotonic() < deadline, "B's call never listed on A"
+                    await asyncio.sleep(0.1)
+                r = await boss.post(f"/api/calls/{call_id}/transfer", json={"target": "12345", "wait": 20})
+                assert r.status == 200, await r.text()
+                return time.monotonic()
+            finally:
+                await boss.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, transfer_then_kill()).result()
+        hotline.wait(lambda e: e["event"] == "media", 20)
+        n_caller, n_hot = caller.mark(), hotline.mark()
+        b.kill_group()
+        killed = time.monotonic()
+        caller.wait(lambda e: e["event"] == "ended", 30, since=n_caller)
+        hotline.wait(lambda e: e["event"] == "ended", 30, since=n_hot)
+        took = time.monotonic() - killed
+        print(f"kill -9 → both legs got a BYE in {took:.1f} s")
+        row = store.call(call_id)
+        assert row["ended_at"] is not None and "instance B lost" in row["reason"], row
+        assert [c["call_id"] for c in store.callbacks()] == [call_id]
+        assert any(x["kind"] == "instance_lost" for x in store.alerts())
+
+        b2, b2_ports, _ = serve_n(cfg, "B", 1)  # B again, same name: nothing left to close, it takes calls
+        try:
+            b2.wait_for(event("ready"), timeout=120)
+            assert len(store.callbacks()) == 1
+        finally:
+            b2.stop()
+    finally:
+        if caller is not None:
+            caller.stop()
+        for inst in (a, b):
+            inst.stop()
+        hotline.stop()
+        store.close()

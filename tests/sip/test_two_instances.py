@@ -72,9 +72,10 @@ class Proc:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """Stop now (SIGINT; SIGTERM would drain: wait for the live calls to end)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -91,9 +92,9 @@ def event(kind: str):
     return pred
 
 
-def serve(tmp_path, name: str) -> tuple[Proc, list[int]]:
+def serve(tmp_path, name: str, **more: str) -> tuple[Proc, list[int]]:
     port = free_block(WORKERS)
-    env = {**os.environ, "FENLIU_SIP__PORT": str(port), "FENLIU_SIP__WORKERS": str(WORKERS),
+    env = {**os.environ, **more, "FENLIU_SIP__PORT": str(port), "FENLIU_SIP__WORKERS": str(WORKERS),
            "FENLIU_SIP__RTP_PORT": str(rtp_block(WORKERS * 40)), "FENLIU_SIP__USERS": "110",
            "FENLIU_CONSOLE__PORT": str(free_port()), "FENLIU_STORE__URL": f"sqlite:///{tmp_path}/{name}.db",
            # SIP routing is under test: the model is loaded, recognition runs in threads (lighter)
@@ -155,3 +156,65 @@ def test_two_instances_behind_one_front_survive_one_instance_killed(tmp_path):
         for inst in (a, b):
             inst.stop()
     assert b.proc.returncode == 0
+
+
+def test_sigterm_drains_an_instance_under_calls_without_cutting_one(tmp_path):
+    """A rolling restart's step: SIGTERM to instance A while it holds calls. Its workers refuse new
+    INVITEs (503), so the front sends every new call to B; A's own calls go on until their callers
+    hang up (none is cut: each SIPp caller sends its own BYE and gets 200), then A exits 0."""
+    (a, a_ports), (b, b_ports) = serve(tmp_path, "a"), serve(tmp_path, "b")
+    front_port = free_port(2)
+    front = None
+    try:
+        for inst in (a, b):
+            inst.wait_for(event("ready"), count=WORKERS, timeout=90)
+        front = Proc([sys.executable, "-m", "fenliu", "front", "--port", str(front_port), "--instances",
+                      f"127.0.0.1:{a_ports[0]}-{a_ports[-1]},127.0.0.1:{b_ports[0]}-{b_ports[-1]}"], {**os.environ})
+        front.wait_for(lambda x: x.startswith("fenliu front: udp:"), timeout=20)
+        box = {}
+        first = threading.Thread(target=lambda: box.setdefault("r", run_caller(
+            front_port, tmp_path, calls=4, rate=4, limit=4, talk_ms=8000, timeout=60, name="first")))
+        first.start()
+        a.wait_for(event("call_answered"), timeout=30)  # A holds at least one of them
+        a.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # (the signal is handled by A's loop; the new calls below come after it)
+        again = run_caller(front_port, tmp_path, calls=6, rate=3, limit=6, talk_ms=500, name="again")
+        assert again.returncode == 0, again.errors[-1500:]
+        assert {int(x.rsplit(":", 1)[1]) for x in again.answered_by} <= set(b_ports), again.answered_by
+        assert len(again.answered_by) == 6
+        first.join(90)
+        r = box["r"]
+        assert r.returncode == 0, r.errors[-1500:]  # none of A's calls was cut: each caller hung up itself
+        assert a.proc.wait(30) == 0  # drained, then stopped by itself
+        ended = [json.loads(x) for x in a.lines if event("call_ended")(x)]
+        assert ended and all("fenliu" not in e["reason"] for e in ended), ended
+    finally:
+        if front is not None:
+            front.stop()
+        for inst in (a, b):
+            inst.stop()
+
+
+def test_a_drain_bound_ends_the_calls_left_and_puts_their_callers_on_the_callback_list(tmp_path):
+    from fenliu.store.record import Store
+
+    a, a_ports = serve(tmp_path, "bound", FENLIU_SIP__DRAIN_TIMEOUT="1")
+    try:
+        a.wait_for(event("ready"), count=WORKERS, timeout=90)
+        box = {}
+        caller = threading.Thread(target=lambda: box.setdefault("r", run_caller(
+            a_ports[0], tmp_path, calls=1, talk_ms=60_000, timeout=90, name="long")))
+        caller.start()
+        a.wait_for(event("call_answered"), timeout=30)
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(30) == 0
+        caller.join(30)
+    finally:
+        a.stop()
+    store = Store(f"sqlite:///{tmp_path}/bound.db")
+    try:
+        [call] = store.calls()
+        assert "drain bound" in call["reason"]
+        assert [c["call_id"] for c in store.callbacks()] == [call["call_id"]]
+    finally:
+        store.close()

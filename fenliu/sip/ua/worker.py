@@ -267,6 +267,7 @@ class Worker:
         self.copy, self.copy_name = make_copier(pj.ByteVector)
         self.live: dict[str, Live] = {}
         self.seat_order: tuple[str, ...] = cfg.seats  # sip.seats, in the order the supervisor last sent
+        self.draining = ""  # why no new call is taken (the instance drains before it stops); "" = taking calls
         self.capacity = cfg.capacity()
         self._graveyard: deque[tuple[float, Any]] = deque()  # (release at, tap port / player)
         self._unlinked: set[LegCall] = set()  # calls outside a conversation, kept until DISCONNECTED
@@ -418,6 +419,8 @@ class Worker:
             return 403, "Forbidden", f"{source} is not an allowed peer (sip.allow)"
         if "*" not in c.users and user not in c.users:
             return 404, "Not Found", f"number {user!r} is not served here (sip.users)"
+        if self.draining:
+            return 503, "Service Unavailable", f"worker {c.name} {self.draining}: no new calls"
         if len(self.live) >= self.capacity:
             return 503, "Service Unavailable", (f"worker {c.name} full: {len(self.live)} conversation(s), "
                                                 f"{c.legs_per_conversation()} SIP legs reserved each of {c.max_calls}")
@@ -683,6 +686,9 @@ class Worker:
         if isinstance(cmd, P.SeatOrder):  # where the next call rings first (sip.seats)
             self.seat_order = tuple(cmd.seats)
             return
+        if isinstance(cmd, P.Drain):  # no new calls; the live ones go on
+            self.draining = cmd.reason
+            return
         call_id = getattr(cmd, "call_id", None)
         lv = self.live.get(str(call_id))
         if lv is None:
@@ -694,6 +700,8 @@ class Worker:
             return
         now = time.monotonic()
         if isinstance(cmd, P.Hangup):
+            if cmd.reason:
+                lv.conv.end_reason = cmd.reason
             self._hangup_all(lv)
         elif isinstance(cmd, P.Transfer):
             free = self.cfg.max_calls - self.legs_in_use()
