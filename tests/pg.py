@@ -123,6 +123,16 @@ class PgCluster:
         with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10) as con:
             con.execute(sql.SQL(template).format(sql.Identifier(name)))
 
+    def halt(self) -> None:
+        """Stop the server (fast: connections cut, as a restart does), keeping its files."""
+        self.run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the halted server again on the same port, and wait until it accepts connections."""
+        self.run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", str(int(timeout)), "start",
+                 timeout=timeout + 10)
+        _wait_ready(self, timeout)
+
     def stop(self) -> None:
         """Stop the server immediately and remove the temporary directory (idempotent)."""
         if self._stopped:

@@ -129,7 +129,7 @@ async def _serve(settings: Settings, router: Router, engine, as_json: bool, ivr:
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     bus = EventBus(loop)
-    store = Store(settings.store.url, seat=service_seat(settings), settings=settings)
+    store = Store(settings.store.url, seat=service_seat(settings), settings=settings, journal=True)
     bus.subscribe(store.record)  # first: the record must not depend on the console keeping up
     bus.subscribe(printer(sys.stdout, as_json))
     sup = Supervisor(settings, router, engine, bus)

@@ -839,10 +839,21 @@ async def ready(request: web.Request) -> web.StreamResponse:
     sup = request.app[SUPERVISOR]
     h = sup.health()
     warm = sup.warmed.is_set() or sup.engine is None or sup.mode == "processes"
-    ok = h["ok"] and warm and not sup.draining
+    store_up = await _store_answers(request.app[STORE])
+    ok = h["ok"] and warm and not sup.draining and store_up
     why = "" if ok else ("draining: no new calls" if sup.draining else "workers not all alive" if not h["ok"]
-                         else "recognisers still warming up")
+                         else "recognisers still warming up" if not warm
+                         else "store unavailable: records wait in memory and the journal")
     return web.json_response({"ready": ok, "why": why}, status=200 if ok else 503)
+
+
+async def _store_answers(store: Store) -> bool:
+    """Does the store answer now (a read within 2 s, off the loop), with nothing waiting for it?"""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(store.db.scalar, "SELECT 1"), 2.0)
+    except Exception:  # noqa: BLE001 - down, locked, slow: not ready
+        return False
+    return store.waiting == 0  # (the outbox's round and each new record write what waits)
 
 
 async def metrics_view(request: web.Request) -> web.StreamResponse:

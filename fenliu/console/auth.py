@@ -138,6 +138,32 @@ class Accounts:
         self.hasher = PasswordHasher()
         self.throttle = LoginThrottle()
         self._dummy = self.hasher.hash(secrets.token_hex(8))  # equal work for unknown names
+        # credentials the store confirmed lately: while it cannot be read (a PostgreSQL restart, a
+        # locked SQLite) they still open the console for OUTAGE_GRACE s — live calls and the one key
+        # go on; a logout or revocation made meanwhile applies as soon as the store is read again
+        self._confirmed: dict[str, tuple[User, str, float]] = {}  # digest -> (user, csrf, when confirmed)
+
+    def _from_store(self, key: str, read: Any) -> Any:
+        """``read()`` from the store; when the store is unavailable, the credential's last confirmed
+        (user, csrf) within OUTAGE_GRACE, else a 503 saying why."""
+        try:
+            return read()
+        except AuthError:
+            raise
+        except Exception as e:
+            if not self.store.db.unavailable(e):
+                raise
+            seen = self._confirmed.get(key)
+            if seen is not None and time.time() - seen[2] < OUTAGE_GRACE:
+                return seen
+            raise AuthError(503, "store_unavailable", "数据库暂时不可用，请稍后再登录 / the store is unavailable just "
+                                                      "now; try again shortly") from e
+
+    def _confirm(self, key: str, user: User, csrf: str) -> None:
+        now = time.time()
+        if len(self._confirmed) > 10_000:  # sweep what is too old to be used anyway
+            self._confirmed = {k: v for k, v in self._confirmed.items() if now - v[2] < OUTAGE_GRACE}
+        self._confirmed[key] = (user, csrf, now)
 
     # -- administration (the CLI) ----------------------------------------------------------------
     def add_user(self, name: str, role: str, password: str, seat: str = "") -> User:
@@ -171,7 +197,13 @@ class Accounts:
             raise AuthError(429, "too_many_attempts", f"该账户在此地址登录失败次数过多，请 {seconds} 秒后再试 / too many "
                                                       f"failed logins for this account from this address, retry in "
                                                       f"{seconds} s", retry_after=seconds)
-        u = self.store.user(name)
+        try:
+            u = self.store.user(name)
+        except Exception as e:
+            if not self.store.db.unavailable(e):
+                raise
+            raise AuthError(503, "store_unavailable", "数据库暂时不可用，无法登录；已登录的接警台照常工作 / the store is "
+                                                      "unavailable just now: no new login (open consoles go on)") from e
         ok = False
         try:
             ok = self.hasher.verify(u["pw_hash"] if u else self._dummy, password) and u is not None
@@ -185,11 +217,17 @@ class Accounts:
             self.store.set_password(name, self.hasher.hash(password))
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         self.store.add_session(digest(sid), u["id"], csrf)
-        return User(u["id"], u["name"], u["role"], u["seat"]), sid, csrf
+        user = User(u["id"], u["name"], u["role"], u["seat"])
+        self._confirm(digest(sid), user, csrf)
+        return user, sid, csrf
 
     def session_user(self, sid: str) -> tuple[User, str]:
         """The user of a session cookie and its CSRF token; a session idle too long has ended."""
         h = digest(sid)
+        got = self._from_store(h, lambda: self._session_user(h))
+        return got[0], got[1]
+
+    def _session_user(self, h: str) -> tuple[User, str]:
         s = self.store.session(h)
         if s is None:
             raise AuthError(401, "unauthenticated", "未登录或会话已失效，请登录 / not logged in")
@@ -199,7 +237,9 @@ class Accounts:
             raise AuthError(401, "session_expired", "会话已过期，请重新登录 / session expired, log in again")
         if now - s["last_seen"] > 30:  # write at most every 30 s per session
             self.store.touch_session(h, now)
-        return User(s["user_id"], s["name"], s["role"], s["seat"]), s["csrf"]
+        user = User(s["user_id"], s["name"], s["role"], s["seat"])
+        self._confirm(h, user, s["csrf"])
+        return user, s["csrf"]
 
     def _session_ended(self, s: dict[str, Any], now: float) -> str:
         """Why a stored session no longer opens anything ("" while it does)."""
@@ -231,10 +271,19 @@ class Accounts:
         return None, "session_ended"
 
     def token_user(self, token: str) -> User:
-        t = self.store.token(digest(token)) if token.startswith(TOKEN_PREFIX) else None
+        h = digest(token)
+        return self._from_store(h, lambda: self._token_user(token, h))[0]
+
+    def _token_user(self, token: str, h: str) -> tuple[User, str]:
+        t = self.store.token(h) if token.startswith(TOKEN_PREFIX) else None
         if t is None or t["disabled"]:
             raise AuthError(401, "bad_token", "API 令牌无效或已吊销 / invalid or revoked API token")
-        return User(t["user_id"], t["name"], t["role"], t["seat"], via=f"token:{t['token_name']}")
+        user = User(t["user_id"], t["name"], t["role"], t["seat"], via=f"token:{t['token_name']}")
+        self._confirm(h, user, "")
+        return user, ""
+
+
+OUTAGE_GRACE = 900.0  # s: how long a credential the store confirmed opens the console while it is down
 
 
 def credential_of(session_id: str = "", token: str = "") -> str:

@@ -7,6 +7,7 @@ worker health, ASR lag) are read from the supervisor when scraped.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -58,6 +59,14 @@ class Metrics:
         self.outbox = Gauge("fenliu_outbox_items", "Work orders and SMS in the outbox by state (shared store: all "
                             "instances)", ["kind", "state"], registry=r)
         self.open_alerts = Gauge("fenliu_alerts_open", "Alerts not yet acknowledged, by kind", ["kind"], registry=r)
+        self.store_up = Gauge("fenliu_store_up", "1 while the store answers (0: records wait in memory and the "
+                                                 "journal, the gauges read from it are as of the last answer)",
+                              registry=r)
+        self.store_waiting = Gauge("fenliu_store_waiting_records", "Call records and audit rows waiting for the "
+                                                                   "store", registry=r)
+        self.store_age = Gauge("fenliu_store_gauges_age_seconds", "Age of the gauges read from the store",
+                               registry=r)
+        self._store_read_at = 0.0
         self._busy: dict[str, float] = {}
         self._audio_s = 0.0
 
@@ -115,11 +124,29 @@ class Metrics:
             for w in sup.health()["workers"]:
                 self.workers.labels(w["state"]).inc()
         if self.store is not None:
+            self._from_store()
+        return generate_latest(self.registry)
+
+    def _from_store(self) -> None:
+        """The store's gauges; a store that does not answer never fails the scrape: its gauges stay
+        as last read (with their age), and fenliu_store_up says 0."""
+        store = self.store
+        self.store_waiting.set(store.waiting)
+        try:
+            counts = store.outbox_counts()
+            alerts = store.alerts(open_only=True, limit=1000)
+        except Exception as e:  # noqa: BLE001 - the database is down or locked
+            if not store.db.unavailable(e):
+                raise
+            self.store_up.set(0)
+        else:
             self.outbox.clear()
-            for key, n in self.store.outbox_counts().items():
+            for key, n in counts.items():
                 kind, _, state = key.partition("_")
                 self.outbox.labels(kind, state).set(n)
             self.open_alerts.clear()
-            for a in self.store.alerts(open_only=True, limit=1000):
+            for a in alerts:
                 self.open_alerts.labels(a["kind"]).inc()
-        return generate_latest(self.registry)
+            self._store_read_at = time.time()
+            self.store_up.set(1 if store.up else 0)
+        self.store_age.set(time.time() - self._store_read_at if self._store_read_at else 0)

@@ -26,6 +26,11 @@ class IntegrityError(Exception):
     """A unique or foreign-key constraint refused a row (either dialect)."""
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached just now (PostgreSQL restarting, the network): worth waiting
+    for — unlike a ConfigError, which is only raised while starting."""
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -43,7 +48,7 @@ class Database:
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self.path = None
-            self._con = self._open_pg()
+            self._con = self._open_pg(starting=True)
         else:
             raise ConfigError(f"store.url {redact(url)!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         self._in_tx = 0
@@ -59,15 +64,18 @@ class Database:
         con.execute("PRAGMA foreign_keys=ON")
         return con
 
-    def _open_pg(self) -> Any:
+    def _open_pg(self, starting: bool = False) -> Any:
         try:
             import psycopg
         except ImportError as e:  # pragma: no cover - psycopg is a dependency
             raise ConfigError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from e
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            # at start a wrong URL must be said at once; later a restarting server is waited for briefly
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10 if starting else 2)
         except psycopg.OperationalError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not starting:  # a restart, a network cut: the callers' records wait for it (Store)
+                raise StoreUnavailable(f"数据库暂时不可用 / {redact(self.url)} unavailable: {first}") from e
             raise ConfigError(f"无法连接数据库 / cannot connect to {redact(self.url)}: {first}. Is PostgreSQL "
                               f"running and the database created (createdb)? Check store.url.") from e
 
@@ -78,6 +86,8 @@ class Database:
     def unavailable(self, e: BaseException) -> bool:
         """The database cannot be reached or written just now (worth waiting for), as opposed
         to a statement it refuses (a bug or bad data)."""
+        if isinstance(e, StoreUnavailable):
+            return True
         if isinstance(e, sqlite3.OperationalError):
             return any(w in str(e) for w in ("locked", "busy", "disk I/O", "unable to open", "readonly", "full"))
         if self.dialect == "postgresql":

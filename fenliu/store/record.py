@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from fenliu.bus import CallEvent, WorkerFact
@@ -26,6 +28,7 @@ from fenliu.hotlines.masking import mask_number
 from fenliu.settings import Settings, instance_name
 from fenliu.sip import protocol as P
 from fenliu.store.db import Database
+from fenliu.store.journal import Journal
 from fenliu.store.schema import MIGRATIONS
 
 log = logging.getLogger("fenliu.store")
@@ -36,6 +39,16 @@ KEPT_FACTS = {"transfer_started", "transfer_consulted", "transfer_bridged", "tra
               "restart_failed", "orphans_released", "front_event", "registration", "error", "ivr_step", "overflowed",
               "queue_dialing", "queue_answered", "queue_failed"}
 TRANSFER_OUTCOMES = ("bridged", "completed", "failed")
+
+
+def journal_path(url: str, instance: str) -> Path:
+    """Where the records waiting for the database are journalled: beside an SQLite file; under
+    var/ for PostgreSQL (one file per instance)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", instance)  # one per instance: several may share a store
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        return db.with_name(f"{db.name}.{name}.journal")
+    return Path("var") / f"store-journal-{name}.log"
 
 
 def ended_by_fenliu(status: int, reason: str) -> bool:
@@ -73,7 +86,7 @@ def moves_forward(current: str, new: str) -> bool:
 
 class Store:
     def __init__(self, url: str, seat: str = "", linkage: Linkage | None = None, *, upgrade: bool = True,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, journal: bool = False) -> None:
         self.db = Database(url)
         self.url = url
         self.path = self.db.path
@@ -82,12 +95,24 @@ class Store:
         self.linkage = linkage or Linkage(self.settings)
         self.instance = instance_name(self.settings)  # written on the calls and orders this instance handles
         self.alert_listeners: list[Any] = []  # called with each new alert, after its transaction
-        self._waiting: deque[CallEvent | WorkerFact] = deque()  # records the database could not take yet
+        # records the database could not take yet (bus items, and audit rows as ("audit", args)), in order
+        self._waiting: deque[Any] = deque()
+        self.up = True  # the last write reached the database
+        # the running service's records also wait on disk (journal=True: `fenliu serve` only — a CLI
+        # command opening the same store must not take over the service's journal)
+        self.journal: Journal | None = Journal(journal_path(url, self.instance)) if journal else None
         try:
             self.upgraded_from, self.version = self.db.migrate(MIGRATIONS, upgrade=upgrade)
         except BaseException:
             self.db.close()
             raise
+        left = self.journal.load() if self.journal is not None else []
+        if left and self.journal is not None:  # a run that crashed while the database was down: its records first
+            log.warning("store: %d record(s) from the journal %s of an earlier run", len(left), self.journal.path)
+            self.journal.clear()
+            for item in left:
+                self._wait(item)
+            self.flush()
 
     # -- the call record (a bus subscriber) -----------------------------------------------------
     def record(self, item: CallEvent | WorkerFact) -> None:
@@ -102,31 +127,53 @@ class Store:
                 return
         try:
             self._record(item)
+            self.up = True
         except Exception as e:
             if not self.db.unavailable(e):
                 raise
-            log.warning("store unavailable (%s): keeping the call record in memory until it answers", e)
+            if self.up:
+                log.warning("store unavailable (%s): keeping the call records (in memory%s) until it answers", e,
+                            f" and in {self.journal.path}" if self.journal is not None else "")
+            self.up = False
             self._wait(item)
 
-    def _wait(self, item: CallEvent | WorkerFact) -> None:
+    def _wait(self, item: Any) -> None:
         if len(self._waiting) >= MAX_WAITING:
             log.error("store unavailable too long: %d items waiting; dropping the oldest", len(self._waiting))
             self._waiting.popleft()
         self._waiting.append(item)
+        if self.journal is not None:
+            try:
+                self.journal.append(item)
+            except OSError as e:  # a full disk: the memory copy still waits
+                log.error("store journal %s not written: %s", self.journal.path, e)
 
     def flush(self) -> int:
         """Write what waited for the database (called on each record and by the outbox's round);
         returns how many are still waiting."""
         while self._waiting:
             try:
-                self._record(self._waiting[0])
+                head = self._waiting[0]
+                if isinstance(head, tuple) and head and head[0] == "audit":
+                    self._audit(*head[1:])
+                else:
+                    self._record(head)
             except Exception as e:
                 if not self.db.unavailable(e):
                     log.exception("dropping a call record the store refuses: %s", self._waiting[0])
                     self._waiting.popleft()
                     continue
+                self.up = False
                 break
             self._waiting.popleft()
+        if not self._waiting:
+            self.up = True
+            if self.journal is not None and (self.journal.count or self.journal.path.exists()):
+                self.journal.clear()  # all in the database now
+        return len(self._waiting)
+
+    @property
+    def waiting(self) -> int:
         return len(self._waiting)
 
     def _record(self, item: CallEvent | WorkerFact) -> None:
@@ -783,8 +830,24 @@ class Store:
     # -- audit ---------------------------------------------------------------------------------
     def audit(self, user: str, action: str, call_id: str | None = None, outcome: str = "",
               detail: dict[str, Any] | None = None) -> None:
+        """Who did what; while the database is down the row waits with the call records (in order,
+        journalled): an operator's key is never refused because the audit cannot be written yet."""
+        args = (time.time(), user, action, call_id, outcome, json.dumps(detail or {}, ensure_ascii=False))
+        if self._waiting:
+            self.flush()
+        if not self._waiting:
+            try:
+                self._audit(*args)
+                return
+            except Exception as e:
+                if not self.db.unavailable(e):
+                    raise
+                self.up = False
+        self._wait(("audit", *args))
+
+    def _audit(self, at: float, user: str, action: str, call_id: str | None, outcome: str, detail: str) -> None:
         self.db.execute('INSERT INTO audit(at, "user", action, call_id, outcome, detail) VALUES (?,?,?,?,?,?)',
-                        (time.time(), user, action, call_id, outcome, json.dumps(detail or {}, ensure_ascii=False)))
+                        (at, user, action, call_id, outcome, detail))
 
     def audit_log(self, limit: int = 100, action: str = "") -> list[dict[str, Any]]:
         rows = self.db.rows('SELECT id, at, "user", action, call_id, outcome, detail FROM audit '
@@ -795,6 +858,8 @@ class Store:
         return rows
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         self.db.close()
 
 

@@ -117,3 +117,28 @@ def test_leg_dialogs_are_kept_while_the_leg_is_up_and_fenliu_ended_calls_go_on_t
     assert not s.callback_done(first["id"], "op2")  # once
     assert len(s.callbacks()) == 1 and len(s.callbacks(open_only=False)) == 2
     s.close()
+
+
+def test_records_wait_for_a_locked_database_in_order_on_disk_too_and_survive_a_crash(tmp_path):
+    """SQLite write-locked by another process: the service's records (and an operator's audit row)
+    wait in memory and in the journal; a service that crashed meanwhile (its Store never closed)
+    leaves them to the next run, which writes them first, in order — nothing lost, nothing twice."""
+    url = f"sqlite:///{tmp_path}/f.db"
+    s = Store(url, journal=True)
+    s.db._con.execute("PRAGMA busy_timeout = 50")  # (a lock is waited for 30 s in production)
+    locker = sqlite3.connect(tmp_path / "f.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another tool holds the write lock
+    s.record(WorkerFact("w0", P.CallStarted("c-wait", 0, "<sip:13800002222@pbx>", "<sip:110@fenliu>")))
+    s.audit("op1", "transfer", "c-wait", "requested", {"target": "12345"})
+    s.record(WorkerFact("w0", P.CallEnded("c-wait", 0, 200, "BYE")))
+    assert s.waiting == 3 and not s.up
+    assert s.journal is not None and s.journal.path.exists()
+    # the service crashes here (never closed, nothing flushed); the lock goes away
+    locker.execute("ROLLBACK")
+    locker.close()
+    again = Store(url, journal=True)  # the next run
+    [call] = again.calls()
+    assert call["call_id"] == "c-wait" and call["ended_at"] is not None
+    assert [(a["user"], a["action"]) for a in again.audit_log()] == [("op1", "transfer")]
+    assert again.waiting == 0 and again.up and not again.journal.path.exists()
+    again.close()
