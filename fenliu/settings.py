@@ -153,6 +153,9 @@ class TransferSettings:
     answer_timeout: float = 20.0  # hotline must answer (or the REFER complete) within this
     drop_operator_after: float = 0.0  # three-way: leave automatically after N s (0 = on the operator's word)
     min_talk: float = 3.0  # a hotline that hangs up within N s of answering has not taken the caller: failed
+    # a key that waited longer than this before the service could run it (its loop was held up) is refused and
+    # the operator told, never executed late (the caller's situation may have changed meanwhile)
+    max_command_age: float = 3.0
     targets: dict[str, str] = field(default_factory=_default_targets)
     urgent: str = "119,120,122,fraud"  # the console's urgent lane (comma separated target ids; those without a
     # URI in [transfer.targets] are not shown)
@@ -370,6 +373,8 @@ def _validate(s: Settings) -> None:
         if not isinstance(label, str) or not label.strip() or len(label) > 60:
             raise bad(f"transfer.names.{tid}", label, 'a name of 1..60 characters, e.g. "12345 政务服务便民热线" '
                       '(the number first, if the service has one)')
+    if s.transfer.max_command_age <= 0:
+        raise bad("transfer.max_command_age", s.transfer.max_command_age, "seconds > 0, e.g. 3")
     if s.transfer.min_talk < 0:
         raise bad("transfer.min_talk", s.transfer.min_talk, "use 0 (off) or a number of seconds, e.g. 3")
     for tid, uri in s.transfer.targets.items():

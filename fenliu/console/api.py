@@ -63,7 +63,12 @@ SETTINGS = web.AppKey("settings", Settings)
 HOSTS = web.AppKey("hosts", frozenset)
 CENTRE = web.AppKey("centre", Centre)  # only on an instance that shares a centre view (PostgreSQL store)
 WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake_outbox")
-DRAIN: web.AppKey[Callable[[], None]] = web.AppKey("drain")  # `fenliu serve` drains and stops (SIGTERM's path)  # wakes the outbox (a no-op without one)
+DRAIN: web.AppKey[Callable[[], None]] = web.AppKey("drain")
+# the loop's ticks (monotonic, kept by _loop_watch): [last tick, end of the last stall, its length]. A request
+# read just after the loop was held up (a slow disk, a lock) may have waited that long in the socket: its key
+# is refused rather than run late (transfer.max_command_age)
+LOOP_TICK: web.AppKey[list[float]] = web.AppKey("loop_tick")
+HELD = web.RequestKey("held", float)  # how long this request may have waited for the loop  # `fenliu serve` drains and stops (SIGTERM's path)  # wakes the outbox (a no-op without one)
 
 USER = web.RequestKey("user", User)
 CREDENTIAL = web.RequestKey("credential", str)  # auth.credential_of: which session or token
@@ -109,14 +114,40 @@ def create_app(supervisor: Supervisor, store: Store, feed: EventFeed, accounts: 
     app[WAKE] = lambda: None
     drain_only: Callable[[], None] = partial(_drain_only, supervisor)
     app[DRAIN] = drain_only
+    app[LOOP_TICK] = [time.monotonic(), 0.0, 0.0]
     r = app.router
     for method, path, handler, _access in ROUTES:
         r.add_route(method, path, handler)
     r.add_get("/", index)
     r.add_get("/static/{name}", static)
+    app.cleanup_ctx.append(_loop_watch)
     app.cleanup_ctx.append(_stream_guard)
     app.cleanup_ctx.append(_controls_watch)
     return app
+
+
+def loop_held(tick: list[float], now: float) -> float:
+    """How long a request beginning now may have waited for the loop: the loop has not ticked for
+    that long, or it was held up just before (a request read within a second of a stall may have
+    arrived at its start)."""
+    recent_stall = tick[2] if now - tick[1] < 1.0 else 0.0
+    return max(now - tick[0], recent_stall)
+
+
+async def _loop_watch(app: web.Application) -> Any:
+    tick = app[LOOP_TICK]
+
+    async def run() -> None:
+        while True:
+            now = time.monotonic()
+            if now - tick[0] > 0.5:  # the loop was held up: what it reads next may have waited this long
+                tick[1], tick[2] = now, now - tick[0]
+            tick[0] = now
+            await asyncio.sleep(0.05)
+
+    task = asyncio.ensure_future(run())
+    yield
+    task.cancel()
 
 
 async def _stream_guard(app: web.Application) -> Any:
@@ -140,6 +171,7 @@ def _route_access(request: web.Request) -> Access:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[HELD] = loop_held(request.app[LOOP_TICK], time.monotonic())  # first, before anything can wait
     try:
         _check_host(request)
         _check_origin(request)
@@ -551,6 +583,12 @@ async def _act(request: web.Request, action: str, args: dict[str, Any], wait: fl
     call_id = request.match_info["call_id"]
     _visible_call(request, call_id)
     app, user = request.app, _user(request)
+    held, limit = request.get(HELD, 0.0), app[SETTINGS].transfer.max_command_age
+    if held > limit:  # the key waited while the service was held up: the operator decides again
+        app[STORE].audit(user.name, action, call_id, outcome="too_late", detail={**detail, "held_s": round(held, 1)})
+        raise ApiError(503, "too_late", f"这一键在服务器上等待了 {held:.0f} 秒，未执行，请确认后重按 / the key waited "
+                                        f"{held:.0f} s before the service could run it (over transfer.max_command_age "
+                                        f"{limit:g} s): not executed; check the call and press again")
     owner = _owner(app, call_id)
     if owner:
         try:

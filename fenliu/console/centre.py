@@ -225,13 +225,16 @@ class Centre:
         while not self._stop.is_set():
             self._wake.wait(self.poll)
             self._wake.clear()
+            now = time.monotonic()
+            if now - self._last_beat >= self.heartbeat:
+                try:  # first and on its own: a failing event write must not make this instance look dead
+                    self._beat()
+                except Exception as e:  # noqa: BLE001 - the store is down: the peers cannot see us either
+                    self.last_error = f"heartbeat: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
             try:
                 self._flush()
                 self._read()
                 self._commands()
-                now = time.monotonic()
-                if now - self._last_beat >= self.heartbeat:
-                    self._beat()
                 if now - self._last_prune >= 600:
                     self._prune()
                 self.failing_since = 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,14 +38,19 @@ def redact(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, wait: float = 30.0) -> None:
+        """``wait``: how long a statement waits for a lock another process holds (SQLite) or for a
+        lost server to take a connection again (PostgreSQL). A tool waits; the service (on its
+        event loop) waits briefly and lets its records wait instead (``Store``)."""
         self.url = url
+        self.wait = wait
+        self._retry_at = 0.0  # PostgreSQL lost: no new connection attempt before this (monotonic)
         self._lock = threading.RLock()
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self.path: Path | None = Path(url[len("sqlite:///"):])
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con: Any = self._open_sqlite(self.path)
+            self._con: Any = self._open_sqlite(self.path, wait)
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self.path = None
@@ -54,9 +60,16 @@ class Database:
         self._in_tx = 0
 
     # -- connections -----------------------------------------------------------------------------
+    def set_wait(self, wait: float) -> None:
+        """Wait this long for locks / a lost server from now on (see ``__init__``)."""
+        with self._lock:
+            self.wait = wait
+            if self.dialect == "sqlite":
+                self._con.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+
     @staticmethod
-    def _open_sqlite(path: Path) -> sqlite3.Connection:
-        con = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    def _open_sqlite(path: Path, wait: float = 30.0) -> sqlite3.Connection:
+        con = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=wait)
         con.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit survives a crash of fenliu; only a power cut can lose the last
         # transactions, and never corrupts the file. FULL would wait for the disk on every event.
@@ -69,12 +82,16 @@ class Database:
             import psycopg
         except ImportError as e:  # pragma: no cover - psycopg is a dependency
             raise ConfigError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from e
+        if not starting and time.monotonic() < self._retry_at:  # it just failed: do not wait for it again yet
+            raise StoreUnavailable(f"数据库暂时不可用 / {redact(self.url)} unavailable (retrying shortly)")
         try:
             # at start a wrong URL must be said at once; later a restarting server is waited for briefly
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=10 if starting else 2)
+            return psycopg.connect(self.url, autocommit=True,
+                                   connect_timeout=10 if starting else max(1, min(int(self.wait), 10)))
         except psycopg.OperationalError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if not starting:  # a restart, a network cut: the callers' records wait for it (Store)
+                self._retry_at = time.monotonic() + 1.0
                 raise StoreUnavailable(f"数据库暂时不可用 / {redact(self.url)} unavailable: {first}") from e
             raise ConfigError(f"无法连接数据库 / cannot connect to {redact(self.url)}: {first}. Is PostgreSQL "
                               f"running and the database created (createdb)? Check store.url.") from e

@@ -106,6 +106,10 @@ class Store:
         except BaseException:
             self.db.close()
             raise
+        if journal:
+            # the service runs on an event loop: once started, a lock held elsewhere is waited for 0.25 s,
+            # then the records wait (memory + journal) and the loop goes on; a tool waits as long as it takes
+            self.db.set_wait(0.25)
         left = self.journal.load() if self.journal is not None else []
         if left and self.journal is not None:  # a run that crashed while the database was down: its records first
             log.warning("store: %d record(s) from the journal %s of an earlier run", len(left), self.journal.path)
