@@ -219,3 +219,33 @@ def test_a_drain_bound_ends_the_calls_left_and_puts_their_callers_on_the_callbac
         assert [c["call_id"] for c in store.callbacks()] == [call["call_id"]]
     finally:
         store.close()
+
+
+def test_two_fronts_when_one_dies_the_other_carries_the_calls(tmp_path):
+    """The centre's front redundancy: two `fenliu front` (two addresses the PBX trunk lists, or a
+    floating address moved between them) over the same instances. One is killed: calls sent to the
+    other are answered by the instances as before."""
+    (a, a_ports), (b, b_ports) = serve(tmp_path, "a"), serve(tmp_path, "b")
+    instances = f"127.0.0.1:{a_ports[0]}-{a_ports[-1]},127.0.0.1:{b_ports[0]}-{b_ports[-1]}"
+    fronts = []
+    try:
+        for inst in (a, b):
+            inst.wait_for(event("ready"), count=WORKERS, timeout=90)
+        ports = [free_port(2), free_port(2)]
+        for port in ports:
+            f = Proc([sys.executable, "-m", "fenliu", "front", "--port", str(port), "--instances", instances],
+                     {**os.environ})
+            f.wait_for(lambda x: x.startswith("fenliu front: udp:"), timeout=20)
+            fronts.append(f)
+        first = run_caller(ports[0], tmp_path, calls=2, rate=2, limit=1, talk_ms=300, name="via-first")
+        assert first.returncode == 0 and len(first.answered_by) == 2, first.errors[-1500:]
+        fronts[0].kill_group()  # the first front's machine dies
+        assert udp_free(ports[0])  # (nothing answers there any more)
+        second = run_caller(ports[1], tmp_path, calls=4, rate=2, limit=1, talk_ms=300, name="via-second")
+        assert second.returncode == 0 and len(second.answered_by) == 4, second.errors[-1500:]
+        assert {int(x.rsplit(":", 1)[1]) for x in second.answered_by} <= set(a_ports) | set(b_ports)
+    finally:
+        for f in fronts:
+            f.stop()
+        for inst in (a, b):
+            inst.stop()
