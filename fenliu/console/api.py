@@ -194,11 +194,18 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         response = error(e.status, "not_found" if e.status == 404 else "http", f"{e.status} {e.reason}")
-    except Exception:
-        log.exception("API error on %s %s", request.method, request.path)
+    except Exception as e:
+        down = request.app[STORE].db.unavailable(e)  # a PostgreSQL restart, a locked SQLite: said, no traceback
+        if down:
+            log.warning("store unavailable on %s %s: %s", request.method, request.path, e)
+        else:
+            log.exception("API error on %s %s", request.method, request.path)
         if isinstance(request.get(STREAM), web.WebSocketResponse):
             return request[STREAM]  # already talking WebSocket: nothing else can be sent
-        response = error(500, "internal", "服务内部错误，已记录日志 / internal error, logged")
+        response = error(503, "store_unavailable", "数据库暂时不可用，实时通话与一键转接照常，历史与统计请稍后再查 / the "
+                                                   "store is unavailable just now (live calls and the one key go on); "
+                                                   "try again shortly") if down else \
+            error(500, "internal", "服务内部错误，已记录日志 / internal error, logged")
     if not isinstance(response, web.WebSocketResponse) and not response.prepared:
         h = response.headers
         h.setdefault("X-Content-Type-Options", "nosniff")

@@ -80,6 +80,8 @@ async def test_a_postgresql_restart_loses_no_record_and_the_console_goes_on(own_
         assert ready.status == 503 and "store" in (await ready.json())["why"]
         metrics = await http.get("/metrics")
         assert metrics.status == 200 and "fenliu_store_up 0.0" in await metrics.text()
+        history = await http.get("/api/history")  # what needs the store says so (not a 500)
+        assert history.status == 503 and (await history.json())["code"] == "store_unavailable"
         async with aiohttp.ClientSession(base_url=str(client.make_url("/"))) as fresh:
             r = await fresh.post("/api/login", json={"username": "boss", "password": PASSWORD})
             assert r.status == 503 and (await r.json())["code"] == "store_unavailable"
