@@ -321,9 +321,14 @@ class Centre:
                          f"AND seen < {db.clock} - ?", (self.instance, name, self.lost_after)).rowcount
         if not won or self.store is None:
             return
+        self.stats["instances_lost"] += 1
+        # the BYEs take up to 4 s to be answered: not on this thread, which carries every console's events
+        threading.Thread(target=self._release, args=(name, age), name=f"release-{name}", daemon=True).start()
+
+    def _release(self, name: str, age: float) -> None:
+        assert self.store is not None
         released = release_instance(self.store, name, f"instance {name} lost (no heartbeat for {age:.0f} s)",
                                     self.sip_address)
-        self.stats["instances_lost"] += 1
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._lost, released)
 
