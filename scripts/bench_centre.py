@@ -28,8 +28,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,25 +37,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import cpu_model  # noqa: E402  (scripts/bench.py, this folder)
+
+from tests.conftest import free_port  # noqa: E402
 
 PASSWORD = "bench centre 110"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 async def _instance(url: str, name: str, port: int, ready: Any, go: Any, done: Any, decisions: int, rate: float,
@@ -139,62 +127,34 @@ async def _measure(url: str, want: int, instance: str, within: float) -> list[fl
     return out
 
 
-def run_row(url: str, watch_b: bool, decisions: int, rate: float, load: float) -> list[float]:
-    """B publishes; a stream on A (or on B) measures."""
+def run_row(url: str, names: tuple[str, ...], watch: str, decisions: int, rate: float, load: float) -> list[float]:
+    """Instances ``names`` on ``url``, each in its own process; B publishes, a supervisor's stream
+    on ``watch`` measures."""
     ctx = mp.get_context("spawn")
     go, done = ctx.Event(), ctx.Event()
     procs, ports, readies = [], {}, {}
-    for name in ("A", "B"):
+    for name in names:
         ports[name], readies[name] = free_port(), ctx.Event()
         p = ctx.Process(target=instance_main, args=(url, name, ports[name], readies[name], go, done, decisions, rate,
                                                     load, name == "B"), daemon=True)
         p.start()
         procs.append(p)
     try:
-        for name in ("A", "B"):
+        for name in names:
             assert readies[name].wait(60), f"instance {name} did not start"
-        target = ports["B" if watch_b else "A"]
 
-        async def watch() -> list[float]:
-            task = asyncio.ensure_future(_measure(f"http://127.0.0.1:{target}/", decisions, "B",
+        async def measure() -> list[float]:
+            task = asyncio.ensure_future(_measure(f"http://127.0.0.1:{ports[watch]}/", decisions, "B",
                                                   decisions / rate + 30))
             await asyncio.sleep(1.0)  # the stream is open before B starts
             go.set()
             return await task
 
-        return asyncio.run(watch())
+        return asyncio.run(measure())
     finally:
         go.set()
         done.set()
         for p in procs:
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-
-
-def run_baseline(decisions: int, rate: float, load: float) -> list[float]:
-    """One instance on SQLite, no centre: B's own decisions on B's own stream."""
-    with tempfile.TemporaryDirectory(prefix="fenliu-bench-centre-") as tmp:
-        ctx = mp.get_context("spawn")
-        go, done, ready = ctx.Event(), ctx.Event(), ctx.Event()
-        port = free_port()
-        p = ctx.Process(target=instance_main, args=(f"sqlite:///{tmp}/f.db", "B", port, ready, go, done, decisions, rate,
-                                                    load, True), daemon=True)
-        p.start()
-        try:
-            assert ready.wait(60), "the instance did not start"
-
-            async def watch() -> list[float]:
-                task = asyncio.ensure_future(_measure(f"http://127.0.0.1:{port}/", decisions, "B",
-                                                      decisions / rate + 30))
-                await asyncio.sleep(1.0)
-                go.set()
-                return await task
-
-            return asyncio.run(watch())
-        finally:
-            go.set()
-            done.set()
             p.join(30)
             if p.is_alive():
                 p.kill()
@@ -221,26 +181,28 @@ def main() -> int:
         cluster = start_cluster()
     try:
         rows: list[tuple[str, list[float]]] = []
-        plan = [("one instance, no centre (baseline)", None, False, 0.0),
-                ("same instance, through the store", True, False, 0.0),
-                ("another instance (centre view)", False, False, 0.0),
-                (f"one instance, no centre, +{args.load:.0f} partials/s", None, True, args.load),
-                (f"another instance, +{args.load:.0f} partials/s", False, True, args.load)]
-        for i, (label, watch_b, _loaded, load) in enumerate(plan):
-            if cluster is not None:
-                url = cluster.create_database(f"bench_centre_{i}")
-            print(f"… {label}", file=sys.stderr)
-            got = run_baseline(args.decisions, args.rate, load) if watch_b is None else \
-                run_row(url, watch_b, args.decisions, args.rate, load)
-            rows.append((label, got))
+        # (label, where B's decisions are watched: "" = one instance on SQLite, no centre; partials/s)
+        plan = [("one instance, no centre (baseline)", "", 0.0),
+                ("same instance, through the store", "B", 0.0),
+                ("another instance (centre view)", "A", 0.0),
+                (f"one instance, no centre, +{args.load:.0f} partials/s", "", args.load),
+                (f"another instance, +{args.load:.0f} partials/s", "A", args.load)]
+        with tempfile.TemporaryDirectory(prefix="fenliu-bench-centre-") as tmp:
+            for i, (label, watch, load) in enumerate(plan):
+                if cluster is not None:
+                    url = cluster.create_database(f"bench_centre_{i}")
+                print(f"… {label}", file=sys.stderr)
+                got = run_row(f"sqlite:///{tmp}/f{i}.db", ("B",), "B", args.decisions, args.rate, load) if not watch \
+                    else run_row(url, ("A", "B"), watch, args.decisions, args.rate, load)
+                rows.append((label, got))
         base = {0.0: pct(rows[0][1], 0.95), args.load: pct(rows[3][1], 0.95)}
         print(f"\nfenliu centre view: decision → a supervisor's event stream ({args.decisions} decisions at "
               f"{args.rate:.0f}/s per row)")
-        print(f"machine: {cpu_model()}, {os.cpu_count()} cores; PostgreSQL "
+        print(f"machine: {cpu_model() or 'CPU'}, {os.cpu_count()} cores; PostgreSQL "
               f"{'throw-away cluster (fsync off)' if cluster else 'at --url'}\n")
         print("| path | received | p50 ms | p95 ms | max ms | p95 × baseline |")
         print("|---|---|---|---|---|---|")
-        for (label, v), (_, _, _, load) in zip(rows, plan, strict=True):
+        for (label, v), (_, _, load) in zip(rows, plan, strict=True):
             print(f"| {label} | {len(v)}/{args.decisions} | {statistics.median(v) * 1000:.1f} | "
                   f"{pct(v, 0.95) * 1000:.1f} | {max(v) * 1000:.1f} | {pct(v, 0.95) / base[load]:.1f} |")
         cross = pct(rows[2][1], 0.95) * 1000

@@ -22,13 +22,10 @@ is caught up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,64 +42,23 @@ from fenliu.store.record import Store  # noqa: E402
 from tests.conftest import free_port, rtp_block  # noqa: E402
 from tests.pg import start_cluster  # noqa: E402
 from tests.sip.peers import PeerProc  # noqa: E402
+from tests.sip.test_two_instances import Proc, event  # noqa: E402
 
 LOST_AFTER = 4.0  # fenliu.console.centre.Centre.lost_after
 
 
-class Serve:
-    def __init__(self, url: str, name: str, work: Path) -> None:
-        self.port, self.console = free_port(2), free_port()
-        cfg = work / "answer.toml"
-        targets = "".join(f'{t} = "sip:{t}@127.0.0.1:9"\n' for t in ("12345", "12348", "12328", "12338", "95598",
-                                                                      "social"))
-        cfg.write_text(f'[sip]\nusers = "110"\nworkers = 1\nmedia_timeout = 0\n[store]\nurl = "{url}"\n'
-                       f'[asr]\nmodel = "ko-test"\nmode = "threads"\n[transfer.targets]\n{targets}', encoding="utf-8")
-        env = {**os.environ, "FENLIU_CONFIG": str(cfg), "FENLIU_SIP__PORT": str(self.port),
-               "FENLIU_SIP__RTP_PORT": str(rtp_block(40)), "FENLIU_CONSOLE__PORT": str(self.console),
-               "FENLIU_STORE__INSTANCE": name}
-        self.lines: list[str] = []
-        self.cv = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, "-m", "fenliu", "serve", "--json"], cwd=work, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self.cv:
-                self.lines.append(line)
-                self.cv.notify_all()
-
-    def wait_event(self, kind: str, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for line in self.lines:
-                    try:
-                        e = json.loads(line)
-                    except ValueError:
-                        continue
-                    if e.get("event") == kind:
-                        self.lines.remove(line)
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise RuntimeError(f"no {kind} from fenliu serve")
-                self.cv.wait(min(left, 0.5))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 9)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def serve(url: str, name: str, work: Path) -> tuple[Proc, int]:
+    """`fenliu serve` with one SIP worker on the store ``url``; the process and its SIP port."""
+    port, console = free_port(2), free_port()
+    cfg = work / "answer.toml"
+    targets = "".join(f'{t} = "sip:{t}@127.0.0.1:9"\n' for t in ("12345", "12348", "12328", "12338", "95598",
+                                                                  "social"))
+    cfg.write_text(f'[sip]\nusers = "110"\nworkers = 1\nmedia_timeout = 0\n[store]\nurl = "{url}"\n'
+                   f'[asr]\nmodel = "ko-test"\nmode = "threads"\n[transfer.targets]\n{targets}', encoding="utf-8")
+    env = {**os.environ, "FENLIU_CONFIG": str(cfg), "FENLIU_SIP__PORT": str(port),
+           "FENLIU_SIP__RTP_PORT": str(rtp_block(40)), "FENLIU_CONSOLE__PORT": str(console),
+           "FENLIU_STORE__INSTANCE": name}
+    return Proc([sys.executable, "-m", "fenliu", "serve", "--json"], env), port
 
 
 def instance_lost(kills: int) -> list[float]:
@@ -112,18 +68,18 @@ def instance_lost(kills: int) -> list[float]:
         url = cluster.url()
         with tempfile.TemporaryDirectory(prefix="fenliu-bench-fo-") as tmp:
             work = Path(tmp)
-            a = Serve(url, "A", work)
-            a.wait_event("ready")
+            a, _ = serve(url, "A", work)
+            a.wait_for(event("ready"), timeout=120)
             try:
                 for i in range(kills):
-                    b = Serve(url, "B", work)
+                    b, b_port = serve(url, "B", work)
                     try:
-                        b.wait_event("ready")
-                        caller = PeerProc("--call", f"sip:110@127.0.0.1:{b.port}", user=f"1390000{i:04d}")
+                        b.wait_for(event("ready"), timeout=120)
+                        caller = PeerProc("--call", f"sip:110@127.0.0.1:{b_port}", user=f"1390000{i:04d}")
                         try:
-                            b.wait_event("call_answered", 30)
+                            b.wait_for(event("call_answered"), timeout=30)
                             mark = caller.mark()
-                            b.kill()
+                            b.kill_group()
                             t0 = time.monotonic()
                             caller.wait(lambda e: e["event"] == "ended", 60, since=mark)
                             out.append(time.monotonic() - t0)

@@ -44,14 +44,15 @@ WORKERS = 2
 SEATS = ("1001", "1002", "1003")
 
 
-def config(tmp_path: Path, pg_url: str, acd_port: int, hotline: str) -> Path:
+def config(tmp_path: Path, pg_url: str, hotline: str, seat_uri: str = "") -> Path:
+    """The centre's configuration: answer mode, or seat mode dialling ``seat_uri`` (the ACD)."""
     p = tmp_path / "centre.toml"
     p.write_text(f"""
 [sip]
 users = "110"
 workers = {WORKERS}
 media_timeout = 0  # the callers send no audio
-seat_uri = "sip:queue@127.0.0.1:{acd_port}"
+seat_uri = "{seat_uri}"
 
 [store]
 url = "{pg_url}"
@@ -69,11 +70,7 @@ min_talk = 0
     return p
 
 
-def serve(cfg: Path, name: str, tmp_path: Path) -> tuple[Proc, list[int], int]:
-    return serve_n(cfg, name, WORKERS)
-
-
-def serve_n(cfg: Path, name: str, workers: int) -> tuple[Proc, list[int], int]:
+def serve(cfg: Path, name: str, workers: int = WORKERS) -> tuple[Proc, list[int], int]:
     port, console = free_block(workers), free_port()
     env = {**os.environ, "FENLIU_CONFIG": str(cfg), "FENLIU_SIP__PORT": str(port), "FENLIU_SIP__WORKERS": str(workers),
            "FENLIU_SIP__RTP_PORT": str(rtp_block(workers * 40)), "FENLIU_CONSOLE__PORT": str(console),
@@ -93,13 +90,13 @@ async def logged_in(url: str, user: str) -> aiohttp.ClientSession:
 def test_a_centre_of_two_instances(tmp_path, pg_store_url, browser):
     hotline = PeerProc("--answer", "200", user="12345")
     acd = SippSeat(tmp_path, answer_headers="P-Asserted-Identity: <sip:100[call_number]@acd.example>")
-    cfg = config(tmp_path, pg_store_url, acd.port, hotline.uri)
+    cfg = config(tmp_path, pg_store_url, hotline.uri, f"sip:queue@127.0.0.1:{acd.port}")
     store = Store(pg_store_url)
     accounts = Accounts(store)
     for seat in SEATS:
         accounts.add_user(f"op{seat}", "operator", PASSWORD, seat)
     accounts.add_user("boss", "supervisor", PASSWORD)
-    (a, a_ports, a_console), (b, b_ports, b_console) = serve(cfg, "A", tmp_path), serve(cfg, "B", tmp_path)
+    (a, a_ports, a_console), (b, b_ports, b_console) = serve(cfg, "A"), serve(cfg, "B")
     a_url, b_url = f"http://127.0.0.1:{a_console}", f"http://127.0.0.1:{b_console}"
     front = None
     callers = None
@@ -213,30 +210,11 @@ def test_kill_9_of_an_instance_its_callers_and_hotlines_get_a_bye_and_a_callback
     lost" and puts the caller on the callback list; the people on those lines are not left in dead
     air. B started again closes nothing twice and takes calls."""
     hotline = PeerProc("--answer", "200", user="12345")
-    cfg = tmp_path / "answer.toml"
-    cfg.write_text(f"""
-[sip]
-users = "110"
-workers = 1
-media_timeout = 0
-
-[store]
-url = "{pg_store_url}"
-
-[asr]
-model = "ko-test"
-mode = "threads"
-
-[transfer]
-min_talk = 0
-
-[transfer.targets]
-""" + "".join(f'{t} = "{hotline.uri.replace("12345", t)}"\n'
-               for t in ("12345", "12348", "12328", "12338", "95598", "social")), encoding="utf-8")
+    cfg = config(tmp_path, pg_store_url, hotline.uri)  # answer mode
     store = Store(pg_store_url)
     Accounts(store).add_user("boss", "supervisor", PASSWORD)
-    a, _, a_console = serve_n(cfg, "A", 1)
-    b, b_ports, _ = serve_n(cfg, "B", 1)
+    a, _, a_console = serve(cfg, "A", 1)
+    b, b_ports, _ = serve(cfg, "B", 1)
     caller = None
     try:
         for inst in (a, b):
@@ -245,7 +223,7 @@ min_talk = 0
         answered = b.wait_for(event("call_answered"), timeout=30)
         call_id = json.loads(answered[0])["call_id"]
 
-        async def transfer_then_kill() -> float:
+        async def transfer_from_a() -> None:
             boss = await logged_in(f"http://127.0.0.1:{a_console}", "boss")
             try:  # from A's console: carried to B
                 deadline = time.monotonic() + 20
@@ -254,12 +232,11 @@ min_talk = 0
                     await asyncio.sleep(0.1)
                 r = await boss.post(f"/api/calls/{call_id}/transfer", json={"target": "12345", "wait": 20})
                 assert r.status == 200, await r.text()
-                return time.monotonic()
             finally:
                 await boss.close()
 
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, transfer_then_kill()).result()
+            pool.submit(asyncio.run, transfer_from_a()).result()
         hotline.wait(lambda e: e["event"] == "media", 20)
         n_caller, n_hot = caller.mark(), hotline.mark()
         b.kill_group()
@@ -273,7 +250,7 @@ min_talk = 0
         assert [c["call_id"] for c in store.callbacks()] == [call_id]
         assert any(x["kind"] == "instance_lost" for x in store.alerts())
 
-        b2, b2_ports, _ = serve_n(cfg, "B", 1)  # B again, same name: nothing left to close, it takes calls
+        b2, b2_ports, _ = serve(cfg, "B", 1)  # B again, same name: nothing left to close, it takes calls
         try:
             b2.wait_for(event("ready"), timeout=120)
             assert len(store.callbacks()) == 1

@@ -27,6 +27,7 @@ from tests.sip.sipp import (
     caller_reinvite,
     caller_scenario,
     early_media_then,
+    reply,
     run_sipp,
     start_sipp_server,
     talking_caller,
@@ -480,17 +481,7 @@ def acd_that_moves_the_call(first: str, second: str, after_ms: int) -> str:
     ]]>
   </send>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
+  {reply("200 OK")}
 </scenario>
 """
 
