@@ -85,6 +85,8 @@ class Centre:
         self._answers: dict[int, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
         self._answers_out: list[tuple[int, int, dict[str, Any]]] = []
         self._wake = threading.Event()
+        self._commands_due = threading.Event()  # a command or an answer may be waiting in the store
+        self._last_commands = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_beat = 0.0
@@ -168,7 +170,8 @@ class Centre:
         cid = await asyncio.to_thread(self._insert_command, instance, call_id, action, args, by, timeout)
         self._answers[cid] = fut
         self.stats["commands_sent"] += 1
-        self._wake.set()  # look for an answer already given
+        self._commands_due.set()  # look for an answer already given
+        self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
@@ -213,9 +216,12 @@ class Centre:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as con:
                     for ch in CHANNELS:
                         con.execute(f"LISTEN {ch}")
-                    self._wake.set()  # anything sent while this connection was down
+                    self._commands_due.set()  # anything sent while this connection was down
+                    self._wake.set()
                     while not self._stop.is_set():
-                        for _ in con.notifies(timeout=self.poll, stop_after=1):
+                        for n in con.notifies(timeout=self.poll, stop_after=1):
+                            if n.channel != "fenliu_events":  # a command, or an answer, for somebody
+                                self._commands_due.set()
                             self._wake.set()
             except Exception as e:  # noqa: BLE001 - the worker notices the store itself; retry
                 self.last_error = f"listen: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
@@ -226,6 +232,8 @@ class Centre:
             self._wake.wait(self.poll)
             self._wake.clear()
             now = time.monotonic()
+            if now - self._last_commands >= self.poll:  # the poll: whatever a lost notification would have said
+                self._commands_due.set()
             if now - self._last_beat >= self.heartbeat:
                 try:  # first and on its own: a failing event write must not make this instance look dead
                     self._beat()
@@ -234,11 +242,15 @@ class Centre:
             try:
                 self._flush()
                 self._read()
-                self._commands()
+                if self._commands_due.is_set() or self._answers_out:  # not on every batch of events
+                    self._commands_due.clear()
+                    self._last_commands = now
+                    self._commands()
                 if now - self._last_prune >= 600:
                     self._prune()
                 self.failing_since = 0.0
             except Exception as e:  # noqa: BLE001 - the store is down or refuses: keep events, retry
+                self._commands_due.set()
                 self.last_error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 now = time.monotonic()
                 self.failing_since = self.failing_since or now

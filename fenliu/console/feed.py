@@ -124,17 +124,18 @@ class EventFeed:
         """The seat a call belongs to: the one that answered it (behind an ACD), else the
         service's (sip.seat_uri's user on the call's instance; "" in answer mode)."""
         lc = self.live.get(call_id)
-        if lc is None:
-            return self.seat
-        return lc.seat or (lc.service_seat if lc.instance and lc.instance != self.instance else self.seat)
+        return self._service_seat(lc) if lc is None or not lc.seat else lc.seat
+
+    def _service_seat(self, lc: LiveCall | None) -> str:
+        """The seat the call's own instance rings (sip.seat_uri there; this instance's for its own)."""
+        return lc.service_seat if lc is not None and lc.instance and lc.instance != self.instance else self.seat
 
     def visible_to(self, user: User, call_id: str) -> bool:
         """May this user see this call? Its service seat's operator (or everybody in answer mode,
         supervisors always) as before, and the operator of the seat that answered it."""
         lc = self.live.get(call_id)
         answered = lc.seat if lc is not None else self._ended.get(call_id, "")  # its last events, its detail
-        service = lc.service_seat if lc is not None and lc.instance and lc.instance != self.instance else self.seat
-        return user.may_see(service) or (bool(answered) and user.may_see(answered))
+        return user.may_see(self._service_seat(lc)) or (bool(answered) and user.may_see(answered))
 
     def remote_calls(self) -> list[tuple[str, LiveCall]]:
         """The live calls other instances hold (the centre view), oldest first."""

@@ -152,14 +152,13 @@ class Supervisor:
         split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
         # an IVR flow: in seat mode the seat's refusal overflows to it; when every call starts in
         # the flow the worker answers (the flow hands the caller to the seat/queue, a leg kept for it)
-        seats = split(s.seats)
-        seat = s.seat_uri or (seats[0] if seats else "")  # seat mode: one seat / the ACD, or the seat list
+        seat = s.seat_uri or (self.seats[0] if self.seats else "")  # seat mode: one seat / the ACD, or the list
         front_first = bool(ivr.flow) and (ivr.when == "always" or not seat)
         return WorkerSettings(
             name=name, address=s.address, sip_port=sip_port, rtp_port=rtp_port, rtp_range=s.rtp_range,
             audio_paths=self.pool.audio_paths(name) if self.pool is not None else (),
             seat_uri="" if front_first else seat, overflow=bool(ivr.flow) and not front_first,
-            seats=() if front_first else self.seat_order(), seat_ring=s.seat_ring if seats else 0.0,
+            seats=() if front_first else self.seat_order(), seat_ring=s.seat_ring if self.seats else 0.0,
             seat_timeout=ivr.seat_timeout, queue_leg=front_first,
             users=split(s.users) or ("*",), media_timeout=s.media_timeout,
             max_duration=s.max_duration, max_hold=s.max_hold, invite_max_age=s.front_timeout,
